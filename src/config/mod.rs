@@ -1,0 +1,839 @@
+//! The collector-style YAML config: loading, env expansion, component dispatch by type,
+//! validation, and errors that name `file:line:column`.
+
+pub mod expand;
+pub mod secret;
+pub mod tls;
+pub mod units;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+use crate::exporters::debug::DebugExporterConfig;
+use crate::exporters::otlp::OtlpExporterConfig;
+use crate::extensions::{HealthCheckConfig, ZpagesConfig};
+use crate::processors::attributes::AttributesConfig;
+use crate::processors::batch::BatchConfig;
+use crate::processors::filter::FilterConfig;
+use crate::receivers::prometheus::config::PrometheusReceiverConfig;
+
+/// The config the agent runs when started without `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.yaml");
+
+/// One config problem, located in the file when the location is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        } else {
+            write!(f, "{}: {}", self.file, self.message)
+        }
+    }
+}
+
+/// All problems found in one config.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// `type[/name]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId {
+    pub kind: String,
+    pub name: Option<String>,
+}
+
+impl ComponentId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, name) = match s.split_once('/') {
+            Some((k, n)) => (k, Some(n)),
+            None => (s, None),
+        };
+        let kind_ok = kind.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !kind_ok {
+            return Err(format!(
+                "invalid component id {s:?}: the type must be [a-zA-Z][a-zA-Z0-9_]*"
+            ));
+        }
+        if let Some(n) = name {
+            if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '/') {
+                return Err(format!("invalid component id {s:?}: bad name after '/'"));
+            }
+        }
+        Ok(ComponentId {
+            kind: kind.to_string(),
+            name: name.map(str::to_string),
+        })
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{}/{}", self.kind, n),
+            None => f.write_str(&self.kind),
+        }
+    }
+}
+
+/// A kind of component section (`receivers`, `processors`, ...) and its closed set of types.
+pub trait ComponentSection: Sized {
+    /// Singular name for messages: "receiver".
+    const NOUN: &'static str;
+    /// Types meshmetrics implements.
+    const SUPPORTED: &'static [&'static str];
+    /// Collector types users may bring over that meshmetrics does not implement.
+    const UNSUPPORTED: &'static [&'static str];
+    fn deserialize_typed<'de, A: MapAccess<'de>>(kind: &str, map: &mut A)
+        -> Result<Self, A::Error>;
+}
+
+fn typed<'de, A: MapAccess<'de>, T: Deserialize<'de> + Default>(
+    map: &mut A,
+) -> Result<T, A::Error> {
+    Ok(map.next_value::<Option<T>>()?.unwrap_or_default())
+}
+
+/// Why a component type is not accepted, with a suggestion when it looks like a typo.
+fn unknown_type_message<C: ComponentSection>(kind: &str) -> String {
+    if C::UNSUPPORTED.contains(&kind) {
+        return format!(
+            "{} type {kind:?} is an OpenTelemetry Collector component that meshmetrics does not support (supported: {})",
+            C::NOUN,
+            C::SUPPORTED.join(", ")
+        );
+    }
+    let mut msg = format!("unknown {} type {kind:?}", C::NOUN);
+    if let Some(s) = nearest(kind, C::SUPPORTED.iter().copied()) {
+        msg.push_str(&format!("; did you mean {s:?}?"));
+    } else {
+        msg.push_str(&format!(" (supported: {})", C::SUPPORTED.join(", ")));
+    }
+    msg
+}
+
+/// The closest candidate by edit distance, when it is close enough to be a typo.
+pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Components of one section in file order.
+#[derive(Debug, Clone)]
+pub struct ComponentMap<C>(pub Vec<(ComponentId, C)>);
+
+impl<C> Default for ComponentMap<C> {
+    fn default() -> Self {
+        ComponentMap(Vec::new())
+    }
+}
+
+impl<C> ComponentMap<C> {
+    pub fn get(&self, id: &ComponentId) -> Option<&C> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, c)| c)
+    }
+    pub fn ids(&self) -> impl Iterator<Item = &ComponentId> {
+        self.0.iter().map(|(i, _)| i)
+    }
+}
+
+impl<'de, C: ComponentSection> Deserialize<'de> for ComponentMap<C> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<C>(PhantomData<C>);
+        impl<'de, C: ComponentSection> Visitor<'de> for V<C> {
+            type Value = ComponentMap<C>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a map of {} ids to their settings", C::NOUN)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ComponentMap(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(ComponentId, C)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let id = ComponentId::parse(&key).map_err(de::Error::custom)?;
+                    if !C::SUPPORTED.contains(&id.kind.as_str()) {
+                        return Err(de::Error::custom(unknown_type_message::<C>(&id.kind)));
+                    }
+                    if out.iter().any(|(i, _)| *i == id) {
+                        return Err(de::Error::custom(format!("duplicate {} {id}", C::NOUN)));
+                    }
+                    let cfg = C::deserialize_typed(&id.kind, &mut map)?;
+                    out.push((id, cfg));
+                }
+                Ok(ComponentMap(out))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// Settings of one receiver.
+#[derive(Debug, Clone)]
+pub enum ReceiverConfig {
+    Prometheus(Box<PrometheusReceiverConfig>),
+}
+
+impl ComponentSection for ReceiverConfig {
+    const NOUN: &'static str = "receiver";
+    const SUPPORTED: &'static [&'static str] = &["prometheus"];
+    const UNSUPPORTED: &'static [&'static str] = &[
+        "otlp",
+        "hostmetrics",
+        "kubeletstats",
+        "k8s_cluster",
+        "filelog",
+        "jaeger",
+        "zipkin",
+        "kafka",
+        "statsd",
+        "prometheus_simple",
+        "receiver_creator",
+        "carbon",
+        "influxdb",
+        "opencensus",
+        "fluentforward",
+        "journald",
+        "k8s_events",
+        "k8sobjects",
+        "docker_stats",
+        "simpleprometheus",
+        "httpcheck",
+        "nop",
+    ];
+    fn deserialize_typed<'de, A: MapAccess<'de>>(
+        kind: &str,
+        map: &mut A,
+    ) -> Result<Self, A::Error> {
+        match kind {
+            "prometheus" => Ok(ReceiverConfig::Prometheus(Box::new(typed(map)?))),
+            _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
+        }
+    }
+}
+
+/// Settings of one processor.
+#[derive(Debug, Clone)]
+pub enum ProcessorConfig {
+    Batch(BatchConfig),
+    Filter(Box<FilterConfig>),
+    Attributes(AttributesConfig),
+    Resource(AttributesConfig),
+}
+
+impl ComponentSection for ProcessorConfig {
+    const NOUN: &'static str = "processor";
+    const SUPPORTED: &'static [&'static str] = &["batch", "filter", "attributes", "resource"];
+    const UNSUPPORTED: &'static [&'static str] = &[
+        "memory_limiter",
+        "transform",
+        "k8sattributes",
+        "resourcedetection",
+        "tail_sampling",
+        "probabilistic_sampler",
+        "metricstransform",
+        "groupbyattrs",
+        "cumulativetodelta",
+        "deltatocumulative",
+        "routing",
+        "span",
+        "redaction",
+        "metricsgeneration",
+        "interval",
+        "groupbytrace",
+        "schema",
+        "deltatorate",
+        "sumologic",
+    ];
+    fn deserialize_typed<'de, A: MapAccess<'de>>(
+        kind: &str,
+        map: &mut A,
+    ) -> Result<Self, A::Error> {
+        match kind {
+            "batch" => Ok(ProcessorConfig::Batch(typed(map)?)),
+            "filter" => Ok(ProcessorConfig::Filter(Box::new(typed(map)?))),
+            "attributes" => Ok(ProcessorConfig::Attributes(typed(map)?)),
+            "resource" => Ok(ProcessorConfig::Resource(typed(map)?)),
+            _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
+        }
+    }
+}
+
+/// Settings of one exporter.
+#[derive(Debug, Clone)]
+pub enum ExporterConfig {
+    Otlp(Box<OtlpExporterConfig>),
+    OtlpHttp(Box<OtlpExporterConfig>),
+    Debug(DebugExporterConfig),
+}
+
+impl ComponentSection for ExporterConfig {
+    const NOUN: &'static str = "exporter";
+    const SUPPORTED: &'static [&'static str] = &["otlp", "otlphttp", "debug"];
+    const UNSUPPORTED: &'static [&'static str] = &[
+        "prometheus",
+        "prometheusremotewrite",
+        "logging",
+        "file",
+        "kafka",
+        "loadbalancing",
+        "awsemf",
+        "datadog",
+        "googlecloud",
+        "azuremonitor",
+        "elasticsearch",
+        "loki",
+        "zipkin",
+        "jaeger",
+        "signalfx",
+        "splunk_hec",
+        "nop",
+        "otlp_http",
+        "influxdb",
+        "clickhouse",
+    ];
+    fn deserialize_typed<'de, A: MapAccess<'de>>(
+        kind: &str,
+        map: &mut A,
+    ) -> Result<Self, A::Error> {
+        match kind {
+            "otlp" => Ok(ExporterConfig::Otlp(Box::new(typed(map)?))),
+            "otlphttp" => Ok(ExporterConfig::OtlpHttp(Box::new(typed(map)?))),
+            "debug" => Ok(ExporterConfig::Debug(typed(map)?)),
+            _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
+        }
+    }
+}
+
+/// Settings of one extension.
+#[derive(Debug, Clone)]
+pub enum ExtensionConfig {
+    HealthCheck(HealthCheckConfig),
+    Zpages(ZpagesConfig),
+}
+
+impl ComponentSection for ExtensionConfig {
+    const NOUN: &'static str = "extension";
+    const SUPPORTED: &'static [&'static str] = &["health_check", "zpages"];
+    const UNSUPPORTED: &'static [&'static str] = &[
+        "pprof",
+        "file_storage",
+        "basicauth",
+        "bearertokenauth",
+        "oauth2client",
+        "headers_setter",
+        "k8s_observer",
+        "docker_observer",
+        "host_observer",
+        "memory_ballast",
+        "healthcheckv2",
+        "oidc",
+        "sigv4auth",
+        "db_storage",
+        "opamp",
+    ];
+    fn deserialize_typed<'de, A: MapAccess<'de>>(
+        kind: &str,
+        map: &mut A,
+    ) -> Result<Self, A::Error> {
+        match kind {
+            "health_check" => Ok(ExtensionConfig::HealthCheck(typed(map)?)),
+            "zpages" => Ok(ExtensionConfig::Zpages(typed(map)?)),
+            _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
+        }
+    }
+}
+
+/// `service.pipelines.<id>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub receivers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub processors: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub exporters: Vec<Spanned<String>>,
+}
+
+/// `service.telemetry`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default)]
+    pub metrics: TelemetryMetricsConfig,
+    #[serde(default)]
+    pub logs: TelemetryLogsConfig,
+}
+
+/// `service.telemetry.metrics`: where the agent serves its own `otelcol_*` metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryMetricsConfig {
+    /// `none` turns self metrics off; `basic`, `normal` and `detailed` all serve them.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// Listen address; `""` disables the endpoint.
+    #[serde(default = "default_telemetry_address")]
+    pub address: String,
+    /// The newer collector form: `readers: [{pull: {exporter: {prometheus: {host, port}}}}]`.
+    #[serde(default)]
+    pub readers: Vec<serde_json::Value>,
+}
+
+impl Default for TelemetryMetricsConfig {
+    fn default() -> Self {
+        TelemetryMetricsConfig {
+            level: default_level(),
+            address: default_telemetry_address(),
+            readers: Vec::new(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "normal".into()
+}
+
+fn default_telemetry_address() -> String {
+    "0.0.0.0:8888".into()
+}
+
+impl TelemetryMetricsConfig {
+    /// The listen address for self metrics, if they are served at all.
+    pub fn listen_address(&self) -> Result<Option<SocketAddr>, String> {
+        if self.level == "none" {
+            return Ok(None);
+        }
+        let mut addr = self.address.clone();
+        for r in &self.readers {
+            let p = &r["pull"]["exporter"]["prometheus"];
+            if p.is_object() {
+                let host = p["host"].as_str().unwrap_or("0.0.0.0");
+                let port = p["port"].as_u64().unwrap_or(8888);
+                addr = format!("{host}:{port}");
+            }
+        }
+        if addr.is_empty() {
+            return Ok(None);
+        }
+        parse_listen_address(&addr).map(Some)
+    }
+}
+
+/// `service.telemetry.logs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryLogsConfig {
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `console` or `json`.
+    #[serde(default = "default_log_encoding")]
+    pub encoding: String,
+}
+
+impl Default for TelemetryLogsConfig {
+    fn default() -> Self {
+        TelemetryLogsConfig {
+            level: default_log_level(),
+            encoding: default_log_encoding(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn default_log_encoding() -> String {
+    "console".into()
+}
+
+/// `service:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    #[serde(default)]
+    pub extensions: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// The whole file, as parsed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub receivers: ComponentMap<ReceiverConfig>,
+    #[serde(default)]
+    pub processors: ComponentMap<ProcessorConfig>,
+    #[serde(default)]
+    pub exporters: ComponentMap<ExporterConfig>,
+    #[serde(default)]
+    pub extensions: ComponentMap<ExtensionConfig>,
+    #[serde(default)]
+    pub connectors: Option<serde_json::Value>,
+    pub service: ServiceConfig,
+}
+
+/// A pipeline with its component ids resolved.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub id: String,
+    pub receivers: Vec<ComponentId>,
+    pub processors: Vec<ComponentId>,
+    pub exporters: Vec<ComponentId>,
+}
+
+/// A loaded and validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (a path, or `<default>`).
+    pub source: String,
+    /// SHA-less content fingerprint of the expanded text, to tell real changes apart.
+    pub fingerprint: u64,
+    pub raw: RawConfig,
+    pub pipelines: Vec<Pipeline>,
+    pub extensions: Vec<ComponentId>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "receivers",
+    "processors",
+    "exporters",
+    "extensions",
+    "connectors",
+    "service",
+];
+
+/// Turns a serde-saphyr error into ours, adding a suggestion for an unknown key.
+fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line() as usize, l.column() as usize))
+        .unwrap_or((0, 0));
+    let mut message = e.without_snippet().to_string();
+    // serde-saphyr appends " at line N, column M"; we print the position up front.
+    if let Some(k) = message.rfind(" at line ") {
+        message.truncate(k);
+    }
+    let original = message.clone();
+    if let Some(rest) = original.strip_prefix("unknown field `") {
+        if let Some((key, tail)) = rest.split_once('`') {
+            let expected: Vec<&str> = tail
+                .split_once("expected one of ")
+                .or_else(|| tail.split_once("expected "))
+                .map(|(_, list)| {
+                    list.split(", ")
+                        .map(|s| s.trim_matches(|c| c == '`' || c == ' '))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pool: Vec<&str> = if expected.is_empty() {
+                TOP_KEYS.to_vec()
+            } else {
+                expected
+            };
+            message = format!("unknown key {key:?}");
+            match nearest(key, pool.iter().copied()) {
+                Some(s) => message.push_str(&format!("; did you mean {s:?}?")),
+                None => message.push_str(&format!(" (expected one of: {})", pool.join(", "))),
+            }
+        }
+    }
+    ConfigError {
+        file: file.to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+impl Config {
+    /// Loads the embedded default config.
+    pub fn default_config() -> Result<Config, ConfigErrors> {
+        Config::from_text("<default>", DEFAULT_CONFIG)
+    }
+
+    /// Loads and validates a config file.
+    pub fn load(path: &str) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read config: {e}"),
+            }])
+        })?;
+        Config::from_text(path, &text)
+    }
+
+    /// Parses and validates config text; `file` is used in messages.
+    pub fn from_text(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+        let expanded = expand::expand_env(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.to_string(),
+                line: e.line,
+                column: e.column,
+                message: e.message,
+            }])
+        })?;
+        let raw: RawConfig = serde_saphyr::from_str(&expanded)
+            .map_err(|e| ConfigErrors(vec![yaml_error(file, &e)]))?;
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(expanded.as_bytes());
+        validate(file, raw, fingerprint)
+    }
+}
+
+fn loc_error(file: &str, s: &Spanned<String>, message: String) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        line: s.referenced.line() as usize,
+        column: s.referenced.column() as usize,
+        message,
+    }
+}
+
+fn resolve_refs<C>(
+    file: &str,
+    section: &str,
+    pipeline: &str,
+    refs: &[Spanned<String>],
+    defined: &ComponentMap<C>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ComponentId> {
+    let mut out = Vec::new();
+    for r in refs {
+        match ComponentId::parse(&r.value) {
+            Ok(id) if defined.get(&id).is_some() => {
+                if out.contains(&id) {
+                    errors.push(loc_error(
+                        file,
+                        r,
+                        format!("pipeline {pipeline:?} lists {section} {id} twice"),
+                    ));
+                } else {
+                    out.push(id);
+                }
+            }
+            Ok(id) => {
+                let names: Vec<String> = defined.ids().map(|i| i.to_string()).collect();
+                let mut m = format!(
+                    "pipeline {pipeline:?} references {section} {id} which is not configured"
+                );
+                if let Some(s) = nearest(&r.value, names.iter().map(String::as_str)) {
+                    m.push_str(&format!("; did you mean {s:?}?"));
+                }
+                errors.push(loc_error(file, r, m));
+            }
+            Err(m) => errors.push(loc_error(file, r, m)),
+        }
+    }
+    out
+}
+
+fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let plain = |message: String| ConfigError {
+        file: file.to_string(),
+        line: 0,
+        column: 0,
+        message,
+    };
+    if raw.connectors.as_ref().is_some_and(|c| !c.is_null()) {
+        errors.push(plain("connectors are not supported by meshmetrics".into()));
+    }
+    if raw.service.pipelines.is_empty() {
+        errors.push(plain(
+            "service.pipelines must define at least one pipeline".into(),
+        ));
+    }
+    let mut pipelines = Vec::new();
+    for (pid, p) in &raw.service.pipelines {
+        let signal = pid.split('/').next().unwrap_or("");
+        match signal {
+            "metrics" => {}
+            "traces" | "logs" | "profiles" => {
+                errors.push(plain(format!(
+                    "pipeline {pid:?}: meshmetrics handles metrics only; {signal} pipelines are not supported"
+                )));
+                continue;
+            }
+            _ => {
+                let mut m =
+                    format!("pipeline id {pid:?} must be \"metrics\" or \"metrics/<name>\"");
+                if let Some(s) = nearest(signal, ["metrics"].into_iter()) {
+                    m.push_str(&format!("; did you mean {s:?}?"));
+                }
+                errors.push(plain(m));
+                continue;
+            }
+        }
+        if p.receivers.is_empty() {
+            errors.push(plain(format!(
+                "pipeline {pid:?} must have at least one receiver"
+            )));
+        }
+        if p.exporters.is_empty() {
+            errors.push(plain(format!(
+                "pipeline {pid:?} must have at least one exporter"
+            )));
+        }
+        let receivers = resolve_refs(
+            file,
+            "receiver",
+            pid,
+            &p.receivers,
+            &raw.receivers,
+            &mut errors,
+        );
+        let processors = resolve_refs(
+            file,
+            "processor",
+            pid,
+            &p.processors,
+            &raw.processors,
+            &mut errors,
+        );
+        let exporters = resolve_refs(
+            file,
+            "exporter",
+            pid,
+            &p.exporters,
+            &raw.exporters,
+            &mut errors,
+        );
+        pipelines.push(Pipeline {
+            id: pid.clone(),
+            receivers,
+            processors,
+            exporters,
+        });
+    }
+    let mut extensions = Vec::new();
+    for e in &raw.service.extensions {
+        match ComponentId::parse(&e.value) {
+            Ok(id) if raw.extensions.get(&id).is_some() => extensions.push(id),
+            Ok(id) => errors.push(loc_error(
+                file,
+                e,
+                format!("service.extensions references extension {id} which is not configured"),
+            )),
+            Err(m) => errors.push(loc_error(file, e, m)),
+        }
+    }
+    // Per-component checks.
+    for (id, r) in &raw.receivers.0 {
+        match r {
+            ReceiverConfig::Prometheus(p) => {
+                if let Err(es) = p.config.resolve() {
+                    for m in es {
+                        errors.push(plain(format!("receivers::{id}: {m}")));
+                    }
+                }
+            }
+        }
+    }
+    for (id, p) in &raw.processors.0 {
+        let r = match p {
+            ProcessorConfig::Batch(b) => b.validate(),
+            ProcessorConfig::Filter(f) => f.validate(),
+            ProcessorConfig::Attributes(a) | ProcessorConfig::Resource(a) => a.validate(),
+        };
+        if let Err(m) = r {
+            errors.push(plain(format!("processors::{id}: {m}")));
+        }
+    }
+    for (id, x) in &raw.exporters.0 {
+        let r = match x {
+            ExporterConfig::Otlp(o) => o.validate(false),
+            ExporterConfig::OtlpHttp(o) => o.validate(true),
+            ExporterConfig::Debug(d) => d.validate(),
+        };
+        if let Err(m) = r {
+            errors.push(plain(format!("exporters::{id}: {m}")));
+        }
+    }
+    for (id, x) in &raw.extensions.0 {
+        let r = match x {
+            ExtensionConfig::HealthCheck(h) => parse_listen_address(&h.endpoint).map(|_| ()),
+            ExtensionConfig::Zpages(z) => parse_listen_address(&z.endpoint).map(|_| ()),
+        };
+        if let Err(m) = r {
+            errors.push(plain(format!("extensions::{id}: {m}")));
+        }
+    }
+    if let Err(m) = raw.service.telemetry.metrics.listen_address() {
+        errors.push(plain(format!("service.telemetry.metrics: {m}")));
+    }
+    if !matches!(
+        raw.service.telemetry.logs.encoding.as_str(),
+        "console" | "json"
+    ) {
+        errors.push(plain(
+            "service.telemetry.logs.encoding must be console or json".into(),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(Config {
+            source: file.to_string(),
+            fingerprint,
+            raw,
+            pipelines,
+            extensions,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Parses `host:port`, `:port` (all interfaces) or `localhost:port`.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let with_host = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else if let Some(rest) = s.strip_prefix("localhost:") {
+        format!("127.0.0.1:{rest}")
+    } else {
+        s.to_string()
+    };
+    with_host
+        .parse()
+        .map_err(|_| format!("invalid listen address {s:?} (expected host:port)"))
+}

@@ -1,0 +1,4 @@
+//! Exporters: where data leaves a pipeline.
+
+pub mod debug;
+pub mod otlp;

@@ -1,0 +1,176 @@
+//! OTLP over gRPC (tonic), with gzip or zstd and TLS through rustls.
+
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use std::time::Duration;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Batch, Compression, OtlpExporterConfig, SendError, Transport};
+
+/// `google.rpc.Status`, to read the server's retry hint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types_any::Any>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+mod prost_types_any {
+    /// `google.protobuf.Any`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+}
+
+fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    use prost::Message;
+    let s = RpcStatus::decode(status.details()).ok()?;
+    for d in s.details {
+        if d.type_url.ends_with("google.rpc.RetryInfo") {
+            let ri = RetryInfo::decode(d.value.as_slice()).ok()?;
+            let pd = ri.retry_delay?;
+            return Some(Duration::new(
+                pd.seconds.max(0) as u64,
+                pd.nanos.max(0) as u32,
+            ));
+        }
+    }
+    None
+}
+
+pub struct GrpcTransport {
+    client: MetricsServiceClient<Channel>,
+    headers: MetadataMap,
+    timeout: Duration,
+}
+
+impl GrpcTransport {
+    pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, String> {
+        let ep = cfg.endpoint.trim();
+        let (uri, tls) = if let Some(rest) = ep.strip_prefix("http://") {
+            (format!("http://{rest}"), false)
+        } else if let Some(rest) = ep.strip_prefix("https://") {
+            (format!("https://{rest}"), true)
+        } else if cfg.tls.insecure {
+            (format!("http://{ep}"), false)
+        } else {
+            (format!("https://{ep}"), true)
+        };
+        let timeout = cfg.timeout.unwrap_or(Duration::from_secs(5));
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| format!("invalid endpoint {uri:?}: {e}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true);
+        let tls_cfg = cfg.tls.rustls_config()?;
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = if tls {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls_cfg)
+                .https_only()
+                .enable_http2()
+                .wrap_connector(http)
+        } else {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls_cfg)
+                .https_or_http()
+                .enable_http2()
+                .wrap_connector(http)
+        };
+        let channel = endpoint.connect_with_connector_lazy(connector);
+        let mut client = MetricsServiceClient::new(channel)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(usize::MAX);
+        client = match cfg.compression() {
+            Compression::Gzip => client.send_compressed(CompressionEncoding::Gzip),
+            Compression::Zstd => client.send_compressed(CompressionEncoding::Zstd),
+            Compression::None => client,
+        };
+        let mut headers = MetadataMap::new();
+        for (k, v) in &cfg.headers {
+            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let val = MetadataValue::try_from(v.expose())
+                .map_err(|_| format!("header {k:?} has a value that is not valid in a header"))?;
+            headers.insert(key, val);
+        }
+        Ok(GrpcTransport {
+            client,
+            headers,
+            timeout,
+        })
+    }
+}
+
+/// gRPC codes the OTLP spec says to retry.
+fn retryable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+            | tonic::Code::OutOfRange
+            | tonic::Code::DataLoss
+    )
+}
+
+#[async_trait::async_trait]
+impl Transport for GrpcTransport {
+    async fn send(&self, batch: &Batch) -> Result<(), SendError> {
+        let mut req = tonic::Request::new(batch.request.clone());
+        *req.metadata_mut() = self.headers.clone();
+        req.set_timeout(self.timeout);
+        match self.client.clone().export(req).await {
+            Ok(resp) => {
+                if let Some(ps) = &resp.get_ref().partial_success {
+                    if ps.rejected_data_points > 0 {
+                        tracing::warn!(rejected = ps.rejected_data_points, message = %ps.error_message, "backend rejected part of a batch");
+                    }
+                }
+                Ok(())
+            }
+            Err(status) => {
+                let cause = format!("gRPC {:?}", status.code());
+                if retryable(status.code()) {
+                    Err(SendError::Retryable {
+                        cause: format!("{cause}: {}", status.message()),
+                        retry_after: retry_delay(&status),
+                    })
+                } else {
+                    Err(SendError::Permanent {
+                        detail: status.message().to_string(),
+                        cause,
+                    })
+                }
+            }
+        }
+    }
+}

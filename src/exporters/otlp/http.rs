@@ -1,0 +1,162 @@
+//! OTLP over HTTP: protobuf or JSON bodies, gzip/zstd, TLS through rustls.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use prost::Message;
+use std::io::Write;
+use std::time::Duration;
+
+use super::{parse_retry_after, Batch, Compression, OtlpExporterConfig, SendError, Transport};
+
+pub struct HttpTransport {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: http::Uri,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    compression: Compression,
+    json: bool,
+    timeout: Duration,
+}
+
+impl HttpTransport {
+    pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, String> {
+        let url = match &cfg.metrics_endpoint {
+            Some(u) => u.clone(),
+            None => format!("{}/v1/metrics", cfg.endpoint.trim_end_matches('/')),
+        };
+        let url: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid endpoint {url:?}: {e}"))?;
+        if !matches!(url.scheme_str(), Some("http") | Some("https")) {
+            return Err(format!(
+                "endpoint {url} must start with http:// or https://"
+            ));
+        }
+        let tls = cfg.tls.rustls_config()?;
+        let mut conn = HttpConnector::new();
+        conn.enforce_http(false);
+        conn.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(conn);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        let mut headers = Vec::new();
+        for (k, v) in &cfg.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let mut value = http::HeaderValue::from_str(v.expose())
+                .map_err(|_| format!("header {k:?} has a value that is not valid in a header"))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        Ok(HttpTransport {
+            client,
+            url,
+            headers,
+            compression: cfg.compression(),
+            json: cfg.encoding.as_deref() == Some("json"),
+            timeout: cfg.timeout.unwrap_or(Duration::from_secs(30)),
+        })
+    }
+
+    fn body(&self, batch: &Batch) -> Result<Vec<u8>, String> {
+        let raw = if self.json {
+            serde_json::to_vec(&batch.request).map_err(|e| e.to_string())?
+        } else {
+            batch.request.encode_to_vec()
+        };
+        match self.compression {
+            Compression::None => Ok(raw),
+            Compression::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(raw.len() / 4),
+                    flate2::Compression::fast(),
+                );
+                enc.write_all(&raw).map_err(|e| e.to_string())?;
+                enc.finish().map_err(|e| e.to_string())
+            }
+            Compression::Zstd => zstd::bulk::compress(&raw, 1).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Status codes the OTLP/HTTP spec says to retry.
+fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
+#[async_trait::async_trait]
+impl Transport for HttpTransport {
+    async fn send(&self, batch: &Batch) -> Result<(), SendError> {
+        let body = self.body(batch).map_err(|e| SendError::Permanent {
+            cause: "encoding".into(),
+            detail: e,
+        })?;
+        let mut req = http::Request::post(self.url.clone())
+            .header(
+                http::header::CONTENT_TYPE,
+                if self.json {
+                    "application/json"
+                } else {
+                    "application/x-protobuf"
+                },
+            )
+            .header(
+                http::header::USER_AGENT,
+                concat!("meshmetrics/", env!("CARGO_PKG_VERSION")),
+            );
+        match self.compression {
+            Compression::Gzip => req = req.header(http::header::CONTENT_ENCODING, "gzip"),
+            Compression::Zstd => req = req.header(http::header::CONTENT_ENCODING, "zstd"),
+            Compression::None => {}
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| SendError::Permanent {
+                cause: "request".into(),
+                detail: e.to_string(),
+            })?;
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => {
+                return Err(SendError::Retryable {
+                    cause: format!("timeout after {:?}", self.timeout),
+                    retry_after: None,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(SendError::Retryable {
+                    cause: format!("connection: {e}"),
+                    retry_after: None,
+                })
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Read (a bounded amount of) the body for the log line.
+        let body = match tokio::time::timeout(self.timeout, resp.into_body().collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => Bytes::new(),
+        };
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let detail = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        let cause = format!("HTTP {status}");
+        if retryable(status) {
+            Err(SendError::Retryable { cause, retry_after })
+        } else {
+            Err(SendError::Permanent { cause, detail })
+        }
+    }
+}

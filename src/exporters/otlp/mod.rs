@@ -1,0 +1,438 @@
+//! The `otlp` (gRPC) and `otlphttp` exporters: config, sending queue, retry with backoff,
+//! and the two transports. Data is encoded to OTLP once, when it is queued.
+
+pub mod encode;
+pub mod grpc;
+pub mod http;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::config::secret::Secret;
+use crate::config::tls::TlsClientConfig;
+use crate::config::units::{de_duration, de_opt_duration};
+use crate::model::Metrics;
+use crate::telemetry::{SharedTelemetry, Telemetry};
+
+/// Settings shared by `otlp` and `otlphttp` (collector names and defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// gRPC: `host:port` (TLS unless `tls.insecure`), or an `http(s)://` URL.
+    /// HTTP: base URL; `/v1/metrics` is appended.
+    #[serde(default)]
+    pub endpoint: String,
+    /// HTTP only: the full metrics URL, used as is.
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    /// Extra request headers (`x-honeycomb-team`, `x-honeycomb-dataset`, ...). Values are
+    /// treated as secrets and never printed.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// HTTP only: `proto` (default) or `json`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Per-request timeout: gRPC 5s, HTTP 30s by default.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "d5s", deserialize_with = "de_duration")]
+    pub initial_interval: Duration,
+    #[serde(default = "d30s", deserialize_with = "de_duration")]
+    pub max_interval: Duration,
+    /// Give up on a batch after this long; 0 retries forever.
+    #[serde(default = "d300s", deserialize_with = "de_duration")]
+    pub max_elapsed_time: Duration,
+    #[serde(default = "m15")]
+    pub multiplier: f64,
+    #[serde(default = "r05")]
+    pub randomization_factor: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d300s() -> Duration {
+    Duration::from_secs(300)
+}
+fn m15() -> f64 {
+    1.5
+}
+fn r05() -> f64 {
+    0.5
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            initial_interval: d5s(),
+            max_interval: d30s(),
+            max_elapsed_time: d300s(),
+            multiplier: m15(),
+            randomization_factor: r05(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "ten")]
+    pub num_consumers: usize,
+    /// Capacity in batches. When full, the incoming batch is refused and counted in
+    /// `otelcol_exporter_enqueue_failed_metric_points`.
+    #[serde(default = "thousand")]
+    pub queue_size: usize,
+}
+
+fn ten() -> usize {
+    10
+}
+fn thousand() -> usize {
+    1000
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+        }
+    }
+}
+
+/// Wire compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl OtlpExporterConfig {
+    pub fn compression(&self) -> Compression {
+        match self.compression.as_deref() {
+            Some("none") | Some("") => Compression::None,
+            Some("zstd") => Compression::Zstd,
+            _ => Compression::Gzip,
+        }
+    }
+
+    pub fn validate(&self, http: bool) -> Result<(), String> {
+        if self.endpoint.is_empty() && self.metrics_endpoint.is_none() {
+            return Err("endpoint must be set".into());
+        }
+        match self.compression.as_deref() {
+            None | Some("gzip") | Some("zstd") | Some("none") | Some("") => {}
+            Some(c) => {
+                return Err(format!(
+                    "compression {c:?} is not supported (gzip, zstd, none)"
+                ))
+            }
+        }
+        if !http && (self.encoding.is_some() || self.metrics_endpoint.is_some()) {
+            return Err("encoding and metrics_endpoint apply to otlphttp only".into());
+        }
+        if let Some(e) = self.encoding.as_deref() {
+            if e != "proto" && e != "json" {
+                return Err(format!("encoding {e:?} is not supported (proto, json)"));
+            }
+        }
+        for k in self.headers.keys() {
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return Err(format!("invalid header name {k:?}"));
+            }
+        }
+        if self.sending_queue.enabled
+            && (self.sending_queue.queue_size == 0 || self.sending_queue.num_consumers == 0)
+        {
+            return Err("sending_queue.queue_size and num_consumers must be above 0".into());
+        }
+        if self.retry_on_failure.multiplier < 1.0 {
+            return Err("retry_on_failure.multiplier must be at least 1".into());
+        }
+        if self.tls.insecure && self.tls.ca_file.is_some() {
+            return Err("tls.insecure and tls.ca_file are exclusive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one send attempt.
+#[derive(Debug)]
+pub enum SendError {
+    /// Will never succeed (bad key, bad data): drop the batch.
+    Permanent { cause: String, detail: String },
+    /// Throttled or unavailable: try again, after `retry_after` when the server said so.
+    Retryable {
+        cause: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A queued batch: encoded once, retried as is.
+#[derive(Debug)]
+pub struct Batch {
+    pub request: ExportMetricsServiceRequest,
+    pub points: usize,
+}
+
+/// One transport.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync {
+    async fn send(&self, batch: &Batch) -> Result<(), SendError>;
+}
+
+/// Logs each distinct permanent-error cause once at error level, later ones at debug.
+#[derive(Default)]
+struct OnceLogger(Mutex<HashSet<String>>);
+
+impl OnceLogger {
+    fn log(&self, exporter: &str, cause: &str, detail: &str) {
+        let first = self
+            .0
+            .lock()
+            .map(|mut s| s.insert(cause.to_string()))
+            .unwrap_or(true);
+        if first {
+            tracing::error!(exporter, cause, response = detail, "export failed permanently; dropping data (further failures with this cause are logged at debug level)");
+        } else {
+            tracing::debug!(exporter, cause, "export failed permanently; dropping data");
+        }
+    }
+}
+
+/// Backoff schedule with jitter, as the collector's exponential backoff.
+pub fn next_backoff(cfg: &RetryConfig, current: Duration) -> Duration {
+    let next = current.as_secs_f64() * cfg.multiplier;
+    Duration::from_secs_f64(next.min(cfg.max_interval.as_secs_f64()))
+}
+
+fn jitter(cfg: &RetryConfig, d: Duration) -> Duration {
+    let r = cfg.randomization_factor.clamp(0.0, 1.0);
+    if r == 0.0 {
+        return d;
+    }
+    let f = 1.0 + r * (2.0 * rand::random::<f64>() - 1.0);
+    Duration::from_secs_f64(d.as_secs_f64() * f)
+}
+
+/// Sends one batch, retrying as configured. Returns whether it was delivered.
+async fn deliver(
+    name: &str,
+    transport: &dyn Transport,
+    retry: &RetryConfig,
+    batch: &Batch,
+    log: &OnceLogger,
+    telemetry: &Telemetry,
+) -> bool {
+    let labels = Telemetry::labels(&[("exporter", name)]);
+    let started = tokio::time::Instant::now();
+    let mut backoff = retry.initial_interval;
+    loop {
+        match transport.send(batch).await {
+            Ok(()) => {
+                telemetry
+                    .exporter_sent
+                    .get_or_create(&labels)
+                    .inc_by(batch.points as f64);
+                return true;
+            }
+            Err(SendError::Permanent { cause, detail }) => {
+                log.log(name, &cause, &detail);
+                telemetry
+                    .exporter_send_failed
+                    .get_or_create(&labels)
+                    .inc_by(batch.points as f64);
+                return false;
+            }
+            Err(SendError::Retryable { cause, retry_after }) => {
+                let wait = retry_after.unwrap_or_else(|| jitter(retry, backoff));
+                let elapsed = started.elapsed();
+                let out_of_time =
+                    !retry.max_elapsed_time.is_zero() && elapsed + wait > retry.max_elapsed_time;
+                if !retry.enabled || out_of_time {
+                    tracing::error!(
+                        exporter = name,
+                        cause,
+                        points = batch.points,
+                        "export failed after retries; dropping data"
+                    );
+                    telemetry
+                        .exporter_send_failed
+                        .get_or_create(&labels)
+                        .inc_by(batch.points as f64);
+                    return false;
+                }
+                tracing::info!(exporter = name, cause, retry_in = ?wait, "export failed; will retry");
+                tokio::time::sleep(wait).await;
+                backoff = next_backoff(retry, backoff);
+            }
+        }
+    }
+}
+
+/// Runs an OTLP exporter: encodes what arrives, queues it, and sends with `num_consumers`
+/// concurrent workers. Returns when the input is closed and the queue drained.
+pub async fn run(
+    name: String,
+    cfg: OtlpExporterConfig,
+    transport: Arc<dyn Transport>,
+    mut input: mpsc::Receiver<Metrics>,
+    telemetry: SharedTelemetry,
+) {
+    let labels = Telemetry::labels(&[("exporter", &name)]);
+    let log = Arc::new(OnceLogger::default());
+    if !cfg.sending_queue.enabled {
+        while let Some(m) = input.recv().await {
+            let batch = Batch {
+                points: m.point_count(),
+                request: encode::encode(&m),
+            };
+            deliver(
+                &name,
+                transport.as_ref(),
+                &cfg.retry_on_failure,
+                &batch,
+                &log,
+                &telemetry,
+            )
+            .await;
+        }
+        return;
+    }
+    let cap = cfg.sending_queue.queue_size;
+    telemetry
+        .exporter_queue_capacity
+        .get_or_create(&labels)
+        .set(cap as i64);
+    let (qtx, qrx) = mpsc::channel::<Batch>(cap);
+    let qrx = Arc::new(tokio::sync::Mutex::new(qrx));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..cfg.sending_queue.num_consumers {
+        let qrx = qrx.clone();
+        let transport = transport.clone();
+        let retry = cfg.retry_on_failure.clone();
+        let log = log.clone();
+        let telemetry = telemetry.clone();
+        let name = name.clone();
+        let labels = labels.clone();
+        workers.spawn(async move {
+            loop {
+                let next = { qrx.lock().await.recv().await };
+                let Some(batch) = next else { break };
+                telemetry.exporter_queue_size.get_or_create(&labels).dec();
+                deliver(&name, transport.as_ref(), &retry, &batch, &log, &telemetry).await;
+            }
+        });
+    }
+    while let Some(m) = input.recv().await {
+        let points = m.point_count();
+        if points == 0 {
+            continue;
+        }
+        let batch = Batch {
+            points,
+            request: encode::encode(&m),
+        };
+        match qtx.try_send(batch) {
+            Ok(()) => {
+                telemetry.exporter_queue_size.get_or_create(&labels).inc();
+            }
+            Err(_) => {
+                tracing::warn!(exporter = %name, points, "sending queue is full; refusing the new batch");
+                telemetry
+                    .exporter_enqueue_failed
+                    .get_or_create(&labels)
+                    .inc_by(points as f64);
+            }
+        }
+    }
+    drop(qtx);
+    while workers.join_next().await.is_some() {}
+}
+
+/// Parses a `Retry-After` value: delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_collectors() {
+        let c: OtlpExporterConfig = serde_saphyr::from_str("endpoint: x:4317\n").expect("parses");
+        assert_eq!(c.retry_on_failure, RetryConfig::default());
+        assert_eq!(c.sending_queue, QueueConfig::default());
+        assert_eq!(c.compression(), Compression::Gzip);
+        assert_eq!(
+            next_backoff(&c.retry_on_failure, Duration::from_secs(5)),
+            Duration::from_millis(7500)
+        );
+        assert_eq!(
+            next_backoff(&c.retry_on_failure, Duration::from_secs(25)),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn header_values_never_print() {
+        let c: OtlpExporterConfig =
+            serde_saphyr::from_str("endpoint: x:4317\nheaders: {x-honeycomb-team: hcaik_SECRET}\n")
+                .expect("parses");
+        assert!(!format!("{c:?}").contains("hcaik_SECRET"));
+    }
+}

@@ -1,0 +1,289 @@
+//! The `zpages` extension: `/debug/servicez`, `/debug/pipelinez`, `/debug/extensionz`,
+//! `/debug/featurez`, and `/debug/targetz` (every scrape target with its last scrape).
+//! Each page is HTML; add `?format=json` for the same data as JSON.
+
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::receivers::prometheus::scrape::TargetRegistry;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ZpagesConfig {
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+}
+
+fn default_endpoint() -> String {
+    "localhost:55679".into()
+}
+
+impl Default for ZpagesConfig {
+    fn default() -> Self {
+        ZpagesConfig {
+            endpoint: default_endpoint(),
+        }
+    }
+}
+
+/// What the pages show.
+pub struct ZpagesState {
+    pub config: arc_swap::ArcSwap<Config>,
+    pub started: SystemTime,
+    pub targets: TargetRegistry,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(title: &str, body: String) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}}</style>\
+         </head><body><h1>{t}</h1>{body}</body></html>",
+        t = esc(title)
+    ))
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut s = String::from("<table><tr>");
+    for h in headers {
+        s.push_str(&format!("<th>{}</th>", esc(h)));
+    }
+    s.push_str("</tr>");
+    for r in rows {
+        s.push_str("<tr>");
+        for c in r {
+            s.push_str(&format!("<td>{}</td>", esc(&c)));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
+    s
+}
+
+fn wants_json(q: &HashMap<String, String>) -> bool {
+    q.get("format").is_some_and(|f| f == "json")
+}
+
+async fn servicez(
+    State(s): State<Arc<ZpagesState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let cfg = s.config.load();
+    let uptime = s.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    let info = serde_json::json!({
+        "name": "meshmetrics",
+        "version": env!("CARGO_PKG_VERSION"),
+        "config_source": cfg.source,
+        "uptime_seconds": uptime,
+        "pipelines": cfg.pipelines.len(),
+    });
+    if wants_json(&q) {
+        return axum::Json(info).into_response();
+    }
+    let rows = vec![
+        vec!["Version".into(), env!("CARGO_PKG_VERSION").into()],
+        vec!["Config".into(), cfg.source.clone()],
+        vec!["Uptime (s)".into(), uptime.to_string()],
+    ];
+    let links = "<p><a href=\"/debug/pipelinez\">pipelinez</a> · <a href=\"/debug/extensionz\">extensionz</a> · <a href=\"/debug/featurez\">featurez</a> · <a href=\"/debug/targetz\">targetz</a></p>";
+    page(
+        "meshmetrics service",
+        format!("{}{links}", table(&["", ""], rows)),
+    )
+    .into_response()
+}
+
+async fn pipelinez(
+    State(s): State<Arc<ZpagesState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let cfg = s.config.load();
+    let join = |v: &[crate::config::ComponentId]| {
+        v.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    };
+    if wants_json(&q) {
+        let v: Vec<_> = cfg
+            .pipelines
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id,
+                    "receivers": p.receivers.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                    "processors": p.processors.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                    "exporters": p.exporters.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return axum::Json(v).into_response();
+    }
+    let rows = cfg
+        .pipelines
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.clone(),
+                join(&p.receivers),
+                join(&p.processors),
+                join(&p.exporters),
+            ]
+        })
+        .collect();
+    page(
+        "Pipelines",
+        table(&["Pipeline", "Receivers", "Processors", "Exporters"], rows),
+    )
+    .into_response()
+}
+
+async fn extensionz(
+    State(s): State<Arc<ZpagesState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let cfg = s.config.load();
+    let names: Vec<String> = cfg.extensions.iter().map(|i| i.to_string()).collect();
+    if wants_json(&q) {
+        return axum::Json(names).into_response();
+    }
+    page(
+        "Extensions",
+        table(&["Extension"], names.into_iter().map(|n| vec![n]).collect()),
+    )
+    .into_response()
+}
+
+async fn featurez(Query(q): Query<HashMap<String, String>>) -> Response {
+    let features = [
+        (
+            "scrape.cache",
+            "enabled",
+            "Series seen before skip label parsing and relabeling",
+        ),
+        (
+            "scrape.staleness",
+            "enabled",
+            "Vanished series and failed scrapes emit NoRecordedValue points",
+        ),
+        (
+            "receiver.prometheus.openmetrics",
+            "enabled",
+            "OpenMetrics 1.0 is preferred in content negotiation",
+        ),
+    ];
+    if wants_json(&q) {
+        let v: Vec<_> = features
+            .iter()
+            .map(|(id, st, d)| serde_json::json!({"id": id, "state": st, "description": d}))
+            .collect();
+        return axum::Json(v).into_response();
+    }
+    let rows = features
+        .iter()
+        .map(|(a, b, c)| vec![a.to_string(), b.to_string(), c.to_string()])
+        .collect();
+    page(
+        "Feature gates",
+        table(&["ID", "State", "Description"], rows),
+    )
+    .into_response()
+}
+
+async fn targetz(
+    State(s): State<Arc<ZpagesState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let targets: Vec<_> = s
+        .targets
+        .lock()
+        .map(|t| t.values().cloned().collect())
+        .unwrap_or_default();
+    if wants_json(&q) {
+        let v: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "job": t.job,
+                    "url": t.url,
+                    "health": t.health,
+                    "labels": t.labels,
+                    "discovered_labels": t.discovered,
+                    "last_scrape_unix_ms": t.last_scrape_unix_ms,
+                    "last_scrape_duration_seconds": t.last_duration.as_secs_f64(),
+                    "last_samples": t.last_samples,
+                    "last_error": t.last_error,
+                    "interval_seconds": t.interval.as_secs_f64(),
+                })
+            })
+            .collect();
+        return axum::Json(v).into_response();
+    }
+    let rows = targets
+        .iter()
+        .map(|t| {
+            let labels: Vec<String> = t
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            let last = if t.last_scrape_unix_ms > 0 {
+                httpdate::fmt_http_date(
+                    SystemTime::UNIX_EPOCH
+                        + std::time::Duration::from_millis(t.last_scrape_unix_ms as u64),
+                )
+            } else {
+                "never".into()
+            };
+            vec![
+                t.job.clone(),
+                t.url.clone(),
+                t.health.to_string(),
+                labels.join(", "),
+                last,
+                format!("{:.3}s", t.last_duration.as_secs_f64()),
+                t.last_samples.to_string(),
+                t.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    page(
+        "Scrape targets",
+        table(
+            &[
+                "Job",
+                "URL",
+                "Health",
+                "Labels",
+                "Last scrape",
+                "Duration",
+                "Samples",
+                "Error",
+            ],
+            rows,
+        ),
+    )
+    .into_response()
+}
+
+/// Routes for the zpages server.
+pub fn router(state: Arc<ZpagesState>) -> axum::Router {
+    axum::Router::new()
+        .route("/debug/servicez", axum::routing::get(servicez))
+        .route("/debug/pipelinez", axum::routing::get(pipelinez))
+        .route("/debug/extensionz", axum::routing::get(extensionz))
+        .route("/debug/featurez", axum::routing::get(featurez))
+        .route("/debug/targetz", axum::routing::get(targetz))
+        .with_state(state)
+}

@@ -1,0 +1,13 @@
+//! meshmetrics: a lightweight OpenTelemetry-compatible metrics agent for Flagger + Istio.
+//!
+//! See ARCHITECTURE.md for the map of modules.
+
+pub mod config;
+pub mod exporters;
+pub mod extensions;
+pub mod model;
+pub mod pipeline;
+pub mod processors;
+pub mod receivers;
+pub mod service;
+pub mod telemetry;

@@ -1,0 +1,144 @@
+//! The `meshmetrics` command line.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshmetrics::config::{
+    ComponentSection, Config, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig,
+};
+use meshmetrics::service::Running;
+
+#[derive(Parser)]
+#[command(
+    name = "meshmetrics",
+    version,
+    about = "Metrics agent for Flagger + Istio canaries: scrape, process, export OTLP"
+)]
+struct Cli {
+    /// Config file; without it the embedded default config runs.
+    #[arg(long, global = true)]
+    config: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a config file and list every problem found (exit 1 if any).
+    Validate,
+    /// List the component types this build supports.
+    Components,
+}
+
+fn load(path: Option<&str>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Config::default_config().map_err(|e| e.to_string()),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let logs = &cfg.raw.service.telemetry.logs;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&logs.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if logs.encoding == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn components() {
+    fn section<C: ComponentSection>(title: &str) {
+        println!("{title}:");
+        for s in C::SUPPORTED {
+            println!("  - {s}");
+        }
+    }
+    section::<ReceiverConfig>("receivers");
+    section::<ProcessorConfig>("processors");
+    section::<ExporterConfig>("exporters");
+    section::<ExtensionConfig>("extensions");
+}
+
+async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut running = Running::start(Arc::new(cfg)).await?;
+    tracing::info!("meshmetrics {} is running", env!("CARGO_PKG_VERSION"));
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                // Validate first; an invalid edit leaves the running pipelines alone.
+                match load(path.as_deref()) {
+                    Err(e) => tracing::error!(error = %e, "config reload refused; keeping the running config"),
+                    Ok(new) => {
+                        tracing::info!("reloading config");
+                        running.shutdown(Duration::from_secs(10)).await;
+                        running = Running::start(Arc::new(new)).await?;
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: stopping scrapes, flushing batches");
+    running.shutdown(Duration::from_secs(20)).await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Components) => {
+            components();
+            ExitCode::SUCCESS
+        }
+        Some(Command::Validate) => match load(cli.config.as_deref()) {
+            Ok(_) => {
+                println!("{}: valid", cli.config.as_deref().unwrap_or("<default>"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        None => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            init_logging(&cfg);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(run(cli.config, cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "meshmetrics failed");
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

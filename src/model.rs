@@ -1,0 +1,276 @@
+//! The one in-memory representation every pipeline stage passes along.
+//!
+//! It is Prometheus-shaped (metric families of samples with label sets) because that is what
+//! the agent scrapes and what the query façade stores; the OTLP exporter maps it to OTLP at
+//! the edge. Label sets are `Arc`-shared so a series' labels are built once per scrape cache
+//! entry and then only reference-counted.
+
+use std::sync::Arc;
+
+/// Prometheus's staleness marker: a NaN with this exact bit pattern.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The staleness marker as a float.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// True when `v` is the staleness marker (not any NaN).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// Metric type as declared by `# TYPE` (OpenMetrics names; `untyped` is `Unknown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+    Unknown,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+            MetricKind::GaugeHistogram => "gaugehistogram",
+            MetricKind::Summary => "summary",
+            MetricKind::Info => "info",
+            MetricKind::StateSet => "stateset",
+            MetricKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// One label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: Arc<str>,
+    pub value: Arc<str>,
+}
+
+/// A label set, sorted by name, names unique. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Labels(Arc<[Label]>);
+
+impl Labels {
+    pub fn empty() -> Self {
+        Labels(Arc::from(Vec::new()))
+    }
+
+    /// Builds a label set; sorts and keeps the last value of a repeated name.
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let mut v: Vec<Label> = pairs
+            .into_iter()
+            .map(|(n, v)| Label {
+                name: Arc::from(n.as_ref()),
+                value: Arc::from(v.as_ref()),
+            })
+            .collect();
+        Self::from_vec(std::mem::take(&mut v))
+    }
+
+    /// Sorts, drops empty values (Prometheus treats them as absent), dedups by name.
+    pub fn from_vec(mut v: Vec<Label>) -> Self {
+        v.retain(|l| !l.value.is_empty());
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        // Keep the last occurrence of a duplicated name.
+        let mut out: Vec<Label> = Vec::with_capacity(v.len());
+        for l in v {
+            match out.last_mut() {
+                Some(last) if last.name == l.name => *last = l,
+                _ => out.push(l),
+            }
+        }
+        Labels(Arc::from(out))
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| (*l.name).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].value)
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    pub fn to_vec(&self) -> Vec<Label> {
+        self.0.to_vec()
+    }
+
+    /// A copy with `name` set to `value` (removed when `value` is empty).
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut v: Vec<Label> = self
+            .0
+            .iter()
+            .filter(|l| &*l.name != name)
+            .cloned()
+            .collect();
+        if !value.is_empty() {
+            v.push(Label {
+                name: Arc::from(name),
+                value: Arc::from(value),
+            });
+        }
+        Labels::from_vec(v)
+    }
+
+    /// A copy without `name`.
+    pub fn without(&self, name: &str) -> Labels {
+        if self.get(name).is_none() {
+            return self.clone();
+        }
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| &*l.name != name)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}={:?}", l.name, &*l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// One sample of one series. `name` is the sample's metric name (`foo_bucket`, `foo_total`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: Arc<str>,
+    /// Every label except `__name__`, `job` and `instance` (those live on the resource).
+    pub labels: Labels,
+    pub value: f64,
+    pub timestamp_ms: i64,
+}
+
+impl Sample {
+    pub fn is_stale(&self) -> bool {
+        is_stale_nan(self.value)
+    }
+}
+
+/// A metric family: the samples that share one `# TYPE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricFamily {
+    pub name: Arc<str>,
+    pub kind: MetricKind,
+    pub help: Arc<str>,
+    pub unit: Arc<str>,
+    pub samples: Vec<Sample>,
+}
+
+impl MetricFamily {
+    /// The name this family has as an OTLP metric: counters keep (or gain) `_total` as
+    /// exposed, info metrics `_info`, every other kind its family name.
+    pub fn otlp_name(&self) -> String {
+        let name = &*self.name;
+        let exposed_bare = self.samples.iter().any(|s| &*s.name == name);
+        match self.kind {
+            MetricKind::Counter if !exposed_bare && !name.ends_with("_total") => {
+                format!("{name}_total")
+            }
+            MetricKind::Info if !exposed_bare && !name.ends_with("_info") => format!("{name}_info"),
+            _ => name.to_string(),
+        }
+    }
+}
+
+/// Where a group of families came from: the OTel resource plus the instrumentation scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceMetrics {
+    /// Resource attributes in insertion order (`service.name`, `service.instance.id`, ...).
+    pub resource: Vec<(String, String)>,
+    pub scope_name: String,
+    pub scope_version: String,
+    pub families: Vec<MetricFamily>,
+}
+
+impl ResourceMetrics {
+    pub fn resource_attr(&self, key: &str) -> Option<&str> {
+        self.resource
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_resource_attr(&mut self, key: &str, value: String) {
+        match self.resource.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.resource.push((key.to_string(), value)),
+        }
+    }
+
+    pub fn point_count(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+}
+
+/// The unit of data passed between components.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    pub resources: Vec<ResourceMetrics>,
+}
+
+impl Metrics {
+    pub fn point_count(&self) -> usize {
+        self.resources.iter().map(|r| r.point_count()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources
+            .iter()
+            .all(|r| r.families.iter().all(|f| f.samples.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_sorted_and_deduped() {
+        let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("b", "3"), ("c", "")]);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.get("b"), Some("3"));
+        assert_eq!(l.get("c"), None);
+        assert_eq!(l.to_string(), "{a=\"1\", b=\"3\"}");
+    }
+
+    #[test]
+    fn stale_marker_is_a_specific_nan() {
+        assert!(is_stale_nan(stale_nan()));
+        assert!(!is_stale_nan(f64::NAN));
+    }
+}

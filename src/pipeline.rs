@@ -1,0 +1,61 @@
+//! Plumbing between components: bounded channels (backpressure, never unbounded memory),
+//! processor stages, and fan-out to several consumers.
+
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+use crate::model::Metrics;
+use crate::processors::Processor;
+
+/// Capacity of every inter-component channel, in batches.
+pub const CHANNEL_CAPACITY: usize = 64;
+
+/// Sends each batch to every output (pipelines of a receiver, exporters of a pipeline).
+#[derive(Clone)]
+pub struct Fanout {
+    outputs: Arc<[mpsc::Sender<Metrics>]>,
+}
+
+impl Fanout {
+    pub fn new(outputs: Vec<mpsc::Sender<Metrics>>) -> Self {
+        Fanout {
+            outputs: outputs.into(),
+        }
+    }
+
+    /// Delivers to every output still open; clones only for all but the last.
+    pub async fn send(&self, m: Metrics) {
+        let Some((last, rest)) = self.outputs.split_last() else {
+            return;
+        };
+        if m.resources.is_empty() {
+            return;
+        }
+        for o in rest {
+            let _ = o.send(m.clone()).await;
+        }
+        let _ = last.send(m).await;
+    }
+}
+
+/// Runs a synchronous processor between two channels until the input closes.
+pub async fn run_stage(
+    mut p: Box<dyn Processor>,
+    mut rx: mpsc::Receiver<Metrics>,
+    tx: mpsc::Sender<Metrics>,
+) {
+    while let Some(m) = rx.recv().await {
+        if let Some(out) = p.process(m) {
+            if tx.send(out).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Forwards everything from `rx` to a fan-out until `rx` closes.
+pub async fn run_fanout(mut rx: mpsc::Receiver<Metrics>, out: Fanout) {
+    while let Some(m) = rx.recv().await {
+        out.send(m).await;
+    }
+}

@@ -1,0 +1,3 @@
+//! Receivers: where data enters a pipeline.
+
+pub mod prometheus;

@@ -1,0 +1,347 @@
+//! The `prometheus` receiver's config: a Prometheus `scrape_configs` block, verbatim.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::relabel::RelabelConfig;
+use crate::config::secret::Secret;
+use crate::config::tls::TlsClientConfig;
+use crate::config::units::{de_opt_bytes, de_opt_duration};
+
+/// `receivers: prometheus: {config: ...}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusReceiverConfig {
+    /// The embedded Prometheus configuration.
+    #[serde(default)]
+    pub config: PrometheusConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    #[serde(default)]
+    pub global: GlobalConfig,
+    #[serde(default)]
+    pub scrape_configs: Vec<ScrapeConfig>,
+}
+
+/// Prometheus `global:`; only the scrape-related keys apply to an agent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub scrape_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub scrape_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub evaluation_interval: Option<Duration>,
+    /// Labels added to every scraped series (when not already present).
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub body_size_limit: Option<u64>,
+    #[serde(default)]
+    pub sample_limit: Option<u64>,
+    #[serde(default)]
+    pub label_limit: Option<u64>,
+    #[serde(default)]
+    pub label_name_length_limit: Option<u64>,
+    #[serde(default)]
+    pub label_value_length_limit: Option<u64>,
+    #[serde(default)]
+    pub scrape_protocols: Option<Vec<String>>,
+}
+
+/// One `scrape_configs` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    pub job_name: String,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub scrape_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub scrape_timeout: Option<Duration>,
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub honor_labels: bool,
+    #[serde(default = "yes")]
+    pub honor_timestamps: bool,
+    #[serde(default = "yes")]
+    pub enable_compression: bool,
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    #[serde(default)]
+    pub scrape_protocols: Option<Vec<String>>,
+    #[serde(default)]
+    pub static_configs: Vec<StaticConfig>,
+    #[serde(default)]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    #[serde(default)]
+    pub relabel_configs: Vec<RelabelConfig>,
+    #[serde(default)]
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+    #[serde(default)]
+    pub sample_limit: Option<u64>,
+    #[serde(default)]
+    pub label_limit: Option<u64>,
+    #[serde(default)]
+    pub label_name_length_limit: Option<u64>,
+    #[serde(default)]
+    pub label_value_length_limit: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub body_size_limit: Option<u64>,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+    /// Deprecated Prometheus spelling of `authorization: {credentials}`.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    #[serde(default)]
+    pub tls_config: TlsClientConfig,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+fn default_scheme() -> String {
+    "http".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    pub files: Vec<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    #[serde(default = "default_auth_type", rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub credentials: Option<Secret>,
+    #[serde(default)]
+    pub credentials_file: Option<String>,
+}
+
+fn default_auth_type() -> String {
+    "Bearer".into()
+}
+
+/// Prometheus's defaults.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A scrape config with the global defaults folded in and checked.
+#[derive(Debug, Clone)]
+pub struct ResolvedScrapeConfig {
+    pub job_name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub metrics_path: String,
+    pub scheme: String,
+    pub params: BTreeMap<String, Vec<String>>,
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    pub enable_compression: bool,
+    pub openmetrics: bool,
+    pub relabel_configs: Vec<RelabelConfig>,
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+    pub sample_limit: u64,
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+    pub body_size_limit: u64,
+    pub external_labels: BTreeMap<String, String>,
+    pub authorization: Option<(String, Secret)>,
+    pub basic_auth: Option<(String, Secret)>,
+    pub tls: TlsClientConfig,
+}
+
+impl PrometheusConfig {
+    /// Applies `global:` defaults and Prometheus's checks to each scrape config.
+    pub fn resolve(&self) -> Result<Vec<ResolvedScrapeConfig>, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut out = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        let g = &self.global;
+        let g_interval = g.scrape_interval.unwrap_or(DEFAULT_SCRAPE_INTERVAL);
+        let g_timeout = g
+            .scrape_timeout
+            .unwrap_or(DEFAULT_SCRAPE_TIMEOUT.min(g_interval));
+        for sc in &self.scrape_configs {
+            let job = &sc.job_name;
+            let mut err = |m: String| errors.push(format!("scrape_configs job {job:?}: {m}"));
+            if job.is_empty() {
+                err("job_name must not be empty".into());
+            }
+            if !names.insert(job.clone()) {
+                err("duplicate job_name".into());
+            }
+            let interval = sc.scrape_interval.unwrap_or(g_interval);
+            // Prometheus: an unset timeout is the global one, capped at the interval.
+            let timeout = sc.scrape_timeout.unwrap_or(g_timeout.min(interval));
+            if interval.is_zero() {
+                err("scrape_interval must be above 0".into());
+            }
+            if timeout > interval {
+                err(format!(
+                    "scrape_timeout ({}) greater than scrape_interval ({})",
+                    crate::config::units::format_duration(timeout),
+                    crate::config::units::format_duration(interval)
+                ));
+            }
+            if sc.scheme != "http" && sc.scheme != "https" {
+                err(format!("scheme must be http or https, not {:?}", sc.scheme));
+            }
+            if !sc.metrics_path.starts_with('/') {
+                err(format!(
+                    "metrics_path {:?} must start with '/'",
+                    sc.metrics_path
+                ));
+            }
+            for (i, r) in sc
+                .relabel_configs
+                .iter()
+                .chain(sc.metric_relabel_configs.iter())
+                .enumerate()
+            {
+                if let Err(m) = r.validate() {
+                    err(format!("relabel rule {}: {m}", i + 1));
+                }
+            }
+            let authorization = match &sc.authorization {
+                Some(a) => match (&a.credentials, &a.credentials_file) {
+                    (Some(c), None) => Some((a.kind.clone(), c.clone())),
+                    (None, Some(f)) => match crate::config::secret::read_secret_file(f) {
+                        Ok(s) => Some((a.kind.clone(), s)),
+                        Err(m) => {
+                            err(format!("authorization: {m}"));
+                            None
+                        }
+                    },
+                    (Some(_), Some(_)) => {
+                        err("authorization: credentials and credentials_file are exclusive".into());
+                        None
+                    }
+                    (None, None) => None,
+                },
+                None => match (&sc.bearer_token, &sc.bearer_token_file) {
+                    (Some(t), _) => Some(("Bearer".into(), t.clone())),
+                    (None, Some(f)) => match crate::config::secret::read_secret_file(f) {
+                        Ok(s) => Some(("Bearer".into(), s)),
+                        Err(m) => {
+                            err(format!("bearer_token_file: {m}"));
+                            None
+                        }
+                    },
+                    _ => None,
+                },
+            };
+            let basic_auth = match &sc.basic_auth {
+                Some(b) => {
+                    let pw = match (&b.password, &b.password_file) {
+                        (Some(p), None) => Some(p.clone()),
+                        (None, Some(f)) => match crate::config::secret::read_secret_file(f) {
+                            Ok(s) => Some(s),
+                            Err(m) => {
+                                err(format!("basic_auth: {m}"));
+                                None
+                            }
+                        },
+                        (None, None) => Some(Secret::default()),
+                        (Some(_), Some(_)) => {
+                            err("basic_auth: password and password_file are exclusive".into());
+                            None
+                        }
+                    };
+                    pw.map(|p| (b.username.clone(), p))
+                }
+                None => None,
+            };
+            if authorization.is_some() && basic_auth.is_some() {
+                err("at most one of basic_auth and authorization may be set".into());
+            }
+            let protocols = sc.scrape_protocols.as_ref().or(g.scrape_protocols.as_ref());
+            let openmetrics = match protocols {
+                None => true,
+                Some(p) => p.iter().any(|x| x.starts_with("OpenMetricsText")),
+            };
+            for d in &sc.file_sd_configs {
+                if d.files.is_empty() {
+                    err("file_sd_configs entry lists no files".into());
+                }
+            }
+            out.push(ResolvedScrapeConfig {
+                job_name: job.clone(),
+                interval,
+                timeout,
+                metrics_path: sc.metrics_path.clone(),
+                scheme: sc.scheme.clone(),
+                params: sc.params.clone(),
+                honor_labels: sc.honor_labels,
+                honor_timestamps: sc.honor_timestamps,
+                enable_compression: sc.enable_compression,
+                openmetrics,
+                relabel_configs: sc.relabel_configs.clone(),
+                metric_relabel_configs: sc.metric_relabel_configs.clone(),
+                sample_limit: sc.sample_limit.or(g.sample_limit).unwrap_or(0),
+                label_limit: sc.label_limit.or(g.label_limit).unwrap_or(0),
+                label_name_length_limit: sc
+                    .label_name_length_limit
+                    .or(g.label_name_length_limit)
+                    .unwrap_or(0),
+                label_value_length_limit: sc
+                    .label_value_length_limit
+                    .or(g.label_value_length_limit)
+                    .unwrap_or(0),
+                body_size_limit: sc.body_size_limit.or(g.body_size_limit).unwrap_or(0),
+                external_labels: g.external_labels.clone(),
+                authorization,
+                basic_auth,
+                tls: sc.tls_config.clone(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,982 @@
+//! One scrape loop per target: fetch, parse, label, relabel, limit, staleness, synthetic series.
+//!
+//! The per-target cache is keyed by the raw series bytes (`name{labels}` as exposed): a series
+//! seen before skips label parsing, merging and metric relabeling entirely.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::config::ResolvedScrapeConfig;
+use super::exposition::{Entry, Format, Parser};
+use super::relabel::{relabel, LabelMap};
+use super::target::Target;
+use crate::model::{
+    stale_nan, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
+};
+use crate::pipeline::Fanout;
+use crate::telemetry::{SharedTelemetry, Telemetry};
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Scope name put on scraped data.
+pub const SCOPE_NAME: &str = "meshmetrics/receiver/prometheus";
+
+/// Builds the HTTP client shared by the targets of one scrape config.
+pub fn http_client(cfg: &ResolvedScrapeConfig) -> Result<HttpClient, String> {
+    let tls = cfg.tls.rustls_config()?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(cfg.timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https))
+}
+
+/// What zpages show about a target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetStatus {
+    pub job: String,
+    pub url: String,
+    pub labels: LabelMap,
+    pub discovered: LabelMap,
+    pub last_scrape_unix_ms: i64,
+    pub last_duration: Duration,
+    pub last_samples: usize,
+    pub last_error: Option<String>,
+    pub health: &'static str,
+    pub interval: Duration,
+}
+
+/// Status of every live target, by target key.
+pub type TargetRegistry = Arc<Mutex<std::collections::BTreeMap<u64, TargetStatus>>>;
+
+/// A series as the cache knows it after labeling and relabeling.
+#[derive(Debug)]
+struct SeriesEntry {
+    name: Arc<str>,
+    labels: Labels,
+    job: Arc<str>,
+    instance: Arc<str>,
+    /// Identity for staleness tracking.
+    hash: u64,
+}
+
+/// A family within one target's output: (family name, job, instance).
+type FamilyKey = (Arc<str>, Arc<str>, Arc<str>);
+
+/// Why a scrape failed.
+#[derive(Debug, Clone)]
+pub struct ScrapeError(pub String);
+
+/// A series to mark stale if it does not show up again.
+#[derive(Clone)]
+struct Tracked {
+    entry: Arc<SeriesEntry>,
+    family: Arc<str>,
+    kind: MetricKind,
+}
+
+pub struct ScrapeLoop {
+    pub target: Target,
+    cfg: Arc<ResolvedScrapeConfig>,
+    client: HttpClient,
+    out: Fanout,
+    telemetry: SharedTelemetry,
+    registry: TargetRegistry,
+    receiver: String,
+    cache: HashMap<Box<[u8]>, Option<Arc<SeriesEntry>>>,
+    /// Series of the last successful scrape (without explicit timestamps).
+    previous: HashMap<u64, Tracked>,
+    target_labels: Vec<(String, String)>,
+    resource_base: Vec<(String, String)>,
+    body: Vec<u8>,
+    inflated: Vec<u8>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Resource attributes for a target, per the OTel Prometheus compatibility spec.
+pub fn resource_for(job: &str, instance: &str, scheme: &str) -> Vec<(String, String)> {
+    let mut r = vec![
+        ("service.name".to_string(), job.to_string()),
+        ("service.instance.id".to_string(), instance.to_string()),
+    ];
+    if let Some((host, port)) = instance.rsplit_once(':') {
+        if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() {
+            r.push((
+                "server.address".into(),
+                host.trim_matches(['[', ']']).to_string(),
+            ));
+            r.push(("server.port".into(), port.to_string()));
+        } else {
+            r.push(("server.address".into(), instance.to_string()));
+        }
+    } else {
+        r.push(("server.address".into(), instance.to_string()));
+    }
+    r.push(("url.scheme".into(), scheme.to_string()));
+    r
+}
+
+impl ScrapeLoop {
+    pub fn new(
+        target: Target,
+        cfg: Arc<ResolvedScrapeConfig>,
+        client: HttpClient,
+        out: Fanout,
+        telemetry: SharedTelemetry,
+        registry: TargetRegistry,
+        receiver: String,
+    ) -> Self {
+        let mut target_labels: Vec<(String, String)> = target
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in &cfg.external_labels {
+            if !target.labels.contains_key(k) {
+                target_labels.push((k.clone(), v.clone()));
+            }
+        }
+        let resource_base = resource_for(target.job(), target.instance(), &target.scheme);
+        ScrapeLoop {
+            target,
+            cfg,
+            client,
+            out,
+            telemetry,
+            registry,
+            receiver,
+            cache: HashMap::new(),
+            previous: HashMap::new(),
+            target_labels,
+            resource_base,
+            body: Vec::new(),
+            inflated: Vec::new(),
+        }
+    }
+
+    /// The delay before the first scrape: a per-target offset within the interval, so that
+    /// many targets spread out and each keeps a steady phase across restarts.
+    pub fn initial_delay(&self) -> Duration {
+        let interval = self.target.interval.as_nanos() as u64;
+        let offset = self.target.key() % interval.max(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let phase = (now % interval.max(1)) as i128;
+        let mut wait = offset as i128 - phase;
+        if wait < 0 {
+            wait += interval as i128;
+        }
+        Duration::from_nanos(wait as u64)
+    }
+
+    /// Runs until `stop` fires. On a removal stop, emits staleness markers for every series.
+    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<StopReason>) {
+        let key = self.target.key();
+        self.update_status(|s| s.health = "unknown");
+        tokio::select! {
+            _ = tokio::time::sleep(self.initial_delay()) => {}
+            _ = stop.changed() => {}
+        }
+        let mut ticker = tokio::time::interval(self.target.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if *stop.borrow() != StopReason::Running {
+                break;
+            }
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let m = self.scrape_once().await;
+            self.out.send(m).await;
+        }
+        let reason = *stop.borrow();
+        if reason == StopReason::Removed {
+            let m = self.stale_all(now_ms(), true);
+            self.out.send(m).await;
+        }
+        if let Ok(mut r) = self.registry.lock() {
+            r.remove(&key);
+        }
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut TargetStatus)) {
+        if let Ok(mut r) = self.registry.lock() {
+            let s = r.entry(self.target.key()).or_insert_with(|| TargetStatus {
+                job: self.cfg.job_name.clone(),
+                url: self.target.url.clone(),
+                labels: self.target.labels.clone(),
+                discovered: self.target.discovered.clone(),
+                interval: self.target.interval,
+                ..Default::default()
+            });
+            f(s);
+        }
+    }
+
+    /// One scrape: returns the data to send (samples, staleness markers, synthetic series).
+    pub async fn scrape_once(&mut self) -> Metrics {
+        let start_ms = now_ms();
+        let started = Instant::now();
+        let job_labels = Telemetry::labels(&[("job", &self.cfg.job_name)]);
+        self.telemetry.scrapes.get_or_create(&job_labels).inc();
+        let fetched = tokio::time::timeout(self.target.timeout, self.fetch()).await;
+        let result = match fetched {
+            Ok(Ok(format)) => self.build(format, start_ms),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ScrapeError(format!(
+                "scrape of {} timed out after {}",
+                self.target.url,
+                crate::config::units::format_duration(self.target.timeout)
+            ))),
+        };
+        let duration = started.elapsed();
+        let mut m = match result {
+            Ok(built) => {
+                let samples = built.scraped;
+                let post = built.post_relabel;
+                let added = built.added;
+                let mut m = built.metrics;
+                self.append_report(&mut m, start_ms, 1.0, duration, samples, post, added);
+                self.update_status(|s| {
+                    s.last_scrape_unix_ms = start_ms;
+                    s.last_duration = duration;
+                    s.last_samples = samples;
+                    s.last_error = None;
+                    s.health = "up";
+                });
+                m
+            }
+            Err(ScrapeError(msg)) => {
+                self.telemetry
+                    .scrape_failures
+                    .get_or_create(&job_labels)
+                    .inc();
+                tracing::warn!(target_url = %self.target.url, job = %self.cfg.job_name, error = %msg, "scrape failed");
+                let mut m = self.stale_all(start_ms, false);
+                self.append_report(&mut m, start_ms, 0.0, duration, 0, 0, 0);
+                self.update_status(|s| {
+                    s.last_scrape_unix_ms = start_ms;
+                    s.last_duration = duration;
+                    s.last_samples = 0;
+                    s.last_error = Some(msg.clone());
+                    s.health = "down";
+                });
+                m
+            }
+        };
+        let points = m.point_count() as f64;
+        self.telemetry
+            .receiver_accepted
+            .get_or_create(&Telemetry::labels(&[
+                ("receiver", &self.receiver),
+                ("transport", "http"),
+            ]))
+            .inc_by(points);
+        m.resources.retain(|r| !r.families.is_empty());
+        m
+    }
+
+    /// Fetches the body into `self.inflated`, decompressed; returns the format.
+    async fn fetch(&mut self) -> Result<Format, ScrapeError> {
+        let url = &self.target.url;
+        let fail = |m: String| ScrapeError(format!("scrape of {url} failed: {m}"));
+        let accept = if self.cfg.openmetrics {
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        } else {
+            "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+        };
+        let mut req = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, accept)
+            .header(
+                http::header::ACCEPT_ENCODING,
+                if self.cfg.enable_compression {
+                    "gzip"
+                } else {
+                    "identity"
+                },
+            )
+            .header(
+                http::header::USER_AGENT,
+                concat!("meshmetrics/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", self.target.timeout.as_secs_f64()),
+            );
+        if let Some((kind, cred)) = &self.cfg.authorization {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("{kind} {}", cred.expose()),
+            );
+        }
+        if let Some((user, pw)) = &self.cfg.basic_auth {
+            use std::io::Write;
+            let mut raw = Vec::new();
+            let _ = write!(raw, "{user}:{}", pw.expose());
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("Basic {}", base64_encode(&raw)),
+            );
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail(format!("invalid request: {e}")))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| fail(error_chain(&e)))?;
+        let status = resp.status();
+        if status != http::StatusCode::OK {
+            return Err(fail(format!(
+                "server returned HTTP status {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )));
+        }
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let gzip = resp
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+        let limit = self.cfg.body_size_limit;
+        let over = |n: usize| limit > 0 && n as u64 > limit;
+        self.body.clear();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| fail(format!("reading body: {}", error_chain(&e))))?;
+            if let Ok(data) = frame.into_data() {
+                self.body.extend_from_slice(&data);
+                if over(self.body.len()) {
+                    return Err(fail(format!("body size limit of {limit} bytes exceeded")));
+                }
+            }
+        }
+        self.inflated.clear();
+        if gzip {
+            let mut dec = flate2::read::GzDecoder::new(&self.body[..]);
+            let cap = if limit > 0 { limit + 1 } else { u64::MAX };
+            (&mut dec)
+                .take(cap)
+                .read_to_end(&mut self.inflated)
+                .map_err(|e| fail(format!("decompressing gzip body: {e}")))?;
+            if over(self.inflated.len()) {
+                return Err(fail(format!("body size limit of {limit} bytes exceeded")));
+            }
+        } else {
+            std::mem::swap(&mut self.body, &mut self.inflated);
+        }
+        Ok(Format::from_content_type(content_type.as_deref()))
+    }
+
+    /// Builds the series entry for raw series bytes not in the cache.
+    fn label_series(
+        &self,
+        name: &str,
+        labels: Vec<(String, String)>,
+    ) -> Result<Option<Arc<SeriesEntry>>, String> {
+        let mut lset: LabelMap = labels.into_iter().collect();
+        lset.insert("__name__".into(), name.to_string());
+        // Target labels: honor_labels keeps the scraped value, otherwise clashes become
+        // exported_<name>.
+        for (k, v) in &self.target_labels {
+            if self.cfg.honor_labels {
+                lset.entry(k.clone()).or_insert_with(|| v.clone());
+            } else {
+                if let Some(existing) = lset.remove(k) {
+                    let mut ek = format!("exported_{k}");
+                    while lset.contains_key(&ek) {
+                        ek = format!("exported_{ek}");
+                    }
+                    if !existing.is_empty() {
+                        lset.insert(ek, existing);
+                    }
+                }
+                lset.insert(k.clone(), v.clone());
+            }
+        }
+        if !relabel(&mut lset, &self.cfg.metric_relabel_configs) {
+            return Ok(None);
+        }
+        lset.retain(|_, v| !v.is_empty());
+        let Some(name) = lset.remove("__name__") else {
+            return Ok(None);
+        };
+        let cfg = &self.cfg;
+        if cfg.label_limit > 0 && lset.len() as u64 + 1 > cfg.label_limit {
+            return Err(format!(
+                "label_limit exceeded (metric: {name}, number of labels: {}, limit: {})",
+                lset.len() + 1,
+                cfg.label_limit
+            ));
+        }
+        for (k, v) in &lset {
+            if cfg.label_name_length_limit > 0 && k.len() as u64 > cfg.label_name_length_limit {
+                return Err(format!(
+                    "label_name_length_limit exceeded (metric: {name}, label name: {k}, limit: {})",
+                    cfg.label_name_length_limit
+                ));
+            }
+            if cfg.label_value_length_limit > 0 && v.len() as u64 > cfg.label_value_length_limit {
+                return Err(format!(
+                    "label_value_length_limit exceeded (metric: {name}, label: {k}, value length: {}, limit: {})",
+                    v.len(),
+                    cfg.label_value_length_limit
+                ));
+            }
+        }
+        let job: Arc<str> = Arc::from(lset.remove("job").unwrap_or_default().as_str());
+        let instance: Arc<str> = Arc::from(lset.remove("instance").unwrap_or_default().as_str());
+        let mut hash_src = String::with_capacity(128);
+        for part in [&*job, &*instance, name.as_str()] {
+            hash_src.push_str(part);
+            hash_src.push('\u{ff}');
+        }
+        for (k, v) in &lset {
+            hash_src.push_str(k);
+            hash_src.push('\u{ff}');
+            hash_src.push_str(v);
+            hash_src.push('\u{ff}');
+        }
+        let labels = Labels::from_vec(
+            lset.into_iter()
+                .map(|(k, v)| Label {
+                    name: Arc::from(k.as_str()),
+                    value: Arc::from(v.as_str()),
+                })
+                .collect(),
+        );
+        Ok(Some(Arc::new(SeriesEntry {
+            name: Arc::from(name.as_str()),
+            labels,
+            job,
+            instance,
+            hash: xxhash_rust::xxh3::xxh3_64(hash_src.as_bytes()),
+        })))
+    }
+
+    fn build(&mut self, format: Format, ts: i64) -> Result<Built, ScrapeError> {
+        let body = std::mem::take(&mut self.inflated);
+        let r = self.build_from(&body, format, ts);
+        self.inflated = body;
+        r
+    }
+
+    fn build_from(&mut self, body: &[u8], format: Format, ts: i64) -> Result<Built, ScrapeError> {
+        let url = self.target.url.clone();
+        let mut parser = Parser::new(body, format);
+        let mut meta: HashMap<String, (MetricKind, Arc<str>, Arc<str>)> = HashMap::new();
+        let mut families: Vec<MetricFamily> = Vec::new();
+        let mut family_index: HashMap<FamilyKey, usize> = HashMap::new();
+        let mut current: HashMap<u64, Tracked> = HashMap::with_capacity(self.previous.len());
+        let mut seen_in_scrape: HashSet<u64> = HashSet::new();
+        let mut scraped = 0usize;
+        let mut post = 0usize;
+        let mut added = 0usize;
+        let mut resources: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        loop {
+            let entry = parser.next_entry().map_err(|e| {
+                ScrapeError(format!(
+                    "scrape of {url} failed: parse error at line {}: {}",
+                    e.line, e.message
+                ))
+            })?;
+            let Some(entry) = entry else { break };
+            match entry {
+                Entry::Type { name, kind } => {
+                    let m = meta.entry(name.to_string()).or_insert((
+                        kind,
+                        Arc::from(""),
+                        Arc::from(""),
+                    ));
+                    m.0 = kind;
+                }
+                Entry::Help { name, text } => {
+                    let m = meta.entry(name.to_string()).or_insert((
+                        MetricKind::Unknown,
+                        Arc::from(""),
+                        Arc::from(""),
+                    ));
+                    m.1 = Arc::from(&*text);
+                }
+                Entry::Unit { name, unit } => {
+                    let m = meta.entry(name.to_string()).or_insert((
+                        MetricKind::Unknown,
+                        Arc::from(""),
+                        Arc::from(""),
+                    ));
+                    m.2 = Arc::from(unit);
+                }
+                Entry::Sample(s) => {
+                    scraped += 1;
+                    let entry = match self.cache.get(s.series) {
+                        Some(e) => e.clone(),
+                        None => {
+                            let labels: Vec<(String, String)> = parser
+                                .labels()
+                                .iter()
+                                .map(|l| {
+                                    (
+                                        parser.label_name(l).to_string(),
+                                        parser.label_value(l).into_owned(),
+                                    )
+                                })
+                                .collect();
+                            let e = self.label_series(s.name, labels).map_err(|m| {
+                                ScrapeError(format!(
+                                    "scrape of {url} failed at line {}: {m}",
+                                    parser.line()
+                                ))
+                            })?;
+                            self.cache.insert(s.series.into(), e.clone());
+                            e
+                        }
+                    };
+                    let Some(entry) = entry else { continue };
+                    if !seen_in_scrape.insert(entry.hash) {
+                        continue; // a duplicate series in one body: the first sample wins
+                    }
+                    post += 1;
+                    if self.cfg.sample_limit > 0 && post as u64 > self.cfg.sample_limit {
+                        return Err(ScrapeError(format!(
+                            "scrape of {url} failed: sample_limit of {} exceeded",
+                            self.cfg.sample_limit
+                        )));
+                    }
+                    let (fam_name, kind, help, unit) = family_of(&meta, s.name, &entry.name);
+                    let res_key = (entry.job.clone(), entry.instance.clone());
+                    if !resources.contains(&res_key) {
+                        resources.push(res_key);
+                    }
+                    let fkey = (fam_name.clone(), entry.job.clone(), entry.instance.clone());
+                    let idx = *family_index.entry(fkey).or_insert_with(|| {
+                        families.push(MetricFamily {
+                            name: fam_name.clone(),
+                            kind,
+                            help,
+                            unit,
+                            samples: Vec::new(),
+                        });
+                        families.len() - 1
+                    });
+                    let explicit = s.timestamp_ms.is_some() && self.cfg.honor_timestamps;
+                    let t = if explicit {
+                        s.timestamp_ms.unwrap_or(ts)
+                    } else {
+                        ts
+                    };
+                    families[idx].samples.push(Sample {
+                        name: entry.name.clone(),
+                        labels: entry.labels.clone(),
+                        value: s.value,
+                        timestamp_ms: t,
+                    });
+                    if !explicit {
+                        if !self.previous.contains_key(&entry.hash) {
+                            added += 1;
+                        }
+                        current.insert(
+                            entry.hash,
+                            Tracked {
+                                entry: entry.clone(),
+                                family: fam_name,
+                                kind,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        // Series gone since the last scrape get a staleness marker.
+        let mut stale: Vec<Tracked> = Vec::new();
+        for (h, t) in self.previous.drain() {
+            if !current.contains_key(&h) {
+                stale.push(t);
+            }
+        }
+        self.previous = current;
+        // Keep the cache from growing without bound on churning series.
+        if self.cache.len() > 2 * (scraped + 64) {
+            self.cache.clear();
+        }
+        let mut metrics = assemble(
+            families,
+            &family_index_owners(&family_index),
+            &self.resource_base,
+            &self.target.scheme,
+        );
+        append_stale(
+            &mut metrics,
+            stale,
+            ts,
+            &self.resource_base,
+            &self.target.scheme,
+        );
+        Ok(Built {
+            metrics,
+            scraped,
+            post_relabel: post,
+            added,
+        })
+    }
+
+    /// Staleness markers for every series of the last scrape (failed scrape or removal).
+    fn stale_all(&mut self, ts: i64, with_report: bool) -> Metrics {
+        let stale: Vec<Tracked> = self.previous.drain().map(|(_, t)| t).collect();
+        let mut m = Metrics::default();
+        append_stale(&mut m, stale, ts, &self.resource_base, &self.target.scheme);
+        if with_report {
+            let nan = stale_nan();
+            self.append_report_values(&mut m, ts, [nan; 5]);
+        }
+        m
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append_report(
+        &self,
+        m: &mut Metrics,
+        ts: i64,
+        up: f64,
+        duration: Duration,
+        scraped: usize,
+        post: usize,
+        added: usize,
+    ) {
+        self.append_report_values(
+            m,
+            ts,
+            [
+                up,
+                duration.as_secs_f64(),
+                scraped as f64,
+                post as f64,
+                added as f64,
+            ],
+        );
+    }
+
+    fn append_report_values(&self, m: &mut Metrics, ts: i64, values: [f64; 5]) {
+        const NAMES: [(&str, &str); 5] = [
+            ("up", "The scraping was successful"),
+            ("scrape_duration_seconds", "Duration of the scrape"),
+            (
+                "scrape_samples_scraped",
+                "The number of samples the target exposed",
+            ),
+            (
+                "scrape_samples_post_metric_relabeling",
+                "The number of samples remaining after metric relabeling was applied",
+            ),
+            (
+                "scrape_series_added",
+                "The approximate number of new series in this scrape",
+            ),
+        ];
+        // Report series carry the target labels (job and instance go to the resource).
+        let labels = Labels::from_pairs(
+            self.target_labels
+                .iter()
+                .filter(|(k, _)| k != "job" && k != "instance")
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let fams: Vec<MetricFamily> = NAMES
+            .iter()
+            .zip(values)
+            .map(|((name, help), v)| MetricFamily {
+                name: Arc::from(*name),
+                kind: MetricKind::Gauge,
+                help: Arc::from(*help),
+                unit: Arc::from(""),
+                samples: vec![Sample {
+                    name: Arc::from(*name),
+                    labels: labels.clone(),
+                    value: v,
+                    timestamp_ms: ts,
+                }],
+            })
+            .collect();
+        let rm = resource_slot(
+            m,
+            self.target.job(),
+            self.target.instance(),
+            &self.target.scheme,
+            &self.resource_base,
+        );
+        rm.families.extend(fams);
+    }
+}
+
+/// Whether a stop is a removal (staleness markers) or a shutdown/reload (none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Running,
+    Removed,
+    Shutdown,
+}
+
+struct Built {
+    metrics: Metrics,
+    scraped: usize,
+    post_relabel: usize,
+    added: usize,
+}
+
+/// Finds the family a sample belongs to from the body's metadata, the way Prometheus looks
+/// metadata up: the exact name, else the name without a type-specific suffix.
+fn family_of(
+    meta: &HashMap<String, (MetricKind, Arc<str>, Arc<str>)>,
+    exposed: &str,
+    final_name: &Arc<str>,
+) -> (Arc<str>, MetricKind, Arc<str>, Arc<str>) {
+    let unknown = || {
+        (
+            final_name.clone(),
+            MetricKind::Unknown,
+            Arc::from(""),
+            Arc::from(""),
+        )
+    };
+    if exposed != &**final_name {
+        return unknown(); // renamed by relabeling: the exposed metadata no longer applies
+    }
+    if let Some((k, h, u)) = meta.get(exposed) {
+        return (final_name.clone(), *k, h.clone(), u.clone());
+    }
+    const SUFFIXES: &[(&str, &[MetricKind])] = &[
+        ("_total", &[MetricKind::Counter]),
+        (
+            "_created",
+            &[
+                MetricKind::Counter,
+                MetricKind::Histogram,
+                MetricKind::Summary,
+            ],
+        ),
+        (
+            "_bucket",
+            &[MetricKind::Histogram, MetricKind::GaugeHistogram],
+        ),
+        ("_count", &[MetricKind::Histogram, MetricKind::Summary]),
+        ("_sum", &[MetricKind::Histogram, MetricKind::Summary]),
+        ("_gcount", &[MetricKind::GaugeHistogram]),
+        ("_gsum", &[MetricKind::GaugeHistogram]),
+        ("_info", &[MetricKind::Info]),
+    ];
+    for (suffix, kinds) in SUFFIXES {
+        if let Some(base) = exposed.strip_suffix(suffix) {
+            if let Some((k, h, u)) = meta.get(base) {
+                if kinds.contains(k) {
+                    return (Arc::from(base), *k, h.clone(), u.clone());
+                }
+            }
+        }
+    }
+    unknown()
+}
+
+fn family_index_owners(idx: &HashMap<FamilyKey, usize>) -> Vec<(Arc<str>, Arc<str>)> {
+    let mut owners = vec![(Arc::from(""), Arc::from("")); idx.len()];
+    for ((_, job, inst), i) in idx {
+        owners[*i] = (job.clone(), inst.clone());
+    }
+    owners
+}
+
+/// Groups families under a resource per (job, instance); usually exactly one.
+fn assemble(
+    families: Vec<MetricFamily>,
+    owners: &[(Arc<str>, Arc<str>)],
+    base: &[(String, String)],
+    scheme: &str,
+) -> Metrics {
+    let mut m = Metrics::default();
+    for (f, (job, inst)) in families.into_iter().zip(owners) {
+        resource_slot(&mut m, job, inst, scheme, base)
+            .families
+            .push(f);
+    }
+    m
+}
+
+fn resource_slot<'a>(
+    m: &'a mut Metrics,
+    job: &str,
+    instance: &str,
+    scheme: &str,
+    base: &[(String, String)],
+) -> &'a mut ResourceMetrics {
+    let pos = m.resources.iter().position(|r| {
+        r.resource_attr("service.name") == Some(job)
+            && r.resource_attr("service.instance.id") == Some(instance)
+    });
+    match pos {
+        Some(i) => &mut m.resources[i],
+        None => {
+            let base_job = base
+                .iter()
+                .find(|(k, _)| k == "service.name")
+                .map(|(_, v)| v.as_str());
+            let base_inst = base
+                .iter()
+                .find(|(k, _)| k == "service.instance.id")
+                .map(|(_, v)| v.as_str());
+            let resource = if base_job == Some(job) && base_inst == Some(instance) {
+                base.to_vec()
+            } else {
+                resource_for(job, instance, scheme)
+            };
+            m.resources.push(ResourceMetrics {
+                resource,
+                scope_name: SCOPE_NAME.to_string(),
+                scope_version: env!("CARGO_PKG_VERSION").to_string(),
+                families: Vec::new(),
+            });
+            m.resources.last_mut().expect("just pushed")
+        }
+    }
+}
+
+fn append_stale(
+    m: &mut Metrics,
+    stale: Vec<Tracked>,
+    ts: i64,
+    base: &[(String, String)],
+    scheme: &str,
+) {
+    for t in stale {
+        let rm = resource_slot(m, &t.entry.job, &t.entry.instance, scheme, base);
+        let sample = Sample {
+            name: t.entry.name.clone(),
+            labels: t.entry.labels.clone(),
+            value: stale_nan(),
+            timestamp_ms: ts,
+        };
+        match rm.families.iter_mut().find(|f| f.name == t.family) {
+            Some(f) => f.samples.push(sample),
+            None => rm.families.push(MetricFamily {
+                name: t.family.clone(),
+                kind: t.kind,
+                help: Arc::from(""),
+                unit: Arc::from(""),
+                samples: vec![sample],
+            }),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Standard base64 (for Basic auth headers).
+pub fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64_encode(b"a"), "YQ==");
+    }
+
+    #[test]
+    fn resource_attributes() {
+        let r = resource_for("envoy", "10.0.0.1:15090", "http");
+        assert_eq!(
+            r,
+            vec![
+                ("service.name".to_string(), "envoy".to_string()),
+                (
+                    "service.instance.id".to_string(),
+                    "10.0.0.1:15090".to_string()
+                ),
+                ("server.address".to_string(), "10.0.0.1".to_string()),
+                ("server.port".to_string(), "15090".to_string()),
+                ("url.scheme".to_string(), "http".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn family_lookup_by_suffix() {
+        let mut meta = HashMap::new();
+        meta.insert(
+            "rq".to_string(),
+            (MetricKind::Histogram, Arc::from("h"), Arc::from("")),
+        );
+        meta.insert(
+            "c".to_string(),
+            (MetricKind::Counter, Arc::from(""), Arc::from("")),
+        );
+        let n: Arc<str> = Arc::from("rq_bucket");
+        assert_eq!(family_of(&meta, "rq_bucket", &n).0.as_ref(), "rq");
+        let n: Arc<str> = Arc::from("c_total");
+        assert_eq!(family_of(&meta, "c_total", &n).1, MetricKind::Counter);
+        let n: Arc<str> = Arc::from("rq_total");
+        assert_eq!(family_of(&meta, "rq_total", &n).1, MetricKind::Unknown);
+    }
+}

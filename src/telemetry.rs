@@ -1,0 +1,210 @@
+//! The agent's own metrics under the collector's `otelcol_*` names, served in Prometheus text
+//! format on `service.telemetry.metrics` (default `:8888/metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+type Labels = Vec<(String, String)>;
+type CounterF = Family<Labels, Counter<f64, AtomicU64>>;
+type GaugeF = Family<Labels, Gauge<i64>>;
+
+/// All self metrics. Cheap to share: everything inside is atomic.
+pub struct Telemetry {
+    registry: Registry,
+    started: Instant,
+    pub receiver_accepted: CounterF,
+    pub receiver_refused: CounterF,
+    pub exporter_sent: CounterF,
+    pub exporter_send_failed: CounterF,
+    pub exporter_enqueue_failed: CounterF,
+    pub exporter_queue_size: GaugeF,
+    pub exporter_queue_capacity: GaugeF,
+    pub processor_batch_send_size: CounterF,
+    pub processor_dropped: CounterF,
+    pub scrapes: CounterF,
+    pub scrape_failures: CounterF,
+    uptime: Family<Labels, Gauge<f64, AtomicU64>>,
+    rss: GaugeF,
+    cpu: Family<Labels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let receiver_accepted = CounterF::default();
+        let receiver_refused = CounterF::default();
+        let exporter_sent = CounterF::default();
+        let exporter_send_failed = CounterF::default();
+        let exporter_enqueue_failed = CounterF::default();
+        let exporter_queue_size = GaugeF::default();
+        let exporter_queue_capacity = GaugeF::default();
+        let processor_batch_send_size = CounterF::default();
+        let processor_dropped = CounterF::default();
+        let scrapes = CounterF::default();
+        let scrape_failures = CounterF::default();
+        let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let rss = GaugeF::default();
+        let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "otelcol_receiver_accepted_metric_points",
+            "Number of metric points successfully pushed into the pipeline",
+            receiver_accepted.clone(),
+        );
+        registry.register(
+            "otelcol_receiver_refused_metric_points",
+            "Number of metric points that could not be pushed into the pipeline",
+            receiver_refused.clone(),
+        );
+        registry.register(
+            "otelcol_exporter_sent_metric_points",
+            "Number of metric points successfully sent to destination",
+            exporter_sent.clone(),
+        );
+        registry.register(
+            "otelcol_exporter_send_failed_metric_points",
+            "Number of metric points in failed attempts to send to destination",
+            exporter_send_failed.clone(),
+        );
+        registry.register(
+            "otelcol_exporter_enqueue_failed_metric_points",
+            "Number of metric points failed to be added to the sending queue",
+            exporter_enqueue_failed.clone(),
+        );
+        registry.register(
+            "otelcol_exporter_queue_size",
+            "Current size of the retry queue (in batches)",
+            exporter_queue_size.clone(),
+        );
+        registry.register(
+            "otelcol_exporter_queue_capacity",
+            "Fixed capacity of the retry queue (in batches)",
+            exporter_queue_capacity.clone(),
+        );
+        registry.register(
+            "otelcol_processor_batch_batch_send_size",
+            "Number of points in batches sent by the batch processor",
+            processor_batch_send_size.clone(),
+        );
+        registry.register(
+            "otelcol_processor_dropped_metric_points",
+            "Number of metric points dropped by a processor",
+            processor_dropped.clone(),
+        );
+        registry.register(
+            "meshmetrics_scrapes",
+            "Scrapes attempted, per job",
+            scrapes.clone(),
+        );
+        registry.register(
+            "meshmetrics_scrape_failures",
+            "Scrapes that failed (up = 0), per job",
+            scrape_failures.clone(),
+        );
+        registry.register(
+            "otelcol_process_uptime",
+            "Uptime of the process in seconds",
+            uptime.clone(),
+        );
+        registry.register(
+            "otelcol_process_memory_rss",
+            "Total physical memory (resident set size) in bytes",
+            rss.clone(),
+        );
+        registry.register(
+            "otelcol_process_cpu_seconds",
+            "Total CPU user and system time in seconds",
+            cpu.clone(),
+        );
+        Telemetry {
+            registry,
+            started: Instant::now(),
+            receiver_accepted,
+            receiver_refused,
+            exporter_sent,
+            exporter_send_failed,
+            exporter_enqueue_failed,
+            exporter_queue_size,
+            exporter_queue_capacity,
+            processor_batch_send_size,
+            processor_dropped,
+            scrapes,
+            scrape_failures,
+            uptime,
+            rss,
+            cpu,
+        }
+    }
+
+    /// Label set helper: `[("receiver", "prometheus")]`.
+    pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Renders every metric in Prometheus text format.
+    pub fn render(&self) -> String {
+        let none = Vec::new();
+        self.uptime
+            .get_or_create(&none)
+            .set(self.started.elapsed().as_secs_f64());
+        if let Some((rss, cpu)) = process_stats() {
+            self.rss.get_or_create(&none).set(rss as i64);
+            self.cpu.get_or_create(&none).set(cpu);
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Resident memory (bytes) and CPU seconds of this process, from /proc.
+pub fn process_stats() -> Option<(u64, f64)> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may contain spaces, closed by ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let ticks = 100.0; // USER_HZ on Linux
+    Some((pages * 4096, (utime + stime) / ticks))
+}
+
+/// Shared handle.
+pub type SharedTelemetry = Arc<Telemetry>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_collector_names() {
+        let t = Telemetry::new();
+        t.receiver_accepted
+            .get_or_create(&Telemetry::labels(&[
+                ("receiver", "prometheus"),
+                ("transport", "http"),
+            ]))
+            .inc_by(5.0);
+        let text = t.render();
+        assert!(text.contains("otelcol_receiver_accepted_metric_points_total{receiver=\"prometheus\",transport=\"http\"} 5"), "{text}");
+        assert!(text.contains("otelcol_process_uptime"));
+    }
+}
