@@ -152,6 +152,9 @@ pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Opt
         .map(|(_, c)| c)
 }
 
+/// Marks a `line:column` that an error message carries for itself.
+const KEY_POSITION: &str = "§§";
+
 /// Components of one section in file order.
 #[derive(Debug, Clone)]
 pub struct ComponentMap<C>(pub Vec<(ComponentId, C)>);
@@ -184,13 +187,22 @@ impl<'de, C: ComponentSection> Deserialize<'de> for ComponentMap<C> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out: Vec<(ComponentId, C)> = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    let id = ComponentId::parse(&key).map_err(de::Error::custom)?;
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    // The deserializer has moved past the key by now, so errors about the key
+                    // carry its position themselves (see `yaml_error`).
+                    let at = |m: String| {
+                        de::Error::custom(format!(
+                            "{KEY_POSITION}{}:{}{KEY_POSITION}{m}",
+                            key.referenced.line(),
+                            key.referenced.column()
+                        ))
+                    };
+                    let id = ComponentId::parse(&key.value).map_err(at)?;
                     if !C::SUPPORTED.contains(&id.kind.as_str()) {
-                        return Err(de::Error::custom(unknown_type_message::<C>(&id.kind)));
+                        return Err(at(unknown_type_message::<C>(&id.kind)));
                     }
                     if out.iter().any(|(i, _)| *i == id) {
-                        return Err(de::Error::custom(format!("duplicate {} {id}", C::NOUN)));
+                        return Err(at(format!("duplicate {} {id}", C::NOUN)));
                     }
                     let cfg = C::deserialize_typed(&id.kind, &mut map)?;
                     out.push((id, cfg));
@@ -548,13 +560,27 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
         .location()
         .map(|l| (l.line() as usize, l.column() as usize))
         .unwrap_or((0, 0));
+    let (mut line, mut column) = (line, column);
     let mut message = e.without_snippet().to_string();
     // serde-saphyr appends " at line N, column M"; we print the position up front.
     if let Some(k) = message.rfind(" at line ") {
         message.truncate(k);
     }
+    // A position the message carries itself wins (errors about map keys).
+    let mut parts = message.splitn(3, KEY_POSITION);
+    if let (Some(_), Some(pos), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
+        if let Some((l, c)) = pos.split_once(':') {
+            line = l.parse().unwrap_or(line);
+            column = c.parse().unwrap_or(column);
+        }
+        message = rest.to_string();
+    }
     let original = message.clone();
-    if let Some(rest) = original.strip_prefix("unknown field `") {
+    let unknown = original
+        .strip_prefix("unknown field `")
+        .map(|r| ("key", r))
+        .or_else(|| original.strip_prefix("unknown variant `").map(|r| ("value", r)));
+    if let Some((what, rest)) = unknown {
         if let Some((key, tail)) = rest.split_once('`') {
             let expected: Vec<&str> = tail
                 .split_once("expected one of ")
@@ -570,7 +596,7 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
             } else {
                 expected
             };
-            message = format!("unknown key {key:?}");
+            message = format!("unknown {what} {key:?}");
             match nearest(key, pool.iter().copied()) {
                 Some(s) => message.push_str(&format!("; did you mean {s:?}?")),
                 None => message.push_str(&format!(" (expected one of: {})", pool.join(", "))),

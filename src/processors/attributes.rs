@@ -10,7 +10,8 @@ use crate::model::Metrics;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributesConfig {
-    #[serde(default)]
+    /// `actions:` on the attributes processor; the resource processor calls it `attributes:`.
+    #[serde(default, alias = "attributes")]
     pub actions: Vec<AttributeAction>,
     /// Collector include/exclude clauses on attributes processors are not supported.
     #[serde(default)]

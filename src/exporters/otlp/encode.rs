@@ -37,9 +37,11 @@ fn ms_to_ns(ms: i64) -> u64 {
     }
 }
 
+/// `_created` values are float seconds; like Prometheus, keep millisecond precision
+/// (a direct `* 1e9` would show float noise in the nanoseconds).
 fn secs_to_ns(s: f64) -> u64 {
     if s.is_finite() && s > 0.0 {
-        (s * 1e9) as u64
+        (s * 1000.0).round() as u64 * 1_000_000
     } else {
         0
     }

@@ -1,0 +1,125 @@
+//! The `meshmetrics` binary: CLI, the embedded default config, graceful shutdown on SIGTERM.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse().ok()?).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[test]
+fn version_and_components() {
+    let out = Command::new(BIN).arg("--version").output().expect("runs");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = Command::new(BIN).arg("components").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for c in ["prometheus", "batch", "filter", "attributes", "resource", "otlp", "otlphttp", "debug", "health_check", "zpages"] {
+        assert!(text.contains(&format!("- {c}\n")), "{c} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn validate_lists_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "receivers:\n  prometheus: {}\nexporters:\n  debug: {}\nservice:\n  pipelines:\n    metrics:\n      receivers: [prometheus, nope]\n      exporters: [debug, otlp]\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN).args(["validate", "--config"]).arg(&bad).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:8:31") && err.contains("receiver nope"), "{err}");
+    assert!(err.contains("bad.yaml:9:26") && err.contains("exporter otlp"), "{err}");
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.yaml");
+    let out = Command::new(BIN).args(["validate", "--config"]).arg(&good).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_what_is_batched() {
+    let target = Target::start().await;
+    target.set("/metrics", Page::text("flushed_on_exit 42\n"));
+    let (addr, sink) = http_sink().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("agent.yaml");
+    // The batch would wait an hour; only the shutdown flush can deliver it.
+    std::fs::write(
+        &cfg,
+        format!(
+            "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n        - job_name: j\n          scrape_interval: 1s\n          static_configs: [{{targets: ['{}']}}]\nprocessors:\n  batch: {{timeout: 1h, send_batch_size: 1000000}}\nexporters:\n  otlphttp:\n    endpoint: http://{addr}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], processors: [batch], exporters: [otlphttp]}}\n  telemetry: {{metrics: {{address: ''}}}}\n",
+            target.addr
+        ),
+    )
+    .expect("write");
+    let child = Command::new(BIN).arg("--config").arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while target.request_count("/metrics") < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(target.request_count("/metrics") >= 2, "agent scraped");
+    assert!(sink.requests().is_empty(), "nothing sent before shutdown");
+    sigterm(&child);
+    // Wait off the runtime: the sink must keep serving while the agent flushes.
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("exits");
+    assert!(out.status.success());
+    let ms = sink.metrics();
+    assert!(ms.iter().any(|(_, m)| m.name == "flushed_on_exit"), "batched data was flushed on SIGTERM");
+}
+
+#[tokio::test]
+async fn default_config_scrapes_itself_and_serves_health_and_zpages() {
+    let child = Command::new(BIN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut healthy = false;
+    for _ in 0..100 {
+        if let Some((200, body)) = get("http://127.0.0.1:13133/").await {
+            assert!(body.contains("Server available"));
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "health_check answers 200");
+    // The first self-scrape lands within one 10 s interval.
+    let mut up = false;
+    for _ in 0..150 {
+        if let Some((200, body)) = get("http://127.0.0.1:55679/debug/targetz?format=json").await {
+            if body.contains("\"health\":\"up\"") {
+                up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the agent scrapes its own telemetry endpoint");
+    let (code, metrics) = get("http://127.0.0.1:8888/metrics").await.expect("self metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("otelcol_receiver_accepted_metric_points_total"), "{metrics}");
+    for page in ["servicez", "pipelinez", "extensionz", "featurez", "targetz"] {
+        let (code, _) = get(&format!("http://127.0.0.1:55679/debug/{page}")).await.expect("zpage");
+        assert_eq!(code, 200, "{page}");
+    }
+    sigterm(&child);
+    let out = child.wait_with_output().expect("exits");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("Metrics: resource metrics: 1"), "debug exporter logs what it would send:\n{log}");
+}
