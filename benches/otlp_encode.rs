@@ -28,10 +28,18 @@ fn istio_metrics() -> Metrics {
                     .find_map(|suf| s.name.strip_suffix(suf).filter(|b| kinds.contains_key(*b)))
                     .unwrap_or(s.name);
                 let kind = kinds.get(base).copied().unwrap_or(MetricKind::Unknown);
-                let labels = Labels::from_pairs(
-                    parser.labels().iter().map(|l| (parser.label_name(l).to_string(), parser.label_value(l).into_owned())),
-                );
-                let sample = Sample { name: Arc::from(s.name), labels, value: s.value, timestamp_ms: 1_700_000_000_000 };
+                let labels = Labels::from_pairs(parser.labels().iter().map(|l| {
+                    (
+                        parser.label_name(l).to_string(),
+                        parser.label_value(l).into_owned(),
+                    )
+                }));
+                let sample = Sample {
+                    name: Arc::from(s.name),
+                    labels,
+                    value: s.value,
+                    timestamp_ms: 1_700_000_000_000,
+                };
                 match fams.iter_mut().find(|f| &*f.name == base) {
                     Some(f) => f.samples.push(sample),
                     None => fams.push(MetricFamily {
@@ -48,7 +56,10 @@ fn istio_metrics() -> Metrics {
     }
     Metrics {
         resources: vec![ResourceMetrics {
-            resource: vec![("service.name".into(), "envoy".into()), ("service.instance.id".into(), "10.0.0.1:15090".into())],
+            resource: vec![
+                ("service.name".into(), "envoy".into()),
+                ("service.instance.id".into(), "10.0.0.1:15090".into()),
+            ],
             scope_name: "meshmetrics".into(),
             scope_version: "0".into(),
             families: fams,
@@ -65,7 +76,9 @@ fn bench(c: &mut Criterion) {
     let req = encode(&m);
     g.bench_function("protobuf", |b| b.iter(|| black_box(req.encode_to_vec())));
     let raw = req.encode_to_vec();
-    g.bench_function("zstd-1", |b| b.iter(|| black_box(zstd::bulk::compress(black_box(&raw), 1).expect("zstd"))));
+    g.bench_function("zstd-1", |b| {
+        b.iter(|| black_box(zstd::bulk::compress(black_box(&raw), 1).expect("zstd")))
+    });
     g.bench_function("gzip-fast", |b| {
         b.iter(|| {
             use std::io::Write;

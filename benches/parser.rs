@@ -6,7 +6,9 @@ use std::hint::black_box;
 use std::io::BufRead;
 
 fn corpus(path: &str) -> Vec<u8> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora").join(path);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpora")
+        .join(path);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -37,28 +39,50 @@ fn ours_with_labels(body: &[u8]) -> usize {
 
 fn baseline(body: &[u8]) -> usize {
     let lines = body.lines();
-    prometheus_parse::Scrape::parse(lines).map(|s| s.samples.len()).unwrap_or(0)
+    prometheus_parse::Scrape::parse(lines)
+        .map(|s| s.samples.len())
+        .unwrap_or(0)
 }
 
 fn bench(c: &mut Criterion) {
     let inputs = [
-        ("istio-sidecar", corpus("envoy-istio-samples/datadog/istio-1.11.4-sidecar-merged.txt"), 461u64),
-        ("node-exporter", corpus("exporter-samples/node_exporter/e2e-output.txt"), 3026),
+        (
+            "istio-sidecar",
+            corpus("envoy-istio-samples/datadog/istio-1.11.4-sidecar-merged.txt"),
+            461u64,
+        ),
+        (
+            "node-exporter",
+            corpus("exporter-samples/node_exporter/e2e-output.txt"),
+            3026,
+        ),
     ];
     for (name, body, samples) in &inputs {
         let mut g = c.benchmark_group(format!("parse/{name}"));
         g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_with_input(BenchmarkId::new("meshmetrics", "offsets"), body, |b, body| b.iter(|| ours(black_box(body))));
-        g.bench_with_input(BenchmarkId::new("meshmetrics", "labels"), body, |b, body| {
-            b.iter(|| ours_with_labels(black_box(body)))
-        });
-        g.bench_with_input(BenchmarkId::new("prometheus-parse", "baseline"), body, |b, body| {
-            b.iter(|| baseline(black_box(body)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("meshmetrics", "offsets"),
+            body,
+            |b, body| b.iter(|| ours(black_box(body))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("meshmetrics", "labels"),
+            body,
+            |b, body| b.iter(|| ours_with_labels(black_box(body))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("prometheus-parse", "baseline"),
+            body,
+            |b, body| b.iter(|| baseline(black_box(body))),
+        );
         g.finish();
         let mut g = c.benchmark_group(format!("parse-samples/{name}"));
         g.throughput(Throughput::Elements(*samples));
-        g.bench_with_input(BenchmarkId::new("meshmetrics", "offsets"), body, |b, body| b.iter(|| ours(black_box(body))));
+        g.bench_with_input(
+            BenchmarkId::new("meshmetrics", "offsets"),
+            body,
+            |b, body| b.iter(|| ours(black_box(body))),
+        );
         g.finish();
     }
 }

@@ -36,9 +36,18 @@ fn bench(c: &mut Criterion) {
     let mut pod = LabelMap::new();
     for (k, v) in [
         ("__address__", "10.1.2.3:8080"),
-        ("__meta_kubernetes_pod_annotation_prometheus_io_scrape", "true"),
-        ("__meta_kubernetes_pod_annotation_prometheus_io_path", "/stats/prometheus"),
-        ("__meta_kubernetes_pod_annotation_prometheus_io_port", "15020"),
+        (
+            "__meta_kubernetes_pod_annotation_prometheus_io_scrape",
+            "true",
+        ),
+        (
+            "__meta_kubernetes_pod_annotation_prometheus_io_path",
+            "/stats/prometheus",
+        ),
+        (
+            "__meta_kubernetes_pod_annotation_prometheus_io_port",
+            "15020",
+        ),
         ("__meta_kubernetes_namespace", "shop"),
         ("__meta_kubernetes_pod_name", "podinfo-7d9f8c6b5-x2x4z"),
         ("__meta_kubernetes_pod_label_app", "podinfo"),
@@ -67,7 +76,10 @@ fn bench(c: &mut Criterion) {
     for i in 0..24 {
         series.insert(format!("label_{i}"), format!("value-{i}"));
     }
-    series.insert("source_principal".into(), "spiffe://cluster.local/ns/shop/sa/default".into());
+    series.insert(
+        "source_principal".into(),
+        "spiffe://cluster.local/ns/shop/sa/default".into(),
+    );
     c.bench_function("relabel/istio-series-metric-rules", |b| {
         b.iter(|| {
             let mut l = series.clone();

@@ -8,6 +8,8 @@ pub mod extensions;
 pub mod model;
 pub mod pipeline;
 pub mod processors;
+pub mod promql;
 pub mod receivers;
 pub mod service;
+pub mod store;
 pub mod telemetry;

@@ -9,7 +9,10 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
 
 fn sigterm(child: &std::process::Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -30,8 +33,22 @@ fn version_and_components() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
     let out = Command::new(BIN).arg("components").output().expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    for c in ["prometheus", "batch", "filter", "attributes", "resource", "otlp", "otlphttp", "debug", "health_check", "zpages"] {
-        assert!(text.contains(&format!("- {c}\n")), "{c} missing from:\n{text}");
+    for c in [
+        "prometheus",
+        "batch",
+        "filter",
+        "attributes",
+        "resource",
+        "otlp",
+        "otlphttp",
+        "debug",
+        "health_check",
+        "zpages",
+    ] {
+        assert!(
+            text.contains(&format!("- {c}\n")),
+            "{c} missing from:\n{text}"
+        );
     }
 }
 
@@ -44,14 +61,33 @@ fn validate_lists_every_error_and_exits_1() {
         "receivers:\n  prometheus: {}\nexporters:\n  debug: {}\nservice:\n  pipelines:\n    metrics:\n      receivers: [prometheus, nope]\n      exporters: [debug, otlp]\n",
     )
     .expect("write");
-    let out = Command::new(BIN).args(["validate", "--config"]).arg(&bad).output().expect("runs");
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:8:31") && err.contains("receiver nope"), "{err}");
-    assert!(err.contains("bad.yaml:9:26") && err.contains("exporter otlp"), "{err}");
+    assert!(
+        err.contains("bad.yaml:8:31") && err.contains("receiver nope"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:9:26") && err.contains("exporter otlp"),
+        "{err}"
+    );
     let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.yaml");
-    let out = Command::new(BIN).args(["validate", "--config"]).arg(&good).output().expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&good)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +106,12 @@ async fn sigterm_flushes_what_is_batched() {
         ),
     )
     .expect("write");
-    let child = Command::new(BIN).arg("--config").arg(&cfg).stderr(Stdio::null()).spawn().expect("spawn");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while target.request_count("/metrics") < 2 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -79,15 +120,25 @@ async fn sigterm_flushes_what_is_batched() {
     assert!(sink.requests().is_empty(), "nothing sent before shutdown");
     sigterm(&child);
     // Wait off the runtime: the sink must keep serving while the agent flushes.
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("exits");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("exits");
     assert!(out.status.success());
     let ms = sink.metrics();
-    assert!(ms.iter().any(|(_, m)| m.name == "flushed_on_exit"), "batched data was flushed on SIGTERM");
+    assert!(
+        ms.iter().any(|(_, m)| m.name == "flushed_on_exit"),
+        "batched data was flushed on SIGTERM"
+    );
 }
 
 #[tokio::test]
 async fn default_config_scrapes_itself_and_serves_health_and_zpages() {
-    let child = Command::new(BIN).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let child = Command::new(BIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let mut healthy = false;
     for _ in 0..100 {
         if let Some((200, body)) = get("http://127.0.0.1:13133/").await {
@@ -110,16 +161,26 @@ async fn default_config_scrapes_itself_and_serves_health_and_zpages() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up, "the agent scrapes its own telemetry endpoint");
-    let (code, metrics) = get("http://127.0.0.1:8888/metrics").await.expect("self metrics");
+    let (code, metrics) = get("http://127.0.0.1:8888/metrics")
+        .await
+        .expect("self metrics");
     assert_eq!(code, 200);
-    assert!(metrics.contains("otelcol_receiver_accepted_metric_points_total"), "{metrics}");
+    assert!(
+        metrics.contains("otelcol_receiver_accepted_metric_points_total"),
+        "{metrics}"
+    );
     for page in ["servicez", "pipelinez", "extensionz", "featurez", "targetz"] {
-        let (code, _) = get(&format!("http://127.0.0.1:55679/debug/{page}")).await.expect("zpage");
+        let (code, _) = get(&format!("http://127.0.0.1:55679/debug/{page}"))
+            .await
+            .expect("zpage");
         assert_eq!(code, 200, "{page}");
     }
     sigterm(&child);
     let out = child.wait_with_output().expect("exits");
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("Metrics: resource metrics: 1"), "debug exporter logs what it would send:\n{log}");
+    assert!(
+        log.contains("Metrics: resource metrics: 1"),
+        "debug exporter logs what it would send:\n{log}"
+    );
 }

@@ -579,7 +579,11 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
     let unknown = original
         .strip_prefix("unknown field `")
         .map(|r| ("key", r))
-        .or_else(|| original.strip_prefix("unknown variant `").map(|r| ("value", r)));
+        .or_else(|| {
+            original
+                .strip_prefix("unknown variant `")
+                .map(|r| ("value", r))
+        });
     if let Some((what, rest)) = unknown {
         if let Some((key, tail)) = rest.split_once('`') {
             let expected: Vec<&str> = tail

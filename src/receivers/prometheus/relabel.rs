@@ -64,7 +64,12 @@ impl RelabelRegex {
         let regex = Regex::new(&format!("^(?s:{source})$")).map_err(|e| {
             // The crate's message spans lines and shows our anchoring; keep the reason.
             let text = e.to_string();
-            let reason = text.lines().last().unwrap_or("").trim_start_matches("error: ").to_string();
+            let reason = text
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
             format!("invalid regex {source:?}: {reason}")
         })?;
         Ok(RelabelRegex {

@@ -1,0 +1,304 @@
+//! Aggregation operators: sum, avg, count, min, max, group, stddev, stdvar, topk, bottomk,
+//! quantile, count_values, limitk, with `by`/`without`.
+
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+use std::collections::HashMap;
+
+use super::eval::{check_duplicates, Ctx, Result};
+use super::{format_value, Compat, EvalError, Sample, Value};
+use crate::model::{Label, Labels};
+
+/// Kahan–Babuška summation step, as Prometheus 3 uses for sums.
+pub(super) fn kahan_add(v: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + v;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= v.abs() {
+        c + ((sum - t) + v)
+    } else {
+        c + ((v - t) + sum)
+    };
+    (t, c)
+}
+
+/// φ-quantile of values with linear interpolation (Prometheus's `quantile`).
+pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    // NaN sorts first, as in Prometheus's vectorByValueHeap.
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// The group a sample falls in; `extra_by` is a label always kept (count_values' label).
+fn group_labels(
+    labels: &Labels,
+    modifier: &Option<LabelModifier>,
+    extra_by: Option<&str>,
+) -> Labels {
+    match modifier {
+        None => match extra_by {
+            Some(n) => labels
+                .get(n)
+                .map(|v| Labels::from_pairs([(n, v)]))
+                .unwrap_or_default(),
+            None => Labels::empty(),
+        },
+        Some(LabelModifier::Include(l)) => {
+            let keep: Vec<Label> = labels
+                .iter()
+                .filter(|x| l.labels.iter().any(|n| *n == *x.name) || extra_by == Some(&*x.name))
+                .cloned()
+                .collect();
+            Labels::from_vec(keep)
+        }
+        Some(LabelModifier::Exclude(l)) => {
+            let keep: Vec<Label> = labels
+                .iter()
+                .filter(|x| &*x.name != "__name__" && !l.labels.iter().any(|n| *n == *x.name))
+                .cloned()
+                .collect();
+            Labels::from_vec(keep)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    labels: Labels,
+    /// The group keeps `__name__` (`by (__name__)`) from samples whose name is to be dropped.
+    drop_name: bool,
+    count: f64,
+    value: f64,
+    comp: f64,
+    mean: f64,
+    values: Vec<f64>,
+    members: Vec<Sample>,
+    incremental_mean: bool,
+}
+
+pub(super) fn eval(ctx: &mut Ctx, a: &AggregateExpr, ts: i64) -> Result<Value> {
+    let op = a.op.to_string().to_lowercase();
+    let param = match &a.param {
+        Some(p) => Some(ctx.eval(p, ts)?),
+        None => None,
+    };
+    let mut input = ctx.eval_vector(&a.expr, ts)?;
+    // count_values labels each sample with its value first, then groups (as Prometheus).
+    let value_label = match (&*op, &param) {
+        ("count_values", Some(Value::String(l))) => {
+            if !crate::receivers::prometheus::relabel::is_label_name(l) {
+                return Err(EvalError::BadData(format!("invalid label name {l:?}")));
+            }
+            for s in &mut input {
+                s.labels = s.labels.with(l, &format_value(s.value));
+            }
+            Some(l.clone())
+        }
+        ("count_values", _) => {
+            return Err(EvalError::BadData(
+                "expected string parameter for count_values".into(),
+            ))
+        }
+        _ => None,
+    };
+    let scalar_param = |name: &str| -> Result<f64> {
+        match &param {
+            Some(Value::Scalar(v)) => Ok(*v),
+            _ => Err(EvalError::BadData(format!(
+                "expected scalar parameter for {name}"
+            ))),
+        }
+    };
+
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for s in input {
+        let key = group_labels(&s.labels, &a.modifier, value_label.as_deref());
+        let gi = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push(Group {
+                labels: key,
+                ..Default::default()
+            });
+            groups.len() - 1
+        });
+        let g = &mut groups[gi];
+        if s.drop_name && g.labels.get("__name__").is_some() {
+            g.drop_name = true;
+        }
+        let v = s.value;
+        match op.as_str() {
+            "sum" => {
+                if g.count == 0.0 {
+                    g.value = v;
+                } else if ctx.opts.compat == Compat::V3 {
+                    (g.value, g.comp) = kahan_add(v, g.value, g.comp);
+                } else {
+                    g.value += v;
+                }
+            }
+            "avg" => {
+                if g.count == 0.0 {
+                    g.value = v;
+                    g.mean = v;
+                } else if ctx.opts.compat == Compat::V3 && !g.incremental_mean {
+                    let (nv, nc) = kahan_add(v, g.value, g.comp);
+                    if nv.is_infinite() && !v.is_infinite() && !g.value.is_infinite() {
+                        // The sum overflowed: continue with an incremental mean.
+                        g.incremental_mean = true;
+                        g.mean = g.value / g.count + g.comp / g.count;
+                        g.comp = 0.0;
+                    } else {
+                        g.value = nv;
+                        g.comp = nc;
+                    }
+                }
+                if g.count > 0.0 && (ctx.opts.compat == Compat::V2 || g.incremental_mean) {
+                    let n = g.count + 1.0;
+                    let skip = g.mean.is_infinite()
+                        && ((v.is_infinite() && (g.mean > 0.0) == (v > 0.0))
+                            || (!v.is_infinite() && !v.is_nan()));
+                    if !skip {
+                        g.mean += v / n - g.mean / n;
+                    }
+                }
+            }
+            "max" => {
+                if g.count == 0.0 || g.value < v || g.value.is_nan() {
+                    g.value = v;
+                }
+            }
+            "min" => {
+                if g.count == 0.0 || g.value > v || g.value.is_nan() {
+                    g.value = v;
+                }
+            }
+            "stddev" | "stdvar" => {
+                let n = g.count + 1.0;
+                let delta = v - g.mean;
+                g.mean += delta / n;
+                g.value += delta * (v - g.mean);
+            }
+            "quantile" => g.values.push(v),
+            "topk" | "bottomk" | "limitk" => g.members.push(s),
+            "count" | "group" | "count_values" => {}
+            other => {
+                return Err(EvalError::BadData(format!(
+                    "unsupported aggregation {other:?}"
+                )))
+            }
+        }
+        g.count += 1.0;
+    }
+
+    let mut out: Vec<Sample> = Vec::new();
+    let mk = |labels: Labels, value: f64| Sample {
+        labels,
+        value,
+        t: ts,
+        drop_name: false,
+    };
+    match op.as_str() {
+        "topk" | "bottomk" | "limitk" => {
+            let k = scalar_param(&op)?;
+            if k.is_nan() {
+                return Err(EvalError::BadData(format!(
+                    "Parameter value is NaN for {op}"
+                )));
+            }
+            let k = if k >= 9.2e18 {
+                usize::MAX
+            } else if k < 1.0 {
+                0
+            } else {
+                k as usize
+            };
+            for g in groups {
+                let mut members = g.members;
+                if op != "limitk" {
+                    // NaN counts as the smallest value in either direction.
+                    let top = op == "topk";
+                    members.sort_by(|a, b| {
+                        let (x, y) = (a.value, b.value);
+                        match (x.is_nan(), y.is_nan()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ if top => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
+                            _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                        }
+                    });
+                }
+                out.extend(members.into_iter().take(k));
+            }
+            return Ok(Value::Vector(out));
+        }
+        _ => {
+            let q = if op == "quantile" {
+                Some(scalar_param("quantile")?)
+            } else {
+                None
+            };
+            for mut g in groups {
+                let value = match op.as_str() {
+                    "sum" => {
+                        if g.comp.is_finite() {
+                            g.value + g.comp
+                        } else {
+                            g.value
+                        }
+                    }
+                    "avg" => {
+                        if ctx.opts.compat == Compat::V2 || g.incremental_mean {
+                            g.mean
+                        } else {
+                            let c = if g.comp.is_finite() { g.comp } else { 0.0 };
+                            g.value / g.count + c / g.count
+                        }
+                    }
+                    "count" | "count_values" => g.count,
+                    "group" => 1.0,
+                    "max" | "min" => g.value,
+                    "stdvar" => g.value / g.count,
+                    "stddev" => (g.value / g.count).sqrt(),
+                    "quantile" => quantile(q.unwrap_or(f64::NAN), &mut g.values),
+                    _ => f64::NAN,
+                };
+                let mut sample = mk(g.labels, value);
+                sample.drop_name = g.drop_name;
+                out.push(sample);
+            }
+        }
+    }
+    check_duplicates(&out, false)?;
+    Ok(Value::Vector(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates() {
+        assert_eq!(quantile(0.5, &mut [1.0, 3.0, 2.0, 4.0]), 2.5);
+        assert_eq!(quantile(1.5, &mut [1.0]), f64::INFINITY);
+        assert!(quantile(0.5, &mut []).is_nan());
+    }
+}

@@ -1,0 +1,561 @@
+//! The evaluator: selectors, subqueries, the instant and range entry points.
+//!
+//! Each selector's samples are loaded once for the whole query window, then sliced per
+//! evaluation step; a range query evaluates its expression at every step.
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{
+    AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+};
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{
+    aggregate, binary, functions, Compat, EvalError, EvalOptions, LabelMatcher, MatchKind,
+    Queryable, Sample, Series, SeriesSamples, Value,
+};
+use crate::model::{is_stale_nan, Labels};
+
+pub(super) type Result<T> = std::result::Result<T, EvalError>;
+
+/// Evaluation state for one query.
+pub(super) struct Ctx<'a> {
+    pub q: &'a dyn Queryable,
+    pub opts: &'a EvalOptions,
+    pub cancel: &'a dyn Fn() -> bool,
+    /// Query start and end (for `@ start()` / `@ end()`), ms.
+    pub start: i64,
+    pub end: i64,
+    data: HashMap<usize, Vec<SeriesSamples>>,
+    loaded_samples: usize,
+}
+
+pub(super) fn ms(d: &std::time::Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => ms(d),
+        Some(Offset::Neg(d)) => -ms(d),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Unwraps parentheses.
+pub(super) fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        q: &'a dyn Queryable,
+        opts: &'a EvalOptions,
+        cancel: &'a dyn Fn() -> bool,
+        start: i64,
+        end: i64,
+    ) -> Self {
+        Ctx {
+            q,
+            opts,
+            cancel,
+            start,
+            end,
+            data: HashMap::new(),
+            loaded_samples: 0,
+        }
+    }
+
+    pub fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.start),
+            Some(AtModifier::End) => Some(self.end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+        }
+    }
+
+    pub fn check_cancel(&self) -> Result<()> {
+        if (self.cancel)() {
+            Err(EvalError::Canceled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Collects every selector's time window and loads its samples once.
+    fn preload(&mut self, e: &Expr, start: i64, end: i64) -> Result<()> {
+        let mut windows: HashMap<usize, (&VectorSelector, i64, i64)> = HashMap::new();
+        self.windows(e, start, end, &mut windows);
+        for (key, (vs, mint, maxt)) in windows {
+            self.check_cancel()?;
+            let matchers = self.matchers(vs)?;
+            let series = self
+                .q
+                .select(&matchers, mint, maxt)
+                .map_err(EvalError::Execution)?;
+            self.loaded_samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            if self.opts.max_samples > 0 && self.loaded_samples > self.opts.max_samples {
+                return Err(EvalError::TooManySamples);
+            }
+            self.data.insert(key, series);
+        }
+        Ok(())
+    }
+
+    fn windows<'e>(
+        &self,
+        e: &'e Expr,
+        start: i64,
+        end: i64,
+        out: &mut HashMap<usize, (&'e VectorSelector, i64, i64)>,
+    ) {
+        let mut add = |vs: &'e VectorSelector, lo: i64, hi: i64| {
+            let key = vs as *const VectorSelector as usize;
+            let entry = out.entry(key).or_insert((vs, lo, hi));
+            entry.1 = entry.1.min(lo);
+            entry.2 = entry.2.max(hi);
+        };
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (s, en) = self.at_ms(&vs.at).map(|a| (a, a)).unwrap_or((start, end));
+                let off = offset_ms(&vs.offset);
+                add(vs, s - off - self.opts.lookback_ms, en - off);
+            }
+            Expr::MatrixSelector(m) => {
+                let (s, en) = self.at_ms(&m.vs.at).map(|a| (a, a)).unwrap_or((start, end));
+                let off = offset_ms(&m.vs.offset);
+                add(&m.vs, s - off - ms(&m.range), en - off);
+            }
+            Expr::Subquery(sq) => {
+                let (s, en) = self.at_ms(&sq.at).map(|a| (a, a)).unwrap_or((start, end));
+                let off = offset_ms(&sq.offset);
+                let step = self.subquery_step(sq);
+                self.windows(&sq.expr, s - off - ms(&sq.range) - step, en - off, out);
+            }
+            Expr::Aggregate(a) => {
+                self.windows(&a.expr, start, end, out);
+                if let Some(p) = &a.param {
+                    self.windows(p, start, end, out);
+                }
+            }
+            Expr::Unary(u) => self.windows(&u.expr, start, end, out),
+            Expr::Binary(b) => {
+                self.windows(&b.lhs, start, end, out);
+                self.windows(&b.rhs, start, end, out);
+            }
+            Expr::Paren(p) => self.windows(&p.expr, start, end, out),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.windows(a, start, end, out);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    pub fn subquery_step(&self, sq: &SubqueryExpr) -> i64 {
+        match &sq.step {
+            Some(d) if !d.is_zero() => ms(d),
+            _ => self.opts.default_subquery_step_ms,
+        }
+    }
+
+    pub fn matchers(&self, vs: &VectorSelector) -> Result<Vec<LabelMatcher>> {
+        if !vs.matchers.or_matchers.is_empty() {
+            return Err(EvalError::BadData(
+                "'or' in label matchers is not supported".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        let mut has_name = false;
+        for m in &vs.matchers.matchers {
+            let kind = match m.op {
+                MatchOp::Equal => MatchKind::Equal,
+                MatchOp::NotEqual => MatchKind::NotEqual,
+                MatchOp::Re(_) => MatchKind::Re,
+                MatchOp::NotRe(_) => MatchKind::NotRe,
+            };
+            has_name |= m.name == "__name__";
+            out.push(
+                LabelMatcher::with_compat(&m.name, kind, &m.value, self.opts.compat)
+                    .map_err(EvalError::BadData)?,
+            );
+        }
+        if let (Some(n), false) = (&vs.name, has_name) {
+            out.push(
+                LabelMatcher::with_compat("__name__", MatchKind::Equal, n, self.opts.compat)
+                    .map_err(EvalError::BadData)?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn series_of(&self, vs: &VectorSelector) -> &[SeriesSamples] {
+        self.data
+            .get(&(vs as *const VectorSelector as usize))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// An instant vector selector at `ts`: the newest sample within the lookback window.
+    pub fn vector_at(&self, vs: &VectorSelector, ts: i64) -> Vec<Sample> {
+        let t = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
+        let lo = t - self.opts.lookback_ms;
+        let mut out = Vec::new();
+        for s in self.series_of(vs) {
+            let idx = s.samples.partition_point(|(st, _)| *st <= t);
+            if idx == 0 {
+                continue;
+            }
+            let (st, v) = s.samples[idx - 1];
+            let in_window = match self.opts.compat {
+                Compat::V2 => st >= lo,
+                Compat::V3 => st > lo,
+            };
+            if !in_window || is_stale_nan(v) {
+                continue;
+            }
+            out.push(Sample {
+                labels: s.labels.clone(),
+                value: v,
+                t: st,
+                drop_name: false,
+            });
+        }
+        out
+    }
+
+    /// A range selector at `ts`: the series' samples in the window, staleness markers removed.
+    pub fn matrix_at(&self, m: &MatrixSelector, ts: i64) -> (Vec<Series>, i64, i64) {
+        let t = self.at_ms(&m.vs.at).unwrap_or(ts) - offset_ms(&m.vs.offset);
+        let lo = t - ms(&m.range);
+        let mut out = Vec::new();
+        for s in self.series_of(&m.vs) {
+            let first = match self.opts.compat {
+                Compat::V2 => s.samples.partition_point(|(st, _)| *st < lo),
+                Compat::V3 => s.samples.partition_point(|(st, _)| *st <= lo),
+            };
+            let last = s.samples.partition_point(|(st, _)| *st <= t);
+            if first >= last {
+                continue;
+            }
+            let points: Vec<(i64, f64)> = s.samples[first..last]
+                .iter()
+                .copied()
+                .filter(|(_, v)| !is_stale_nan(*v))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            out.push(Series {
+                labels: s.labels.clone(),
+                points,
+                drop_name: false,
+            });
+        }
+        (out, lo, t)
+    }
+
+    /// A subquery at `ts`: the inner expression at every aligned step in the window.
+    pub fn subquery_at(&mut self, sq: &SubqueryExpr, ts: i64) -> Result<(Vec<Series>, i64, i64)> {
+        let base = self.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
+        let lo = base - ms(&sq.range);
+        let step = self.subquery_step(sq);
+        let mut first = step * (lo / step);
+        let before_window = match self.opts.compat {
+            Compat::V2 => first < lo,
+            Compat::V3 => first <= lo,
+        };
+        if before_window {
+            first += step;
+        }
+        let mut by_labels: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<Series> = Vec::new();
+        let mut t = first;
+        let mut points = 0usize;
+        while t <= base {
+            self.check_cancel()?;
+            let v = self.eval(&sq.expr, t)?;
+            let samples = match v {
+                Value::Vector(v) => v,
+                Value::Scalar(f) => vec![Sample {
+                    labels: Labels::empty(),
+                    value: f,
+                    t,
+                    drop_name: false,
+                }],
+                other => {
+                    return Err(EvalError::BadData(format!(
+                        "subquery is only allowed on instant vector, got {}",
+                        other.type_name()
+                    )))
+                }
+            };
+            for s in samples {
+                points += 1;
+                let i = *by_labels.entry(s.labels.clone()).or_insert_with(|| {
+                    out.push(Series {
+                        labels: s.labels.clone(),
+                        points: Vec::new(),
+                        drop_name: s.drop_name,
+                    });
+                    out.len() - 1
+                });
+                out[i].points.push((t, s.value));
+            }
+            if self.opts.max_samples > 0 && points + self.loaded_samples > self.opts.max_samples {
+                return Err(EvalError::TooManySamples);
+            }
+            t += step;
+        }
+        Ok((out, lo, base))
+    }
+
+    /// Removes `__name__` now, or marks it for removal at the end.
+    pub fn drop_name(&self, labels: &mut Labels, flag: &mut bool) {
+        if self.opts.delayed_name_removal {
+            *flag = true;
+        } else {
+            *labels = without_name(labels);
+        }
+    }
+
+    pub fn eval(&mut self, e: &Expr, ts: i64) -> Result<Value> {
+        self.check_cancel()?;
+        match e {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(mut v) => {
+                    for s in &mut v {
+                        s.value = -s.value;
+                        let mut f = s.drop_name;
+                        self.drop_name(&mut s.labels, &mut f);
+                        s.drop_name = f;
+                    }
+                    check_duplicates(&v, self.opts.delayed_name_removal)?;
+                    Ok(Value::Vector(v))
+                }
+                other => Err(EvalError::BadData(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.vector_at(vs, ts))),
+            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.matrix_at(m, ts).0)),
+            Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery_at(sq, ts)?.0)),
+            Expr::Call(c) => functions::call(self, c, ts),
+            Expr::Aggregate(a) => aggregate::eval(self, a, ts),
+            Expr::Binary(b) => binary::eval(self, b, ts),
+            Expr::Extension(_) => Err(EvalError::BadData("extension expressions are not supported".into())),
+        }
+    }
+
+    /// Evaluates to an instant vector or fails with the expected-type error.
+    pub fn eval_vector(&mut self, e: &Expr, ts: i64) -> Result<Vec<Sample>> {
+        match self.eval(e, ts)? {
+            Value::Vector(v) => Ok(v),
+            other => Err(EvalError::BadData(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub fn eval_scalar(&mut self, e: &Expr, ts: i64) -> Result<f64> {
+        match self.eval(e, ts)? {
+            Value::Scalar(v) => Ok(v),
+            other => Err(EvalError::BadData(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub fn eval_string(&mut self, e: &Expr, ts: i64) -> Result<String> {
+        match self.eval(e, ts)? {
+            Value::String(s) => Ok(s),
+            other => Err(EvalError::BadData(format!(
+                "expected string, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+}
+
+/// Drops the metric name, and with it the `__type__`/`__unit__` labels Prometheus's
+/// type-and-unit feature attaches (they describe the name).
+pub(super) fn without_name(labels: &Labels) -> Labels {
+    labels
+        .without("__name__")
+        .without("__type__")
+        .without("__unit__")
+}
+
+/// Prometheus's "vector cannot contain metrics with the same labelset".
+pub(super) fn check_duplicates(v: &[Sample], delayed: bool) -> Result<()> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    // With delayed name removal, names are still present here and part of the identity;
+    // the final check after removal happens in `finish_vector`.
+    let _ = delayed;
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    for s in v {
+        if !seen.insert(&s.labels) {
+            return Err(EvalError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn finish_vector(mut v: Vec<Sample>, delayed: bool) -> Result<Vec<Sample>> {
+    if delayed {
+        for s in &mut v {
+            if s.drop_name {
+                s.labels = without_name(&s.labels);
+                s.drop_name = false;
+            }
+        }
+        check_duplicates(&v, false)?;
+    }
+    Ok(v)
+}
+
+fn finish_matrix(mut m: Vec<Series>, delayed: bool) -> Result<Vec<Series>> {
+    if delayed {
+        for s in &mut m {
+            if s.drop_name {
+                s.labels = without_name(&s.labels);
+                s.drop_name = false;
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::with_capacity(m.len());
+    for s in &m {
+        if !seen.insert(s.labels.clone()) {
+            return Err(EvalError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(m)
+}
+
+/// Evaluates `expr` at one instant (ms).
+pub fn instant_query(
+    q: &dyn Queryable,
+    expr: &Expr,
+    ts: i64,
+    opts: &EvalOptions,
+    cancel: &dyn Fn() -> bool,
+) -> std::result::Result<Value, EvalError> {
+    let mut ctx = Ctx::new(q, opts, cancel, ts, ts);
+    ctx.preload(expr, ts, ts)?;
+    let delayed = opts.delayed_name_removal;
+    match ctx.eval(expr, ts)? {
+        Value::Vector(v) => Ok(Value::Vector(finish_vector(v, delayed)?)),
+        Value::Matrix(m) => Ok(Value::Matrix(finish_matrix(m, delayed)?)),
+        other => Ok(other),
+    }
+}
+
+/// Evaluates `expr` at every step from `start` to `end` (ms); returns a matrix.
+pub fn range_query(
+    q: &dyn Queryable,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    opts: &EvalOptions,
+    cancel: &dyn Fn() -> bool,
+) -> std::result::Result<Value, EvalError> {
+    if step <= 0 {
+        return Err(EvalError::BadData(
+            "zero or negative query resolution step widths are not accepted".into(),
+        ));
+    }
+    if end < start {
+        return Err(EvalError::BadData(
+            "end timestamp must not be before start time".into(),
+        ));
+    }
+    match expr.value_type() {
+        promql_parser::parser::value::ValueType::Vector
+        | promql_parser::parser::value::ValueType::Scalar => {}
+        other => {
+            let name = match other {
+                promql_parser::parser::value::ValueType::Matrix => "range vector",
+                _ => "string",
+            };
+            return Err(EvalError::BadData(format!(
+                "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
+            )));
+        }
+    }
+    let mut ctx = Ctx::new(q, opts, cancel, start, end);
+    ctx.preload(expr, start, end)?;
+    let mut by_labels: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<Series> = Vec::new();
+    let mut points = 0usize;
+    let mut t = start;
+    while t <= end {
+        ctx.check_cancel()?;
+        let samples = match ctx.eval(expr, t)? {
+            Value::Vector(v) => v,
+            Value::Scalar(f) => vec![Sample {
+                labels: Labels::empty(),
+                value: f,
+                t,
+                drop_name: false,
+            }],
+            other => {
+                return Err(EvalError::BadData(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                other.type_name()
+            )))
+            }
+        };
+        for mut s in samples {
+            if opts.delayed_name_removal && s.drop_name {
+                s.labels = without_name(&s.labels);
+            }
+            points += 1;
+            let i = *by_labels.entry(s.labels.clone()).or_insert_with(|| {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    points: Vec::new(),
+                    drop_name: false,
+                });
+                out.len() - 1
+            });
+            if out[i].points.last().is_some_and(|(pt, _)| *pt == t) {
+                return Err(EvalError::Execution(
+                    "vector cannot contain metrics with the same labelset".into(),
+                ));
+            }
+            out[i].points.push((t, s.value));
+        }
+        if opts.max_samples > 0 && points + ctx.loaded_samples > opts.max_samples {
+            return Err(EvalError::TooManySamples);
+        }
+        t += step;
+    }
+    out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+    Ok(Value::Matrix(out))
+}

@@ -1,0 +1,256 @@
+//! The PromQL evaluator. Pure: it takes an expression parsed by `promql-parser`, something
+//! [`Queryable`], the evaluation time(s) and options, and returns Prometheus-typed values.
+//! No HTTP, no clock (cancellation is a callback the caller provides), no globals.
+//!
+//! Semantics follow Prometheus's engine for float samples: 5 m lookback, staleness markers,
+//! `offset` and `@`, subqueries aligned to absolute step multiples, extrapolated rates, set
+//! and vector matching. [`Compat`] picks the 2.x or 3.x rules where they differ (range
+//! boundaries, regex dot-all, name removal). Native histograms are out of scope.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+
+use regex::Regex;
+use std::fmt;
+
+pub use eval::{instant_query, range_query};
+
+use crate::model::Labels;
+
+/// Which Prometheus generation's semantics to follow where they differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compat {
+    /// Prometheus 2.x: range selectors and lookback include their left edge; `.` in regexes
+    /// does not match a newline.
+    V2,
+    /// Prometheus 3.x: left-open ranges, dot-all regexes.
+    #[default]
+    V3,
+}
+
+/// Evaluation settings.
+#[derive(Clone)]
+pub struct EvalOptions {
+    pub lookback_ms: i64,
+    pub compat: Compat,
+    /// Keep `__name__` until the end of evaluation (Prometheus's
+    /// `promql-delayed-name-removal` feature).
+    pub delayed_name_removal: bool,
+    /// Step for subqueries without one (Prometheus's evaluation interval).
+    pub default_subquery_step_ms: i64,
+    /// Most samples a query may hold at once; 0 means no limit.
+    pub max_samples: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            lookback_ms: 5 * 60 * 1000,
+            compat: Compat::V3,
+            delayed_name_removal: false,
+            default_subquery_step_ms: 60_000,
+            max_samples: 50_000_000,
+        }
+    }
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+    /// Timestamp of the underlying sample (what `timestamp()` reports for a selector).
+    pub t: i64,
+    /// Set when the metric name is to be dropped (delayed name removal).
+    pub drop_name: bool,
+}
+
+/// One series of a range vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub points: Vec<(i64, f64)>,
+    pub drop_name: bool,
+}
+
+/// A PromQL value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<Sample>),
+    Matrix(Vec<Series>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::String(_) => "string",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+        }
+    }
+}
+
+/// Why a query failed. The kind maps to the HTTP API's `errorType`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// The query is wrong (`bad_data`).
+    BadData(String),
+    /// Evaluation failed (`execution`).
+    Execution(String),
+    /// The caller's cancellation fired (`timeout`).
+    Canceled,
+    /// Too many samples (`execution`, Prometheus's wording).
+    TooManySamples,
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EvalError::BadData(m) | EvalError::Execution(m) => f.write_str(m),
+            EvalError::Canceled => f.write_str("query timed out in expression evaluation"),
+            EvalError::TooManySamples => f.write_str(
+                "query processing would load too many samples into memory in query execution",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+/// Matcher operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    Equal,
+    NotEqual,
+    Re,
+    NotRe,
+}
+
+/// A label matcher with its regex compiled the way Prometheus does.
+#[derive(Debug, Clone)]
+pub struct LabelMatcher {
+    pub name: String,
+    pub kind: MatchKind,
+    pub value: String,
+    regex: Option<Regex>,
+}
+
+/// Compiles a PromQL regex, anchored; dot-all in 3.x.
+pub fn compile_regex(re: &str, compat: Compat) -> Result<Regex, String> {
+    let anchored = match compat {
+        Compat::V3 => format!("^(?s:{re})$"),
+        Compat::V2 => format!("^(?:{re})$"),
+    };
+    Regex::new(&anchored).map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_string();
+        format!("invalid regular expression {re:?}: {reason}")
+    })
+}
+
+impl LabelMatcher {
+    pub fn new(name: &str, kind: MatchKind, value: &str) -> Result<Self, String> {
+        Self::with_compat(name, kind, value, Compat::V3)
+    }
+
+    pub fn with_compat(
+        name: &str,
+        kind: MatchKind,
+        value: &str,
+        compat: Compat,
+    ) -> Result<Self, String> {
+        let regex = match kind {
+            MatchKind::Re | MatchKind::NotRe => Some(compile_regex(value, compat)?),
+            _ => None,
+        };
+        Ok(LabelMatcher {
+            name: name.to_string(),
+            kind,
+            value: value.to_string(),
+            regex,
+        })
+    }
+
+    /// Does a label value (empty when absent) satisfy the matcher?
+    pub fn matches(&self, v: &str) -> bool {
+        match self.kind {
+            MatchKind::Equal => v == self.value,
+            MatchKind::NotEqual => v != self.value,
+            MatchKind::Re => self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchKind::NotRe => !self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+
+    /// The value of an equality matcher, usable for postings lookups.
+    pub fn equal_value(&self) -> Option<&str> {
+        (self.kind == MatchKind::Equal).then_some(self.value.as_str())
+    }
+}
+
+/// Series with samples, as a store returns them (time-ordered, staleness markers included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Where samples come from.
+pub trait Queryable {
+    /// Series matching all matchers with their samples in `[mint, maxt]` (milliseconds).
+    fn select(
+        &self,
+        matchers: &[LabelMatcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, String>;
+}
+
+/// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus's API does.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        // Rust's Display is the shortest round-trip form without an exponent, like 'f', -1.
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_float_formatting() {
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.1), "0.1");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(1.5e-7), "0.00000015");
+        assert_eq!(format_value(-0.0), "-0");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(99.99999999999999), "99.99999999999999");
+    }
+
+    #[test]
+    fn regex_dot_all_by_compat() {
+        let v3 = LabelMatcher::with_compat("a", MatchKind::Re, "x.y", Compat::V3).expect("ok");
+        let v2 = LabelMatcher::with_compat("a", MatchKind::Re, "x.y", Compat::V2).expect("ok");
+        assert!(v3.matches("x\ny"));
+        assert!(!v2.matches("x\ny"));
+        assert!(!v3.matches("xxy1"), "anchored");
+    }
+}
