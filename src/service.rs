@@ -14,6 +14,8 @@ use crate::config::{
     ReceiverConfig,
 };
 use crate::exporters;
+use crate::exporters::promql::api::{self, ApiState};
+use crate::exporters::promql::queryz::QueryLog;
 use crate::extensions::health_check::{self, Health, HealthState};
 use crate::extensions::zpages::{self, ZpagesState};
 use crate::model::Metrics;
@@ -23,6 +25,7 @@ use crate::processors::filter::FilterProcessor;
 use crate::processors::{batch, Processor};
 use crate::receivers::prometheus::scrape::TargetRegistry;
 use crate::receivers::prometheus::PrometheusReceiver;
+use crate::store::Store;
 use crate::telemetry::{SharedTelemetry, Telemetry};
 
 /// An HTTP server we started, with its stop switch.
@@ -43,6 +46,8 @@ pub struct Running {
     pub health: Arc<HealthState>,
     pub telemetry: SharedTelemetry,
     pub targets: TargetRegistry,
+    /// The query façade stores, by exporter id.
+    pub stores: Vec<(String, Arc<Store>)>,
 }
 
 async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, String> {
@@ -57,11 +62,14 @@ fn serve(name: &str, listener: TcpListener, router: axum::Router) -> Server {
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await;
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .await;
     });
     Server {
         name: name.to_string(),
@@ -148,6 +156,7 @@ impl Running {
 
         // Exporters used by any pipeline.
         let mut exporter_inputs: HashMap<ComponentId, mpsc::Sender<Metrics>> = HashMap::new();
+        let mut stores = Vec::new();
         let mut exporters_running = Vec::new();
         for p in &cfg.pipelines {
             for id in &p.exporters {
@@ -185,6 +194,29 @@ impl Running {
                     }
                     ExporterConfig::Debug(c) => {
                         tokio::spawn(exporters::debug::run(name.clone(), c.clone(), rx, t))
+                    }
+                    ExporterConfig::Promql(c) => {
+                        let store = Arc::new(Store::new(c.max_series));
+                        let addr = parse_listen_address(&c.endpoint)?;
+                        let l = bind(&name, addr).await?;
+                        let state = Arc::new(ApiState {
+                            store: store.clone(),
+                            opts: c.eval_options(),
+                            query_timeout: c.query_timeout,
+                            credentials: c
+                                .credentials()
+                                .map_err(|e| format!("exporter {id}: {e}"))?,
+                            queryz: QueryLog::new(c.queryz_size),
+                        });
+                        servers.push(serve(&name, l, api::router(&c.path_prefix, state)));
+                        stores.push((name.clone(), store.clone()));
+                        tokio::spawn(exporters::promql::run_ingest(
+                            name.clone(),
+                            (**c).clone(),
+                            store,
+                            rx,
+                            t,
+                        ))
                     }
                 };
                 exporters_running.push((name, task));
@@ -261,6 +293,7 @@ impl Running {
             health,
             telemetry,
             targets,
+            stores,
         })
     }
 

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 
 use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
+use crate::exporters::promql::PromqlExporterConfig;
 use crate::extensions::{HealthCheckConfig, ZpagesConfig};
 use crate::processors::attributes::AttributesConfig;
 use crate::processors::batch::BatchConfig;
@@ -311,11 +312,12 @@ pub enum ExporterConfig {
     Otlp(Box<OtlpExporterConfig>),
     OtlpHttp(Box<OtlpExporterConfig>),
     Debug(DebugExporterConfig),
+    Promql(Box<PromqlExporterConfig>),
 }
 
 impl ComponentSection for ExporterConfig {
     const NOUN: &'static str = "exporter";
-    const SUPPORTED: &'static [&'static str] = &["otlp", "otlphttp", "debug"];
+    const SUPPORTED: &'static [&'static str] = &["otlp", "otlphttp", "debug", "promql"];
     const UNSUPPORTED: &'static [&'static str] = &[
         "prometheus",
         "prometheusremotewrite",
@@ -346,6 +348,7 @@ impl ComponentSection for ExporterConfig {
             "otlp" => Ok(ExporterConfig::Otlp(Box::new(typed(map)?))),
             "otlphttp" => Ok(ExporterConfig::OtlpHttp(Box::new(typed(map)?))),
             "debug" => Ok(ExporterConfig::Debug(typed(map)?)),
+            "promql" => Ok(ExporterConfig::Promql(Box::new(typed(map)?))),
             _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
         }
     }
@@ -815,6 +818,7 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
             ExporterConfig::Otlp(o) => o.validate(false),
             ExporterConfig::OtlpHttp(o) => o.validate(true),
             ExporterConfig::Debug(d) => d.validate(),
+            ExporterConfig::Promql(p) => p.validate(),
         };
         if let Err(m) = r {
             errors.push(plain(format!("exporters::{id}: {m}")));

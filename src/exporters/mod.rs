@@ -2,3 +2,4 @@
 
 pub mod debug;
 pub mod otlp;
+pub mod promql;

@@ -237,10 +237,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// A range selector at `ts`: the series' samples in the window, staleness markers removed.
-    pub fn matrix_at(&self, m: &MatrixSelector, ts: i64) -> (Vec<Series>, i64, i64) {
+    pub fn matrix_at(&self, m: &MatrixSelector, ts: i64) -> Result<(Vec<Series>, i64, i64)> {
         let t = self.at_ms(&m.vs.at).unwrap_or(ts) - offset_ms(&m.vs.offset);
         let lo = t - ms(&m.range);
         let mut out = Vec::new();
+        let mut held = 0usize;
         for s in self.series_of(&m.vs) {
             let first = match self.opts.compat {
                 Compat::V2 => s.samples.partition_point(|(st, _)| *st < lo),
@@ -258,13 +259,17 @@ impl<'a> Ctx<'a> {
             if points.is_empty() {
                 continue;
             }
+            held += points.len();
+            if self.opts.max_samples > 0 && held > self.opts.max_samples {
+                return Err(EvalError::TooManySamples);
+            }
             out.push(Series {
                 labels: s.labels.clone(),
                 points,
                 drop_name: false,
             });
         }
-        (out, lo, t)
+        Ok((out, lo, t))
     }
 
     /// A subquery at `ts`: the inner expression at every aligned step in the window.
@@ -355,7 +360,7 @@ impl<'a> Ctx<'a> {
                 ))),
             },
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.vector_at(vs, ts))),
-            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.matrix_at(m, ts).0)),
+            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.matrix_at(m, ts)?.0)),
             Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery_at(sq, ts)?.0)),
             Expr::Call(c) => functions::call(self, c, ts),
             Expr::Aggregate(a) => aggregate::eval(self, a, ts),

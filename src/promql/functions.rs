@@ -19,7 +19,7 @@ struct RangeArg {
 fn range_arg(ctx: &mut Ctx, e: &Expr, ts: i64) -> Result<RangeArg> {
     match unparen(e) {
         Expr::MatrixSelector(m) => {
-            let (series, start, end) = ctx.matrix_at(m, ts);
+            let (series, start, end) = ctx.matrix_at(m, ts)?;
             Ok(RangeArg {
                 series,
                 start,

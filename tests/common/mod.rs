@@ -386,3 +386,140 @@ pub fn istio_sample() -> Vec<u8> {
         .join("../shared/corpora/envoy-istio-samples/datadog/istio-1.11.4-sidecar-merged.txt");
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// Istio's default request-duration buckets (ms), without +Inf.
+pub const ISTIO_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// A sidecar-like exposition for pod `pod` after `step` updates: `istio_requests_total` and
+/// `istio_request_duration_milliseconds` with Istio's 25 labels, plus Envoy cluster counters.
+/// Pods alternate between the primary and canary workloads; canary pods fail more often.
+pub fn istio_like_body(pod: usize, step: u64, ts_ms: Option<i64>) -> String {
+    let workload = if pod % 2 == 0 {
+        "podinfo-primary"
+    } else {
+        "podinfo-canary"
+    };
+    let ts = ts_ms.map(|t| format!(" {t}")).unwrap_or_default();
+    let mut out = String::new();
+    out.push_str(
+        "# HELP istio_requests_total Total requests.\n# TYPE istio_requests_total counter\n",
+    );
+    let codes: [(&str, u64); 3] = [
+        ("200", 20 + pod as u64),
+        ("404", 1 + (pod as u64 % 2)),
+        ("503", if pod % 2 == 1 { 3 } else { 1 }),
+    ];
+    let labels = |code: &str| {
+        format!(
+            "connection_security_policy=\"mutual_tls\",destination_app=\"podinfo\",destination_canonical_revision=\"latest\",destination_canonical_service=\"podinfo\",destination_cluster=\"Kubernetes\",destination_principal=\"spiffe://cluster.local/ns/test/sa/podinfo\",destination_service=\"podinfo.test.svc.cluster.local\",destination_service_name=\"podinfo\",destination_service_namespace=\"test\",destination_version=\"v1\",destination_workload=\"{workload}\",destination_workload_namespace=\"test\",grpc_response_status=\"\",reporter=\"destination\",request_protocol=\"http\",response_code=\"{code}\",response_flags=\"-\",source_app=\"loadtester\",source_canonical_revision=\"latest\",source_canonical_service=\"loadtester\",source_cluster=\"Kubernetes\",source_principal=\"spiffe://cluster.local/ns/test/sa/loadtester\",source_version=\"unknown\",source_workload=\"flagger-loadtester\",source_workload_namespace=\"test\""
+        )
+    };
+    for (code, rate) in codes {
+        out.push_str(&format!(
+            "istio_requests_total{{{}}} {}{ts}\n",
+            labels(code),
+            step * rate
+        ));
+    }
+    out.push_str("# HELP istio_request_duration_milliseconds Request duration.\n# TYPE istio_request_duration_milliseconds histogram\n");
+    for (code, rate) in codes {
+        let total = step * rate;
+        let l = labels(code);
+        // Latency grows with the pod index and for errors, so quantiles differ per workload.
+        let shift = pod as f64 * 0.3 + if code == "503" { 2.0 } else { 0.0 };
+        for (j, le) in ISTIO_BUCKETS.iter().enumerate() {
+            let frac = (1.0 - (-(j as f64 + 1.0 - shift).max(0.0) / 3.0).exp()).clamp(0.0, 1.0);
+            let cum = (total as f64 * frac).floor() as u64;
+            out.push_str(&format!(
+                "istio_request_duration_milliseconds_bucket{{{l},le=\"{le}\"}} {cum}{ts}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "istio_request_duration_milliseconds_bucket{{{l},le=\"+Inf\"}} {total}{ts}\n"
+        ));
+        out.push_str(&format!(
+            "istio_request_duration_milliseconds_sum{{{l}}} {}{ts}\n",
+            total * (40 + pod as u64)
+        ));
+        out.push_str(&format!(
+            "istio_request_duration_milliseconds_count{{{l}}} {total}{ts}\n"
+        ));
+    }
+    out.push_str("# TYPE envoy_cluster_upstream_rq counter\n");
+    for (c, cluster) in [
+        "inbound|9898||",
+        "outbound|80||podinfo.test.svc.cluster.local",
+        "xds-grpc",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for code in ["200", "503"] {
+            let v = step * (5 + c as u64) / if code == "503" { 5 } else { 1 };
+            out.push_str(&format!(
+                "envoy_cluster_upstream_rq{{response_code=\"{code}\",cluster_name=\"{cluster}\"}} {v}{ts}\n"
+            ));
+        }
+    }
+    out.push_str("# TYPE envoy_server_live gauge\n");
+    out.push_str(&format!("envoy_server_live 1{ts}\n"));
+    out.push_str("# TYPE envoy_cluster_upstream_cx_active gauge\n");
+    out.push_str(&format!(
+        "envoy_cluster_upstream_cx_active{{cluster_name=\"xds-grpc\"}} {}{ts}\n",
+        (step % 7) + pod as u64
+    ));
+    out
+}
+
+/// Go's `url.QueryEscape`, which Flagger's client uses for the query parameter.
+pub fn go_query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A GET with headers; returns status and body.
+pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = http::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(http_body_util::Empty::new()).expect("request"))
+        .await
+        .expect("GET");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A POST of a urlencoded form.
+pub async fn http_post_form(url: &str, form: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            form.to_string(),
+        )))
+        .expect("request");
+    let resp = client.request(req).await.expect("POST");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

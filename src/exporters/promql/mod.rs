@@ -1,0 +1,230 @@
+//! The `promql` exporter: keeps a recent window of everything that reaches it in the
+//! [`Store`] and serves Prometheus's HTTP query API over it, for Flagger's MetricTemplates.
+
+pub mod api;
+pub mod queryz;
+
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+use crate::config::secret::{read_secret_file, Secret};
+use crate::config::units::{de_duration, de_opt_duration};
+use crate::model::Metrics;
+use crate::promql::{Compat, EvalOptions};
+use crate::store::Store;
+use crate::telemetry::{SharedTelemetry, Telemetry};
+
+/// `exporters: promql:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromqlExporterConfig {
+    /// Listen address of the query API.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// How much history to keep and answer from.
+    #[serde(default = "default_retention", deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// Serve the API under this prefix (e.g. `/prometheus`), as Prometheus's `--web.route-prefix`.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Series beyond this are refused (counted); 0 = no limit.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    /// Queries are cut off after this long; below Flagger's fixed 5 s client timeout.
+    #[serde(default = "default_query_timeout", deserialize_with = "de_duration")]
+    pub query_timeout: Duration,
+    /// Most samples one query may load; 0 = no limit.
+    #[serde(default = "default_max_samples")]
+    pub max_samples_per_query: usize,
+    /// `5m` like Prometheus.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub lookback_delta: Option<Duration>,
+    /// Which Prometheus to answer like where versions differ: `"3"` (default) or `"2"`.
+    #[serde(default)]
+    pub prometheus_compat: Option<String>,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Queries remembered on `/debug/queryz`.
+    #[serde(default = "default_queryz")]
+    pub queryz_size: usize,
+}
+
+fn default_endpoint() -> String {
+    "0.0.0.0:9090".into()
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_max_series() -> usize {
+    1_000_000
+}
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(4)
+}
+fn default_max_samples() -> usize {
+    50_000_000
+}
+fn default_queryz() -> usize {
+    100
+}
+
+impl Default for PromqlExporterConfig {
+    fn default() -> Self {
+        PromqlExporterConfig {
+            endpoint: default_endpoint(),
+            retention: default_retention(),
+            path_prefix: String::new(),
+            max_series: default_max_series(),
+            query_timeout: default_query_timeout(),
+            max_samples_per_query: default_max_samples(),
+            lookback_delta: None,
+            prometheus_compat: None,
+            auth: None,
+            queryz_size: default_queryz(),
+        }
+    }
+}
+
+/// Who may query: bearer tokens and/or basic-auth users, from the config, a file or env.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    #[serde(default)]
+    pub basic: Vec<BasicUser>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicUser {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<String>,
+}
+
+/// Resolved credentials.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub tokens: Vec<Secret>,
+    pub users: Vec<(String, Secret)>,
+}
+
+impl PromqlExporterConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        crate::config::parse_listen_address(&self.endpoint)?;
+        if self.retention < Duration::from_secs(60) {
+            return Err("retention must be at least 1m".into());
+        }
+        if !self.path_prefix.is_empty() && !self.path_prefix.starts_with('/') {
+            return Err(format!(
+                "path_prefix {:?} must start with '/'",
+                self.path_prefix
+            ));
+        }
+        if self.query_timeout.is_zero() {
+            return Err("query_timeout must be above 0".into());
+        }
+        match self.prometheus_compat.as_deref() {
+            None | Some("3") | Some("2") => {}
+            Some(v) => return Err(format!("prometheus_compat {v:?} must be \"2\" or \"3\"")),
+        }
+        self.credentials().map(|_| ())
+    }
+
+    pub fn credentials(&self) -> Result<Credentials, String> {
+        let mut c = Credentials::default();
+        if let Some(a) = &self.auth {
+            if let Some(t) = &a.bearer_token {
+                if !t.is_empty() {
+                    c.tokens.push(t.clone());
+                }
+            }
+            if let Some(f) = &a.bearer_token_file {
+                c.tokens
+                    .push(read_secret_file(f).map_err(|e| format!("auth.bearer_token_file: {e}"))?);
+            }
+            for u in &a.basic {
+                let pw =
+                    match (&u.password, &u.password_file) {
+                        (Some(p), None) => p.clone(),
+                        (None, Some(f)) => {
+                            read_secret_file(f).map_err(|e| format!("auth.basic: {e}"))?
+                        }
+                        _ => return Err(format!(
+                            "auth.basic user {:?} needs exactly one of password or password_file",
+                            u.username
+                        )),
+                    };
+                c.users.push((u.username.clone(), pw));
+            }
+            if c.tokens.is_empty() && c.users.is_empty() {
+                return Err("auth is set but holds no bearer token or user".into());
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn eval_options(&self) -> EvalOptions {
+        EvalOptions {
+            lookback_ms: self
+                .lookback_delta
+                .unwrap_or(Duration::from_secs(300))
+                .as_millis() as i64,
+            compat: match self.prometheus_compat.as_deref() {
+                Some("2") => Compat::V2,
+                _ => Compat::V3,
+            },
+            max_samples: self.max_samples_per_query,
+            ..Default::default()
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Feeds the store from the pipeline and trims it to the retention window.
+pub async fn run_ingest(
+    name: String,
+    cfg: PromqlExporterConfig,
+    store: Arc<Store>,
+    mut input: mpsc::Receiver<Metrics>,
+    telemetry: SharedTelemetry,
+) {
+    let labels = Telemetry::labels(&[("exporter", &name)]);
+    let retention = cfg.retention.as_millis() as i64;
+    let mut trim = tokio::time::interval(Duration::from_secs(30));
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            m = input.recv() => match m {
+                Some(m) => {
+                    let points = m.point_count();
+                    let store = store.clone();
+                    // Appending takes shard locks; keep it off the async workers.
+                    let stored = tokio::task::spawn_blocking(move || store.append_metrics(&m)).await.unwrap_or(0);
+                    telemetry.exporter_sent.get_or_create(&labels).inc_by(stored as f64);
+                    if stored < points {
+                        telemetry.exporter_send_failed.get_or_create(&labels).inc_by((points - stored) as f64);
+                    }
+                }
+                None => return,
+            },
+            _ = trim.tick() => {
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.trim(now_ms() - retention)).await;
+            }
+        }
+    }
+}
