@@ -99,7 +99,7 @@ fn over_time(
 }
 
 /// Prometheus's extrapolated rate/increase/delta.
-fn extrapolated(ra: &RangeArg, s: &Series, counter: bool, rate: bool) -> Option<f64> {
+fn extrapolated(ra: &RangeArg, s: &Series, counter: bool, rate: bool, legacy: bool) -> Option<f64> {
     let p = &s.points;
     if p.len() < 2 {
         return None;
@@ -121,16 +121,26 @@ fn extrapolated(ra: &RangeArg, s: &Series, counter: bool, rate: bool) -> Option<
     let sampled = (last_t - first_t) as f64 / 1000.0;
     let avg_between = sampled / (p.len() - 1) as f64;
     // Extrapolate to the window edges only when a sample is that close to them, else by half
-    // an interval; a counter is never extrapolated below zero (Prometheus >= 2.52 order).
+    // an interval; a counter is never extrapolated below zero.
     let threshold = avg_between * 1.1;
-    if to_start >= threshold {
-        to_start = avg_between / 2.0;
-    }
-    if counter && result > 0.0 && first_v >= 0.0 {
-        let to_zero = sampled * (first_v / result);
-        if to_zero < to_start {
-            to_start = to_zero;
+    let zero_cutoff = |to_start: f64| {
+        if counter && result > 0.0 && first_v >= 0.0 {
+            to_start.min(sampled * (first_v / result))
+        } else {
+            to_start
         }
+    };
+    if legacy {
+        // Before Prometheus 2.51 the zero point was found first, then the threshold applied.
+        to_start = zero_cutoff(to_start);
+        if to_start >= threshold {
+            to_start = avg_between / 2.0;
+        }
+    } else {
+        if to_start >= threshold {
+            to_start = avg_between / 2.0;
+        }
+        to_start = zero_cutoff(to_start);
     }
     if to_end >= threshold {
         to_end = avg_between / 2.0;
@@ -692,9 +702,11 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
                 .collect();
             out_vector(ctx, out)
         }
-        "rate" => over_time(ctx, c, ts, 0, false, |ra, s| extrapolated(ra, s, true, true)),
-        "increase" => over_time(ctx, c, ts, 0, false, |ra, s| extrapolated(ra, s, true, false)),
-        "delta" => over_time(ctx, c, ts, 0, false, |ra, s| extrapolated(ra, s, false, false)),
+        "rate" | "increase" | "delta" => {
+            let legacy = ctx.opts.legacy_rate_extrapolation;
+            let (counter, rate) = (name != "delta", name == "rate");
+            over_time(ctx, c, ts, 0, false, move |ra, s| extrapolated(ra, s, counter, rate, legacy))
+        }
         "irate" => over_time(ctx, c, ts, 0, false, |_, s| instant_delta(s, true)),
         "idelta" => over_time(ctx, c, ts, 0, false, |_, s| instant_delta(s, false)),
         "deriv" => over_time(ctx, c, ts, 0, false, |_, s| {

@@ -42,6 +42,9 @@ pub struct EvalOptions {
     pub default_subquery_step_ms: i64,
     /// Most samples a query may hold at once; 0 means no limit.
     pub max_samples: usize,
+    /// Rate extrapolation as Prometheus before 2.51: the counter zero point is checked
+    /// before the half-interval rule (prometheus/prometheus#13725 changed the order).
+    pub legacy_rate_extrapolation: bool,
 }
 
 impl Default for EvalOptions {
@@ -52,6 +55,7 @@ impl Default for EvalOptions {
             delayed_name_removal: false,
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
+            legacy_rate_extrapolation: false,
         }
     }
 }

@@ -489,6 +489,17 @@ pub fn go_query_escape(s: &str) -> String {
     out
 }
 
+/// A GET that reports a failed connection as `None`.
+pub async fn try_http_get(url: &str) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse().ok()?).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// A GET with headers; returns status and body.
 pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use http_body_util::BodyExt;

@@ -134,9 +134,13 @@ pub fn parse_duration_param(s: &str) -> Result<Duration, String> {
 }
 
 fn ts_json(ms: i64) -> String {
-    // Prometheus prints seconds with up to millisecond precision, shortest form.
-    let secs = ms as f64 / 1000.0;
-    format!("{secs}")
+    // As Prometheus's MarshalTimestamp: seconds, then exactly three fraction digits if any.
+    let sign = if ms < 0 { "-" } else { "" };
+    let a = ms.unsigned_abs();
+    match a % 1000 {
+        0 => format!("{sign}{}", a / 1000),
+        f => format!("{sign}{}.{f:03}", a / 1000),
+    }
 }
 
 fn labels_json(labels: &crate::model::Labels, out: &mut String) {
@@ -747,6 +751,8 @@ mod tests {
         assert_eq!(parse_duration_param("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(ts_json(1_435_781_451_781), "1435781451.781");
         assert_eq!(ts_json(1_435_781_451_000), "1435781451");
+        assert_eq!(ts_json(1_435_781_451_990), "1435781451.990");
+        assert_eq!(ts_json(1_435_781_451_005), "1435781451.005");
     }
 
     #[test]

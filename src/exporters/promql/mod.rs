@@ -41,7 +41,8 @@ pub struct PromqlExporterConfig {
     /// `5m` like Prometheus.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub lookback_delta: Option<Duration>,
-    /// Which Prometheus to answer like where versions differ: `"3"` (default) or `"2"`.
+    /// Which Prometheus to answer like where versions differ: `"3"` (default), `"2"` (2.53),
+    /// or a 2.x version such as `"2.42"` for the rate extrapolation of releases before 2.51.
     #[serde(default)]
     pub prometheus_compat: Option<String>,
     #[serde(default)]
@@ -131,9 +132,8 @@ impl PromqlExporterConfig {
         if self.query_timeout.is_zero() {
             return Err("query_timeout must be above 0".into());
         }
-        match self.prometheus_compat.as_deref() {
-            None | Some("3") | Some("2") => {}
-            Some(v) => return Err(format!("prometheus_compat {v:?} must be \"2\" or \"3\"")),
+        if let Some(v) = self.prometheus_compat.as_deref() {
+            parse_compat(v)?;
         }
         self.credentials().map(|_| ())
     }
@@ -151,17 +151,18 @@ impl PromqlExporterConfig {
                     .push(read_secret_file(f).map_err(|e| format!("auth.bearer_token_file: {e}"))?);
             }
             for u in &a.basic {
-                let pw =
-                    match (&u.password, &u.password_file) {
-                        (Some(p), None) => p.clone(),
-                        (None, Some(f)) => {
-                            read_secret_file(f).map_err(|e| format!("auth.basic: {e}"))?
-                        }
-                        _ => return Err(format!(
+                let pw = match (&u.password, &u.password_file) {
+                    (Some(p), None) => p.clone(),
+                    (None, Some(f)) => {
+                        read_secret_file(f).map_err(|e| format!("auth.basic: {e}"))?
+                    }
+                    _ => {
+                        return Err(format!(
                             "auth.basic user {:?} needs exactly one of password or password_file",
                             u.username
-                        )),
-                    };
+                        ))
+                    }
+                };
                 c.users.push((u.username.clone(), pw));
             }
             if c.tokens.is_empty() && c.users.is_empty() {
@@ -172,18 +173,36 @@ impl PromqlExporterConfig {
     }
 
     pub fn eval_options(&self) -> EvalOptions {
+        let (compat, legacy) = self
+            .prometheus_compat
+            .as_deref()
+            .and_then(|v| parse_compat(v).ok())
+            .unwrap_or((Compat::V3, false));
         EvalOptions {
             lookback_ms: self
                 .lookback_delta
                 .unwrap_or(Duration::from_secs(300))
                 .as_millis() as i64,
-            compat: match self.prometheus_compat.as_deref() {
-                Some("2") => Compat::V2,
-                _ => Compat::V3,
-            },
+            compat,
+            legacy_rate_extrapolation: legacy,
             max_samples: self.max_samples_per_query,
             ..Default::default()
         }
+    }
+}
+
+/// `"3"`, `"2"` or `"2.N"` → semantics, and whether rate extrapolation predates 2.51.
+pub fn parse_compat(v: &str) -> Result<(Compat, bool), String> {
+    let mut parts = v.trim().trim_start_matches('v').split('.');
+    let major = parts.next().and_then(|m| m.parse::<u32>().ok());
+    let minor = parts.next().and_then(|m| m.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(3), _) => Ok((Compat::V3, false)),
+        (Some(2), None) => Ok((Compat::V2, false)),
+        (Some(2), Some(m)) => Ok((Compat::V2, m < 51)),
+        _ => Err(format!(
+            "prometheus_compat {v:?} must be \"3\", \"2\" or a 2.x version like \"2.42\""
+        )),
     }
 }
 
@@ -226,5 +245,21 @@ pub async fn run_ingest(
                 let _ = tokio::task::spawn_blocking(move || store.trim(now_ms() - retention)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compat_versions() {
+        let c: PromqlExporterConfig =
+            serde_saphyr::from_str("prometheus_compat: \"2.42\"\n").expect("parses");
+        let o = c.eval_options();
+        assert_eq!((o.compat, o.legacy_rate_extrapolation), (Compat::V2, true));
+        assert_eq!(parse_compat("2.53"), Ok((Compat::V2, false)));
+        assert_eq!(parse_compat("3"), Ok((Compat::V3, false)));
+        assert!(parse_compat("4").is_err());
     }
 }

@@ -1,0 +1,325 @@
+//! Differential test against the real Prometheus server (Debian package `prometheus`):
+//! both scrape the same live sidecar-like targets whose samples carry explicit timestamps,
+//! then the same queries, evaluated at the same instants, must give identical answers.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PODS: usize = 4;
+const UPDATES: u64 = 10;
+const UPDATE_EVERY: Duration = Duration::from_millis(1500);
+
+struct Prometheus {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn prometheus_version() -> (u32, u32) {
+    let out = Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the `prometheus` binary is needed as the oracle (apt-get install prometheus): {e}"
+            )
+        });
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let v = text.split("version ").nth(1).unwrap_or("");
+    let mut it = v.split(['.', '+', ' ']);
+    let major = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let minor = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+    (major, minor)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn start_prometheus(scrape_yaml: &str, port: u16) -> Prometheus {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, scrape_yaml).expect("write config");
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    Prometheus { child, _dir: dir }
+}
+
+/// A query result normalised for comparison: label set → value.
+#[derive(Debug)]
+enum Answer {
+    Error(String),
+    Scalar(f64),
+    Vector(BTreeMap<String, f64>),
+}
+
+fn parse_answer(body: &str) -> Answer {
+    let v: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => return Answer::Error(format!("bad JSON: {e}: {body}")),
+    };
+    if v["status"] != "success" {
+        return Answer::Error(v["errorType"].as_str().unwrap_or("?").to_string());
+    }
+    let num = |x: &serde_json::Value| {
+        x.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    match v["data"]["resultType"].as_str() {
+        Some("scalar") => Answer::Scalar(num(&v["data"]["result"][1])),
+        Some("vector") => {
+            let mut m = BTreeMap::new();
+            for r in v["data"]["result"].as_array().into_iter().flatten() {
+                let labels: BTreeMap<String, String> =
+                    serde_json::from_value(r["metric"].clone()).unwrap_or_default();
+                m.insert(format!("{labels:?}"), num(&r["value"][1]));
+            }
+            Answer::Vector(m)
+        }
+        other => Answer::Error(format!("unexpected result type {other:?}")),
+    }
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+fn compare(query: &str, ours: &Answer, theirs: &Answer) -> Result<(), String> {
+    match (ours, theirs) {
+        (Answer::Error(a), Answer::Error(b)) if a == b => Ok(()),
+        (Answer::Scalar(a), Answer::Scalar(b)) if same(*a, *b) => Ok(()),
+        (Answer::Vector(a), Answer::Vector(b)) => {
+            if a.keys().ne(b.keys()) {
+                return Err(format!(
+                    "{query}: series differ\n  ours:   {:?}\n  theirs: {:?}",
+                    a.keys().collect::<Vec<_>>(),
+                    b.keys().collect::<Vec<_>>()
+                ));
+            }
+            for (k, va) in a {
+                let vb = b[k];
+                if !same(*va, vb) {
+                    return Err(format!("{query}: {k}: ours {va} theirs {vb}"));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(format!("{query}: ours {ours:?} theirs {theirs:?}")),
+    }
+}
+
+/// The query set: Flagger's builtin Istio checks, Envoy queries, aggregations, joins,
+/// subqueries, and the usual functions.
+fn queries() -> Vec<String> {
+    let ns = "test";
+    let mut q: Vec<String> = vec![
+        format!("sum(rate(istio_requests_total{{reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=~\"podinfo-canary\",response_code!~\"5.*\"}}[1m])) / sum(rate(istio_requests_total{{reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=~\"podinfo-canary\"}}[1m])) * 100"),
+        format!("histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{reporter=\"destination\",destination_workload_namespace=\"{ns}\",destination_workload=~\"podinfo-canary\"}}[1m])) by (le))"),
+        format!("histogram_quantile(0.5, sum by (le, destination_workload) (rate(istio_request_duration_milliseconds_bucket[30s])))"),
+        "sum(rate(envoy_cluster_upstream_rq{response_code!~\"5.*\"}[1m])) by (cluster_name) / sum(rate(envoy_cluster_upstream_rq[1m])) by (cluster_name)".into(),
+        "sum by (instance) (increase(envoy_cluster_upstream_rq[30s]))".into(),
+        "envoy_cluster_upstream_cx_active".into(),
+        "istio_requests_total{response_code=\"503\"}".into(),
+        "count by (destination_workload) (istio_requests_total)".into(),
+        "avg by (response_code) (rate(istio_requests_total[20s]))".into(),
+        "topk(2, rate(istio_requests_total[20s]))".into(),
+        "bottomk(1, sum by (instance) (rate(istio_requests_total[20s])))".into(),
+        "quantile(0.9, rate(istio_requests_total[20s]))".into(),
+        "stddev by (destination_workload) (rate(istio_requests_total[20s]))".into(),
+        "max(envoy_cluster_upstream_cx_active) - min(envoy_cluster_upstream_cx_active)".into(),
+        "count_values(\"v\", envoy_server_live)".into(),
+        "group by (destination_workload) (istio_requests_total)".into(),
+        "rate(istio_requests_total{response_code=\"503\"}[20s]) / on(instance) group_left() sum by (instance) (rate(istio_requests_total[20s]))".into(),
+        "istio_requests_total{response_code=\"200\"} and on(instance) envoy_cluster_upstream_cx_active > 2".into(),
+        "envoy_cluster_upstream_cx_active or on(instance) istio_requests_total{response_code=\"404\"}".into(),
+        "istio_requests_total unless on(destination_workload) istio_requests_total{destination_workload=\"podinfo-primary\"}".into(),
+        "sum(istio_requests_total) > bool 100".into(),
+        "istio_requests_total{response_code=\"404\"} % 3".into(),
+        "max_over_time(rate(istio_requests_total{response_code=\"200\"}[10s])[20s:2s])".into(),
+        "avg_over_time(sum(istio_requests_total)[30s:5s])".into(),
+        "irate(istio_requests_total{response_code=\"200\"}[10s])".into(),
+        "delta(envoy_cluster_upstream_cx_active[20s])".into(),
+        "idelta(envoy_cluster_upstream_cx_active[20s])".into(),
+        "deriv(istio_requests_total{response_code=\"200\"}[20s])".into(),
+        "predict_linear(istio_requests_total{response_code=\"200\"}[20s], 60)".into(),
+        "changes(envoy_cluster_upstream_cx_active[30s])".into(),
+        "resets(envoy_cluster_upstream_cx_active[30s])".into(),
+        "count_over_time(envoy_server_live[30s])".into(),
+        "min_over_time(envoy_cluster_upstream_cx_active[30s])".into(),
+        "stddev_over_time(envoy_cluster_upstream_cx_active[30s])".into(),
+        "quantile_over_time(0.75, envoy_cluster_upstream_cx_active[30s])".into(),
+        "last_over_time(envoy_cluster_upstream_cx_active[30s])".into(),
+        "label_replace(envoy_server_live, \"pod\", \"$1\", \"instance\", \"127.0.0.1:(.*)\")".into(),
+        "label_join(envoy_server_live, \"id\", \"-\", \"job\", \"instance\")".into(),
+        "absent(nonexistent_metric{job=\"mesh\"})".into(),
+        "absent(envoy_server_live)".into(),
+        "clamp(envoy_cluster_upstream_cx_active, 2, 5)".into(),
+        "timestamp(envoy_server_live)".into(),
+        "sort_desc(sum by (instance) (istio_requests_total))".into(),
+        "scalar(sum(envoy_server_live))".into(),
+        "sum(istio_requests_total offset 5s)".into(),
+        "vector(1)".into(),
+        "time()".into(),
+        "1 - sum(rate(istio_requests_total{response_code=~\"5..\"}[1m])) / sum(rate(istio_requests_total[1m]))".into(),
+    ];
+    q.push("istio_requests_total + on(instance) envoy_server_live".into());
+    q
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_match_prometheus() {
+    let (major, minor) = prometheus_version();
+    let mut targets = Vec::new();
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    for p in 0..PODS {
+        let t = Target::start().await;
+        t.set(
+            "/metrics",
+            Page::text(istio_like_body(p, 1, Some(start_ms))),
+        );
+        targets.push(t);
+    }
+    let list = targets
+        .iter()
+        .map(|t| format!("\"{}\"", t.addr))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let scrape = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n      - targets: [{list}]\n"
+    );
+    let port = free_port();
+    let _prom = start_prometheus(&scrape, port);
+    let indented: String = scrape.lines().map(|l| format!("      {l}\n")).collect();
+    let yaml = format!(
+        "receivers:\n  prometheus:\n    config:\n{indented}exporters:\n  promql:\n    endpoint: 127.0.0.1:0\n    prometheus_compat: \"{major}.{minor}\"\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: \"\"}}}}\n"
+    );
+    let agent = start_agent(&yaml).await;
+    let ours = agent.server_address("promql").expect("façade");
+    let theirs = format!("127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if try_http_get(&format!("http://{theirs}/-/ready"))
+            .await
+            .is_some_and(|(s, _)| s == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "prometheus did not become ready on {theirs}");
+
+    // Both must hold the first sample of every pod before the history starts moving.
+    let count_q = format!(
+        "/api/v1/query?query={}",
+        go_query_escape("count(envoy_server_live)")
+    );
+    let mut both = false;
+    for _ in 0..200 {
+        let a = try_http_get(&format!("http://{ours}{count_q}"))
+            .await
+            .map(|(_, b)| parse_answer(&b));
+        let b = try_http_get(&format!("http://{theirs}{count_q}"))
+            .await
+            .map(|(_, b)| parse_answer(&b));
+        let full = |x: &Option<Answer>| matches!(x, Some(Answer::Vector(m)) if m.values().next() == Some(&(PODS as f64)));
+        if full(&a) && full(&b) {
+            both = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(both, "both scrapers hold the first samples");
+
+    // Counters advance with explicit timestamps; each body stays up for more than one
+    // scrape interval, so both scrapers store exactly the same samples.
+    let mut last_ts = start_ms;
+    for step in 2..=UPDATES {
+        tokio::time::sleep(UPDATE_EVERY).await;
+        last_ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        for (p, t) in targets.iter().enumerate() {
+            t.set(
+                "/metrics",
+                Page::text(istio_like_body(p, step, Some(last_ts))),
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    // At the last sample, between samples, and at an earlier point of the history.
+    for at_ms in [last_ts + 1000, last_ts - 700, last_ts - 4000] {
+        let at = format!("{:.3}", at_ms as f64 / 1000.0);
+        for q in queries() {
+            let path = format!("/api/v1/query?query={}&time={at}", go_query_escape(&q));
+            let (_, a) = http_get(&format!("http://{ours}{path}"), &[]).await;
+            let (_, b) = http_get(&format!("http://{theirs}{path}"), &[]).await;
+            let (ra, rb) = (parse_answer(&a), parse_answer(&b));
+            if matches!(rb, Answer::Vector(ref m) if m.is_empty())
+                && !q.contains("nonexistent")
+                && !q.contains("absent")
+            {
+                failures.push(format!(
+                    "{q}: Prometheus returned nothing; the test data did not arrive"
+                ));
+            }
+            if let Err(e) = compare(&q, &ra, &rb) {
+                failures.push(e);
+            }
+            compared += 1;
+        }
+    }
+    if !failures.is_empty() {
+        // Show the raw samples of one series from both sides to help find the cause.
+        let raw = format!(
+            "/api/v1/query?query={}&time={:.3}",
+            go_query_escape(
+                "envoy_cluster_upstream_rq{response_code=\"200\",cluster_name=\"xds-grpc\"}[1m]"
+            ),
+            (last_ts + 1000) as f64 / 1000.0
+        );
+        let (_, a) = http_get(&format!("http://{ours}{raw}"), &[]).await;
+        let (_, b) = http_get(&format!("http://{theirs}{raw}"), &[]).await;
+        eprintln!("raw samples, ours:\n{a}\ntheirs:\n{b}");
+    }
+    agent.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} answers differ from Prometheus {major}.{minor}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
