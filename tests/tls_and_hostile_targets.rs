@@ -1,0 +1,274 @@
+//! TLS on both sides (exporter to an HTTPS OTLP receiver, scrapes of HTTPS targets) and
+//! hostile scrape bodies: truncated, binary, never ending, far over the size limit, a gzip
+//! bomb. Each fails its own scrape with a clear error; a good target next to them is unharmed.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn agent_yaml(targets: &str, scrape_extra: &str, exporter: &str) -> String {
+    format!(
+        r#"
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: j
+          scrape_interval: 1s
+          scrape_timeout: 800ms
+{scrape_extra}
+          static_configs: [{{targets: [{targets}]}}]
+exporters:
+{exporter}
+service:
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [out]}}
+  telemetry: {{metrics: {{address: ""}}}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlphttp_over_tls_verifies_the_server() {
+    let pki = test_pki();
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("write ca");
+    let target = Target::start().await;
+    target.set("/metrics", Page::text("tls_ok 1\n"));
+
+    // With the CA: delivered.
+    let (addr, sink) = https_sink(&pki).await;
+    let exporter = format!(
+        "  otlphttp/out:\n    endpoint: https://127.0.0.1:{}\n    tls: {{ca_file: {}}}\n",
+        addr.port(),
+        ca.display()
+    );
+    let agent = start_agent(
+        &agent_yaml(&format!("\"{}\"", target.addr), "", &exporter)
+            .replace("[out]", "[otlphttp/out]"),
+    )
+    .await;
+    sink.wait_for(WAIT, "delivery over TLS", |s| {
+        s.metrics().iter().any(|(_, m)| m.name == "tls_ok")
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(5)).await;
+
+    // Without it (bundled web roots only): the self-signed server is refused, nothing arrives.
+    let (addr, sink) = https_sink(&pki).await;
+    let exporter = format!("  otlphttp/out:\n    endpoint: https://127.0.0.1:{}\n    retry_on_failure: {{enabled: false}}\n", addr.port());
+    let agent = start_agent(
+        &agent_yaml(&format!("\"{}\"", target.addr), "", &exporter)
+            .replace("[out]", "[otlphttp/out]"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let failed = agent.telemetry.render();
+    agent.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        sink.requests().is_empty(),
+        "an unverified server must not receive data"
+    );
+    assert!(
+        failed.contains(
+            "otelcol_exporter_send_failed_metric_points_total{exporter=\"otlphttp/out\"}"
+        ),
+        "{failed}"
+    );
+
+    // insecure_skip_verify: delivered (and only because it was asked for).
+    let (addr, sink) = https_sink(&pki).await;
+    let exporter = format!("  otlphttp/out:\n    endpoint: https://127.0.0.1:{}\n    tls: {{insecure_skip_verify: true}}\n", addr.port());
+    let agent = start_agent(
+        &agent_yaml(&format!("\"{}\"", target.addr), "", &exporter)
+            .replace("[out]", "[otlphttp/out]"),
+    )
+    .await;
+    sink.wait_for(WAIT, "delivery with verification off", |s| {
+        !s.requests().is_empty()
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_scrape_with_ca_file_and_auth_headers() {
+    let pki = test_pki();
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("write ca");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen2 = seen.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |h: axum::http::HeaderMap| {
+            let seen = seen2.clone();
+            async move {
+                let auth = h
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                seen.lock().expect("lock").push(auth);
+                "secure_metric 7\n"
+            }
+        }),
+    );
+    let addr = serve_tls(app, &pki).await;
+    let (sink_addr, sink) = http_sink().await;
+    let extra = format!(
+        "          scheme: https\n          tls_config: {{ca_file: {}}}\n          authorization: {{credentials: scrape-token}}\n",
+        ca.display()
+    );
+    let exporter = format!("  otlphttp/out:\n    endpoint: http://{sink_addr}\n");
+    let yaml = agent_yaml(&format!("\"127.0.0.1:{}\"", addr.port()), &extra, &exporter)
+        .replace("[out]", "[otlphttp/out]");
+    let agent = start_agent(&yaml).await;
+    sink.wait_for(WAIT, "secure_metric", |s| {
+        s.metrics().iter().any(|(_, m)| m.name == "secure_metric")
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(seen.lock().expect("lock")[0], "Bearer scrape-token");
+    let ms = sink.metrics();
+    let (res, _) = ms
+        .iter()
+        .find(|(_, m)| m.name == "secure_metric")
+        .expect("metric");
+    assert_eq!(res.get("url.scheme").map(String::as_str), Some("https"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_fail_only_their_own_scrape() {
+    use axum::body::Body;
+    use futures_util::stream;
+    // A body that never ends: a line every 50 ms, forever.
+    let endless = || {
+        let s = stream::unfold(0u64, |i| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(format!(
+                    "endless{{i=\"{i}\"}} 1\n"
+                ))),
+                i + 1,
+            ))
+        });
+        Body::from_stream(s)
+    };
+    // 256 MiB of zeros, gzip-compressed to a few hundred kilobytes.
+    let bomb = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![b'0'; 1 << 20];
+        for _ in 0..256 {
+            e.write_all(&zeros).expect("gzip");
+        }
+        e.finish().expect("gzip")
+    };
+    let big: String = (0..20_000)
+        .map(|i| format!("big_metric{{i=\"{i}\"}} 1\n"))
+        .collect();
+    let app = axum::Router::new()
+        .route(
+            "/truncated",
+            axum::routing::get(|| async { "ok_before 1\nbroken{a=\"b" }),
+        )
+        .route(
+            "/binary",
+            axum::routing::get(|| async { vec![0u8, 159, 146, 150, 255, 0, 10, 1, 2] }),
+        )
+        .route(
+            "/endless",
+            axum::routing::get(move || async move { endless() }),
+        )
+        .route(
+            "/big",
+            axum::routing::get(move || {
+                let big = big.clone();
+                async move { big }
+            }),
+        )
+        .route(
+            "/bomb",
+            axum::routing::get(move || {
+                let bomb = bomb.clone();
+                async move {
+                    (
+                        [("content-encoding", "gzip"), ("content-type", "text/plain")],
+                        bomb,
+                    )
+                }
+            }),
+        )
+        .route("/good", axum::routing::get(|| async { "good_metric 1\n" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (sink_addr, sink) = http_sink().await;
+    // One job per path, sharing a 64 KiB body limit (the big body is ~500 KiB).
+    let mut jobs = String::new();
+    for p in ["truncated", "binary", "endless", "big", "bomb", "good"] {
+        jobs.push_str(&format!(
+            "        - job_name: {p}\n          scrape_interval: 1s\n          scrape_timeout: 800ms\n          metrics_path: /{p}\n          body_size_limit: 64KiB\n          static_configs: [{{targets: ['{addr}']}}]\n"
+        ));
+    }
+    let yaml = format!(
+        "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n{jobs}exporters:\n  otlphttp:\n    endpoint: http://{sink_addr}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [otlphttp]}}\n  telemetry: {{metrics: {{address: ''}}}}\n"
+    );
+    let agent = start_agent(&yaml).await;
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let statuses: Vec<_> = agent
+        .targets
+        .lock()
+        .expect("lock")
+        .values()
+        .cloned()
+        .collect();
+    let rss = meshmetrics::telemetry::process_stats()
+        .map(|(r, _)| r)
+        .unwrap_or(0);
+    agent.shutdown(Duration::from_secs(5)).await;
+    let by = |job: &str| {
+        statuses
+            .iter()
+            .find(|s| s.job == job)
+            .cloned()
+            .expect("status")
+    };
+    let expect_err = |job: &str, needle: &str| {
+        let s = by(job);
+        let e = s.last_error.clone().unwrap_or_default();
+        assert_eq!(s.health, "down", "{job}");
+        assert!(
+            e.contains(needle) && e.contains(&format!("http://{addr}/{job}")),
+            "{job}: {e}"
+        );
+    };
+    expect_err("truncated", "line 2");
+    expect_err("binary", "line 1");
+    expect_err("endless", "timed out");
+    expect_err("big", "body size limit");
+    expect_err("bomb", "body size limit");
+    assert_eq!(by("good").health, "up");
+    assert!(by("good").last_scrape_unix_ms > 0);
+    // Nothing of a failed body is exported, and the bomb never inflated into memory.
+    let ms = sink.metrics();
+    for bad in ["ok_before", "endless", "big_metric"] {
+        assert!(!ms.iter().any(|(_, m)| m.name == bad), "{bad} leaked");
+    }
+    assert!(ms.iter().any(|(_, m)| m.name == "good_metric"));
+    assert!(
+        rss < 512 << 20,
+        "resident memory stayed bounded: {rss} bytes"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
