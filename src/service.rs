@@ -207,6 +207,7 @@ impl Running {
                                 .credentials()
                                 .map_err(|e| format!("exporter {id}: {e}"))?,
                             queryz: QueryLog::new(c.queryz_size),
+                            parsed: Default::default(),
                         });
                         servers.push(serve(&name, l, api::router(&c.path_prefix, state)));
                         stores.push((name.clone(), store.clone()));

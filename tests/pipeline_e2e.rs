@@ -614,10 +614,18 @@ async fn file_sd_targets_come_and_go_with_staleness_on_removal() {
     let dir = tempfile::tempdir().expect("tmp");
     let sd = dir.path().join("targets.json");
     let write = |targets: &[String]| {
-        let list = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(",");
+        let list = targets
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(",");
         // Write then rename, as config management tools do.
         let tmp = dir.path().join("targets.json.tmp");
-        std::fs::write(&tmp, format!("[{{\"targets\":[{list}],\"labels\":{{\"env\":\"canary\"}}}}]")).expect("write");
+        std::fs::write(
+            &tmp,
+            format!("[{{\"targets\":[{list}],\"labels\":{{\"env\":\"canary\"}}}}]"),
+        )
+        .expect("write");
         std::fs::rename(&tmp, &sd).expect("rename");
     };
     write(&[a.addr.to_string()]);
@@ -627,22 +635,35 @@ async fn file_sd_targets_come_and_go_with_staleness_on_removal() {
         dir.path().display()
     );
     let agent = start_agent(&yaml).await;
-    sink.wait_for(WAIT, "from_a", |s| !find(&s.metrics(), "from_a").is_empty()).await;
+    sink.wait_for(WAIT, "from_a", |s| !find(&s.metrics(), "from_a").is_empty())
+        .await;
     let (_, m) = find(&sink.metrics(), "from_a")[0].clone();
     let attrs = attrs_map(&number_points(&m)[0].attributes);
-    assert_eq!(attrs.get("env").map(String::as_str), Some("canary"), "group labels reach the series");
+    assert_eq!(
+        attrs.get("env").map(String::as_str),
+        Some("canary"),
+        "group labels reach the series"
+    );
     // b appears, a goes away.
     write(&[b.addr.to_string()]);
-    sink.wait_for(WAIT, "from_b", |s| !find(&s.metrics(), "from_b").is_empty()).await;
+    sink.wait_for(WAIT, "from_b", |s| !find(&s.metrics(), "from_b").is_empty())
+        .await;
     sink.wait_for(WAIT, "staleness for the removed target", |s| {
-        find(&s.metrics(), "from_a").iter().any(|(_, m)| number_points(m).iter().any(|p| p.flags == 1))
+        find(&s.metrics(), "from_a")
+            .iter()
+            .any(|(_, m)| number_points(m).iter().any(|p| p.flags == 1))
             && find(&s.metrics(), "up").iter().any(|(r, m)| {
-                r.get("service.instance.id") == Some(&a.addr.to_string()) && number_points(m).iter().any(|p| p.flags == 1)
+                r.get("service.instance.id") == Some(&a.addr.to_string())
+                    && number_points(m).iter().any(|p| p.flags == 1)
             })
     })
     .await;
     let scrapes_of_a = a.request_count("/metrics");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(a.request_count("/metrics"), scrapes_of_a, "a removed target is no longer scraped");
+    assert_eq!(
+        a.request_count("/metrics"),
+        scrapes_of_a,
+        "a removed target is no longer scraped"
+    );
     agent.shutdown(Duration::from_secs(5)).await;
 }

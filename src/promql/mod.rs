@@ -141,7 +141,63 @@ pub struct LabelMatcher {
     pub name: String,
     pub kind: MatchKind,
     pub value: String,
-    regex: Option<Regex>,
+    pattern: Pattern,
+}
+
+/// How a regex matcher is evaluated. Common shapes skip the regex engine, as Prometheus's
+/// FastRegexMatcher does: Flagger's `destination_workload=~"podinfo"` is a plain literal.
+#[derive(Debug, Clone)]
+enum Pattern {
+    None,
+    /// The regex is a literal string.
+    Literal(String),
+    /// `a|b|c` of literals.
+    Set(Vec<String>),
+    /// `prefix.*`; `dot_all` says whether `.` also matches a newline.
+    Prefix {
+        prefix: String,
+        dot_all: bool,
+    },
+    Regex(Regex),
+}
+
+fn is_literal(s: &str) -> bool {
+    !s.is_empty()
+        && !s.contains([
+            '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
+        ])
+}
+
+fn analyse(re: &str, compat: Compat) -> Option<Pattern> {
+    if is_literal(re) {
+        return Some(Pattern::Literal(re.to_string()));
+    }
+    if re.contains('|') && re.split('|').all(is_literal) {
+        return Some(Pattern::Set(re.split('|').map(str::to_string).collect()));
+    }
+    if let Some(prefix) = re.strip_suffix(".*") {
+        if prefix.is_empty() || is_literal(prefix) {
+            return Some(Pattern::Prefix {
+                prefix: prefix.to_string(),
+                dot_all: compat == Compat::V3,
+            });
+        }
+    }
+    None
+}
+
+impl Pattern {
+    fn is_match(&self, v: &str) -> bool {
+        match self {
+            Pattern::None => false,
+            Pattern::Literal(l) => v == l,
+            Pattern::Set(set) => set.iter().any(|x| x == v),
+            Pattern::Prefix { prefix, dot_all } => {
+                v.starts_with(prefix.as_str()) && (*dot_all || !v[prefix.len()..].contains('\n'))
+            }
+            Pattern::Regex(r) => r.is_match(v),
+        }
+    }
 }
 
 /// Compiles a PromQL regex, anchored; dot-all in 3.x.
@@ -173,15 +229,18 @@ impl LabelMatcher {
         value: &str,
         compat: Compat,
     ) -> Result<Self, String> {
-        let regex = match kind {
-            MatchKind::Re | MatchKind::NotRe => Some(compile_regex(value, compat)?),
-            _ => None,
+        let pattern = match kind {
+            MatchKind::Re | MatchKind::NotRe => match analyse(value, compat) {
+                Some(p) => p,
+                None => Pattern::Regex(compile_regex(value, compat)?),
+            },
+            _ => Pattern::None,
         };
         Ok(LabelMatcher {
             name: name.to_string(),
             kind,
             value: value.to_string(),
-            regex,
+            pattern,
         })
     }
 
@@ -190,14 +249,18 @@ impl LabelMatcher {
         match self.kind {
             MatchKind::Equal => v == self.value,
             MatchKind::NotEqual => v != self.value,
-            MatchKind::Re => self.regex.as_ref().is_some_and(|r| r.is_match(v)),
-            MatchKind::NotRe => !self.regex.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchKind::Re => self.pattern.is_match(v),
+            MatchKind::NotRe => !self.pattern.is_match(v),
         }
     }
 
-    /// The value of an equality matcher, usable for postings lookups.
+    /// The value of an equality matcher (or of a literal regex), usable for postings lookups.
     pub fn equal_value(&self) -> Option<&str> {
-        (self.kind == MatchKind::Equal).then_some(self.value.as_str())
+        match (self.kind, &self.pattern) {
+            (MatchKind::Equal, _) => Some(self.value.as_str()),
+            (MatchKind::Re, Pattern::Literal(l)) => Some(l.as_str()),
+            _ => None,
+        }
     }
 }
 
@@ -247,6 +310,29 @@ mod tests {
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(format_value(99.99999999999999), "99.99999999999999");
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_regex() {
+        for (re, vals) in [
+            ("podinfo-canary", vec!["podinfo-canary", "podinfo", "x"]),
+            ("a|bc|", vec!["a", "bc", "", "abc"]),
+            ("5.*", vec!["503", "5", "200", "5\n1"]),
+            (".*", vec!["", "x", "a\nb"]),
+            ("a.b", vec!["axb", "a\nb"]),
+        ] {
+            for compat in [Compat::V2, Compat::V3] {
+                let fast = LabelMatcher::with_compat("l", MatchKind::Re, re, compat).expect("ok");
+                let slow = compile_regex(re, compat).expect("ok");
+                for v in &vals {
+                    assert_eq!(
+                        fast.matches(v),
+                        slow.is_match(v),
+                        "{re:?} on {v:?} ({compat:?})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

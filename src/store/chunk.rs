@@ -24,9 +24,20 @@ impl BitWriter {
         self.used = (self.used + 1) % 8;
     }
 
+    /// Writes the low `n` bits of `value`, most significant first, a byte at a time.
     fn write_bits(&mut self, value: u64, n: u8) {
-        for i in (0..n).rev() {
-            self.write_bit((value >> i) & 1 == 1);
+        let mut left = n as u32;
+        while left > 0 {
+            if self.used == 0 {
+                self.bytes.push(0);
+            }
+            let free = 8 - self.used as u32;
+            let take = free.min(left);
+            let chunk = ((value >> (left - take)) & ((1u64 << take) - 1)) as u8;
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= chunk << (free - take);
+            self.used = ((self.used as u32 + take) % 8) as u8;
+            left -= take;
         }
     }
 }
@@ -44,10 +55,18 @@ impl BitReader<'_> {
         Some(bit)
     }
 
+    /// Reads `n` bits, most significant first, a byte at a time.
     fn read_bits(&mut self, n: u8) -> Option<u64> {
         let mut v = 0u64;
-        for _ in 0..n {
-            v = (v << 1) | self.read_bit()? as u64;
+        let mut need = n as u32;
+        while need > 0 {
+            let byte = *self.bytes.get(self.pos / 8)? as u32;
+            let avail = 8 - (self.pos % 8) as u32;
+            let take = avail.min(need);
+            let bits = (byte >> (avail - take)) & ((1u32 << take) - 1);
+            v = (v << take) | bits as u64;
+            need -= take;
+            self.pos += take as usize;
         }
         Some(v)
     }

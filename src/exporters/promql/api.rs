@@ -28,6 +28,27 @@ pub struct ApiState {
     pub query_timeout: Duration,
     pub credentials: Credentials,
     pub queryz: QueryLog,
+    /// Parsed expressions by query text: Flagger repeats the same queries every interval,
+    /// and parsing (with its regex compilation) would otherwise dominate small queries.
+    pub parsed: std::sync::Mutex<std::collections::HashMap<String, promql_parser::parser::Expr>>,
+}
+
+const PARSE_CACHE_SIZE: usize = 512;
+
+impl ApiState {
+    fn parse(&self, query: &str) -> Result<promql_parser::parser::Expr, String> {
+        if let Some(e) = self.parsed.lock().ok().and_then(|c| c.get(query).cloned()) {
+            return Ok(e);
+        }
+        let e = promql_parser::parser::parse(query)?;
+        if let Ok(mut c) = self.parsed.lock() {
+            if c.len() >= PARSE_CACHE_SIZE {
+                c.clear();
+            }
+            c.insert(query.to_string(), e.clone());
+        }
+        Ok(e)
+    }
 }
 
 type Params = Vec<(String, String)>;
@@ -422,7 +443,7 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
         };
         (ts, ts, 0)
     };
-    let expr = match promql_parser::parser::parse(&query) {
+    let expr = match st.parse(&query) {
         Ok(e) => e,
         Err(e) => {
             let msg = format!("invalid parameter \"query\": {e}");

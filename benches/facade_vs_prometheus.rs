@@ -1,0 +1,312 @@
+//! The query façade against a Prometheus server on the same data, in one run:
+//! query latency (Flagger's builtin checks and a heavy aggregation) and resident memory for
+//! a 15-minute window at a 5 s scrape interval.
+//!
+//! Both scrape the same synthetic sidecars. Each scraper has its own synthetic clock: every
+//! request to `/s/<scraper>/<pod>` returns the next 5 s step (timestamps in the body, the last
+//! 15 minutes), so both store exactly the same samples however fast they scrape.
+//!
+//!     cargo bench --bench facade_vs_prometheus
+//!     MM_SIDECARS=50 cargo bench --bench facade_vs_prometheus   # ≈110k series
+//!
+//! Needs `prometheus` on the PATH (Debian package `prometheus`).
+
+#[path = "support/workload.rs"]
+mod workload;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const STEPS: u64 = 180; // 15 minutes at 5 s
+const STEP_MS: i64 = 5_000;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    match client.get(url.parse().expect("url")).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let sidecars = env_usize("MM_SIDECARS", 10);
+    let repeats = env_usize("MM_QUERY_REPEATS", 15);
+    let models: Arc<Vec<workload::Sidecar>> =
+        Arc::new((0..sidecars).map(workload::Sidecar::new).collect());
+    let series: usize = models.iter().map(|m| m.series()).sum();
+    let base_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - STEPS as i64 * STEP_MS;
+    // Per (scraper, pod) step counters.
+    let steps: Arc<HashMap<(u8, usize), AtomicU64>> = Arc::new(
+        (0..2u8)
+            .flat_map(|s| (0..sidecars).map(move |p| ((s, p), AtomicU64::new(0))))
+            .collect(),
+    );
+
+    let app = {
+        let models = models.clone();
+        let steps = steps.clone();
+        axum::Router::new().route(
+            "/s/{scraper}/{pod}",
+            axum::routing::get(
+                move |axum::extract::Path((scraper, pod)): axum::extract::Path<(u8, usize)>| {
+                    let models = models.clone();
+                    let steps = steps.clone();
+                    async move {
+                        let Some(counter) = steps.get(&(scraper, pod)) else {
+                            return String::new();
+                        };
+                        let step = (counter.fetch_add(1, Ordering::Relaxed) + 1).min(STEPS);
+                        let mut body = String::with_capacity(1 << 20);
+                        models[pod].render(step, Some(base_ms + step as i64 * STEP_MS), &mut body);
+                        body
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gen = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let targets = |scraper: u8| -> String {
+        (0..sidecars)
+            .map(|p| format!("        - targets: ['{gen}']\n          labels: {{__metrics_path__: /s/{scraper}/{p}, pod: pod-{p}}}\n"))
+            .collect()
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+
+    // Prometheus.
+    let prom_port = free_port();
+    let prom_cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!("global: {{scrape_interval: 200ms, scrape_timeout: 190ms}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n{}", targets(0).replace("        ", "      ")),
+    )
+    .expect("write");
+    let prom = Proc(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--log.level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus on PATH"),
+    );
+
+    // meshmetrics, the release binary, with only the façade.
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--bin", "meshmetrics"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success());
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/meshmetrics");
+    let mm_port = free_port();
+    let mm_cfg = dir.path().join("meshmetrics.yaml");
+    std::fs::write(
+        &mm_cfg,
+        format!(
+            "receivers:\n  prometheus:\n    config:\n      global: {{scrape_interval: 200ms, scrape_timeout: 190ms}}\n      scrape_configs:\n        - job_name: mesh\n          static_configs:\n{}exporters:\n  promql:\n    endpoint: 127.0.0.1:{mm_port}\n    retention: 20m\n    prometheus_compat: \"2.42\"\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: ''}}, logs: {{level: warn}}}}\n",
+            targets(1).replace("        - ", "            - ").replace("          labels", "              labels")
+        ),
+    )
+    .expect("write");
+    let mm = Proc(
+        Command::new(&bin)
+            .arg("--config")
+            .arg(&mm_cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("meshmetrics"),
+    );
+
+    let t0 = Instant::now();
+    println!("ingesting {sidecars} sidecars × ~{} series = {series} series, {STEPS} steps (15 min at 5 s) into both ...", series / sidecars.max(1));
+    loop {
+        let done = steps
+            .iter()
+            .all(|(_, c)| c.load(Ordering::Relaxed) >= STEPS + 2);
+        if done {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(1200) {
+            panic!("ingest did not finish in 20 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ingest_s = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end_ms = base_ms + STEPS as i64 * STEP_MS;
+    let at = format!("{:.3}", end_ms as f64 / 1000.0);
+
+    let queries = [
+        ("flagger success rate", "sum(rate(istio_requests_total{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"podinfo-canary\",response_code!~\"5.*\"}[1m])) / sum(rate(istio_requests_total{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"podinfo-canary\"}[1m])) * 100"),
+        ("flagger p99 duration", "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"podinfo-canary\"}[1m])) by (le))"),
+        ("heavy aggregation", "histogram_quantile(0.5, sum by (le, destination_workload) (rate(istio_request_duration_milliseconds_bucket[1m])))"),
+    ];
+    println!();
+    println!("| query | meshmetrics median | Prometheus median | ratio | same answer |");
+    println!("|---|---|---|---|---|");
+    for (name, q) in queries {
+        let mut lat = [Vec::new(), Vec::new()];
+        let mut answers = [String::new(), String::new()];
+        for _ in 0..repeats {
+            for (i, port) in [mm_port, prom_port].iter().enumerate() {
+                let url = format!(
+                    "http://127.0.0.1:{port}/api/v1/query?query={}&time={at}",
+                    escape(q)
+                );
+                let t = Instant::now();
+                let (s, body) = get(&url).await;
+                lat[i].push(t.elapsed());
+                assert_eq!(s, 200, "{body}");
+                answers[i] = body;
+            }
+        }
+        let (a, b) = (median(lat[0].clone()), median(lat[1].clone()));
+        // Same series, values equal to 1e-9 relative (summation order may differ).
+        let value = |s: &str| -> Vec<(String, f64)> {
+            let v: serde_json::Value = serde_json::from_str(s).unwrap_or_default();
+            let mut out: Vec<(String, f64)> = v["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    (
+                        r["metric"].to_string(),
+                        r["value"][1]
+                            .as_str()
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(f64::NAN),
+                    )
+                })
+                .collect();
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        };
+        let same = |a: &[(String, f64)], b: &[(String, f64)]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    x.0 == y.0
+                        && ((x.1.is_nan() && y.1.is_nan())
+                            || (x.1 - y.1).abs() <= 1e-9 * x.1.abs().max(y.1.abs()))
+                })
+        };
+        let agree = same(&value(&answers[0]), &value(&answers[1]));
+        if !agree {
+            eprintln!(
+                "{name}: answers differ\n  meshmetrics: {}\n  Prometheus:  {}",
+                answers[0], answers[1]
+            );
+        }
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms | {:.2}× | {} |",
+            a.as_secs_f64() * 1000.0,
+            b.as_secs_f64() * 1000.0,
+            a.as_secs_f64() / b.as_secs_f64(),
+            agree
+        );
+    }
+    let (mm_rss, prom_rss) = (rss_bytes(mm.0.id()), rss_bytes(prom.0.id()));
+    let samples = series as f64 * STEPS as f64;
+    println!();
+    println!("| process | resident memory | bytes/series | bytes/sample |");
+    println!("|---|---|---|---|");
+    for (name, rss) in [("meshmetrics", mm_rss), ("Prometheus", prom_rss)] {
+        println!(
+            "| {name} | {:.1} MiB | {:.0} | {:.2} |",
+            rss as f64 / (1 << 20) as f64,
+            rss as f64 / series as f64,
+            rss as f64 / samples
+        );
+    }
+    println!();
+    println!(
+        "memory ratio meshmetrics/Prometheus: {:.2}×  (ingest took {ingest_s:.0} s)",
+        mm_rss as f64 / prom_rss.max(1) as f64
+    );
+}
