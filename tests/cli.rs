@@ -17,13 +17,7 @@ fn sigterm(child: &std::process::Child) {
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse().ok()?).await.ok()?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
+    try_http_get(url).await
 }
 
 #[test]
@@ -168,6 +162,15 @@ async fn default_config_scrapes_itself_and_serves_health_and_zpages() {
     assert!(
         metrics.contains("otelcol_receiver_accepted_metric_points_total"),
         "{metrics}"
+    );
+    // The query façade answers Flagger's health check.
+    let (code, body) = get("http://127.0.0.1:9090/api/v1/query?query=vector(1)")
+        .await
+        .expect("façade");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("\"value\":[") && body.contains(",\"1\"]"),
+        "{body}"
     );
     for page in ["servicez", "pipelinez", "extensionz", "featurez", "targetz"] {
         let (code, _) = get(&format!("http://127.0.0.1:55679/debug/{page}"))

@@ -46,7 +46,7 @@ fn broken_configs_table() {
         ("timeout above interval", &GOOD.replace("- job_name: envoy", "- job_name: envoy\n          scrape_interval: 5s\n          scrape_timeout: 10s"), &["scrape_timeout (10s) greater than scrape_interval (5s)"]),
         ("bad relabel action", &GOOD.replace("- job_name: envoy", "- job_name: envoy\n          relabel_configs:\n            - action: replaace"), &["bad.yaml:7:23", "unknown value \"replaace\"; did you mean \"replace\"?"]),
         ("hashmod without modulus", &GOOD.replace("- job_name: envoy", "- job_name: envoy\n          relabel_configs:\n            - {action: hashmod, source_labels: [a], target_label: b}"), &["hashmod requires a modulus"]),
-        ("bad regex", &GOOD.replace("- job_name: envoy", "- job_name: envoy\n          relabel_configs:\n            - {action: keep, source_labels: [a], regex: '(unclosed'}"), &["bad.yaml:7:57", "invalid regex \"(unclosed\": unclosed group"]),
+        ("bad regex", &GOOD.replace("- job_name: envoy", "- job_name: envoy\n          relabel_configs:\n            - {action: keep, source_labels: [a], regex: '(unclosed'}"), &["bad.yaml:7:57", "invalid regular expression \"(unclosed\": unclosed group"]),
         ("OTTL filter", &GOOD.replace("batch: {}", "batch: {}\n  filter:\n    metrics:\n      metric: ['name == \"x\"']").replace("processors: [batch]", "processors: [filter, batch]"), &["processors::filter", "OTTL"]),
         ("traces pipeline", &GOOD.replace("    metrics:\n      receivers", "    traces:\n      receivers"), &["meshmetrics handles metrics only"]),
         ("no pipelines", "service: {}\n", &["at least one pipeline"]),

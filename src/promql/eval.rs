@@ -373,32 +373,27 @@ impl<'a> Ctx<'a> {
     pub fn eval_vector(&mut self, e: &Expr, ts: i64) -> Result<Vec<Sample>> {
         match self.eval(e, ts)? {
             Value::Vector(v) => Ok(v),
-            other => Err(EvalError::BadData(format!(
-                "expected instant vector, got {}",
-                other.type_name()
-            ))),
+            other => Err(type_mismatch("instant vector", &other)),
         }
     }
 
     pub fn eval_scalar(&mut self, e: &Expr, ts: i64) -> Result<f64> {
         match self.eval(e, ts)? {
             Value::Scalar(v) => Ok(v),
-            other => Err(EvalError::BadData(format!(
-                "expected scalar, got {}",
-                other.type_name()
-            ))),
+            other => Err(type_mismatch("scalar", &other)),
         }
     }
 
     pub fn eval_string(&mut self, e: &Expr, ts: i64) -> Result<String> {
         match self.eval(e, ts)? {
             Value::String(s) => Ok(s),
-            other => Err(EvalError::BadData(format!(
-                "expected string, got {}",
-                other.type_name()
-            ))),
+            other => Err(type_mismatch("string", &other)),
         }
     }
+}
+
+fn type_mismatch(expected: &str, got: &Value) -> EvalError {
+    EvalError::BadData(format!("expected {expected}, got {}", got.type_name()))
 }
 
 /// Drops the metric name, and with it the `__type__`/`__unit__` labels Prometheus's

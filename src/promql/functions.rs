@@ -648,21 +648,13 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
             }
             out_vector(ctx, v)
         }
-        "absent" => {
-            let v = ctx.eval_vector(arg(c, 0)?, ts)?;
-            if !v.is_empty() {
-                return Ok(Value::Vector(Vec::new()));
-            }
-            Ok(Value::Vector(vec![Sample {
-                labels: absent_labels(arg(c, 0)?),
-                value: 1.0,
-                t: ts,
-                drop_name: false,
-            }]))
-        }
-        "absent_over_time" => {
-            let ra = range_arg(ctx, arg(c, 0)?, ts)?;
-            if !ra.series.is_empty() {
+        "absent" | "absent_over_time" => {
+            let present = if name == "absent" {
+                !ctx.eval_vector(arg(c, 0)?, ts)?.is_empty()
+            } else {
+                !range_arg(ctx, arg(c, 0)?, ts)?.series.is_empty()
+            };
+            if present {
                 return Ok(Value::Vector(Vec::new()));
             }
             Ok(Value::Vector(vec![Sample {

@@ -494,6 +494,33 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
     }
 }
 
+/// Authorizes the caller and collects the request's parameters.
+fn admit(
+    st: &ApiState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, Params), Response> {
+    let who = authorize(&st.credentials, headers)?;
+    Ok((who, params(method, uri, headers, body)?))
+}
+
+async fn query_handler(
+    st: Arc<ApiState>,
+    addr: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    range: bool,
+) -> Response {
+    match admit(&st, &method, &uri, &headers, &body) {
+        Ok((who, p)) => run_query(st.clone(), p, range, caller(Some(addr), &headers, &who)).await,
+        Err(r) => r,
+    }
+}
+
 pub async fn query(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -502,15 +529,7 @@ pub async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match authorize(&st.credentials, &headers) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let p = match params(&method, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    run_query(st, p, false, caller(Some(addr), &headers, &who)).await
+    query_handler(st, addr, method, uri, headers, body, false).await
 }
 
 pub async fn query_range(
@@ -521,15 +540,7 @@ pub async fn query_range(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match authorize(&st.credentials, &headers) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let p = match params(&method, &uri, &headers, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    run_query(st, p, true, caller(Some(addr), &headers, &who)).await
+    query_handler(st, addr, method, uri, headers, body, true).await
 }
 
 /// Matchers from `match[]` selectors; none means every series.
@@ -611,11 +622,8 @@ pub async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&st.credentials, &headers) {
-        return r;
-    }
-    let p = match params(&method, &uri, &headers, &body) {
-        Ok(p) => p,
+    let p = match admit(&st, &method, &uri, &headers, &body) {
+        Ok((_, p)) => p,
         Err(r) => return r,
     };
     if !p.iter().any(|(k, _)| k == "match[]") {
@@ -643,11 +651,8 @@ pub async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&st.credentials, &headers) {
-        return r;
-    }
-    let p = match params(&method, &uri, &headers, &body) {
-        Ok(p) => p,
+    let p = match admit(&st, &method, &uri, &headers, &body) {
+        Ok((_, p)) => p,
         Err(r) => return r,
     };
     let sets = match matching_labelsets(&st, &p) {
@@ -671,11 +676,8 @@ pub async fn label_values(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&st.credentials, &headers) {
-        return r;
-    }
-    let p = match params(&method, &uri, &headers, &body) {
-        Ok(p) => p,
+    let p = match admit(&st, &method, &uri, &headers, &body) {
+        Ok((_, p)) => p,
         Err(r) => return r,
     };
     if !crate::receivers::prometheus::relabel::is_label_name(&name) {

@@ -61,17 +61,8 @@ pub struct RelabelRegex {
 
 impl RelabelRegex {
     pub fn new(source: &str) -> Result<Self, String> {
-        let regex = Regex::new(&format!("^(?s:{source})$")).map_err(|e| {
-            // The crate's message spans lines and shows our anchoring; keep the reason.
-            let text = e.to_string();
-            let reason = text
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim_start_matches("error: ")
-                .to_string();
-            format!("invalid regex {source:?}: {reason}")
-        })?;
+        // Prometheus anchors relabel regexes exactly as PromQL 3 does.
+        let regex = crate::promql::compile_regex(source, crate::promql::Compat::V3)?;
         Ok(RelabelRegex {
             source: source.to_string(),
             regex,
