@@ -165,6 +165,48 @@ impl std::fmt::Display for Labels {
     }
 }
 
+/// Shares one allocation per distinct label string: most label names and values repeat
+/// across series (`reporter="destination"`, namespaces, workloads), so a series costs a
+/// pointer per label instead of two strings. Used on the slow path only (new series).
+#[derive(Default)]
+pub struct Interner {
+    strings: std::sync::Mutex<InternerState>,
+}
+
+#[derive(Default)]
+struct InternerState {
+    set: std::collections::HashSet<Arc<str>>,
+    /// Size after the last sweep; the next sweep happens when the set doubles.
+    swept_at: usize,
+}
+
+impl Interner {
+    pub fn intern(&self, s: &str) -> Arc<str> {
+        let Ok(mut st) = self.strings.lock() else {
+            return Arc::from(s);
+        };
+        if let Some(a) = st.set.get(s) {
+            return a.clone();
+        }
+        // Forget strings nobody else holds any more (series that went away).
+        if st.set.len() >= 2 * st.swept_at.max(1024) {
+            st.set.retain(|a| Arc::strong_count(a) > 1);
+            st.swept_at = st.set.len();
+        }
+        let a: Arc<str> = Arc::from(s);
+        st.set.insert(a.clone());
+        a
+    }
+
+    pub fn len(&self) -> usize {
+        self.strings.lock().map(|s| s.set.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One sample of one series. `name` is the sample's metric name (`foo_bucket`, `foo_total`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

@@ -143,6 +143,8 @@ pub struct Store {
     series_count: AtomicUsize,
     max_series: usize,
     pub stats: StoreStats,
+    /// Shares `job`/`instance`/`__name__` strings between the series built here.
+    interner: crate::model::Interner,
 }
 
 impl Store {
@@ -154,6 +156,7 @@ impl Store {
             series_count: AtomicUsize::new(0),
             max_series,
             stats: StoreStats::default(),
+            interner: crate::model::Interner::default(),
         }
     }
 
@@ -241,21 +244,22 @@ impl Store {
                         Arc::as_ptr(&s.name) as *const u8 as usize,
                     );
                     let labels = cache.entry(key).or_insert_with(|| {
+                        let i = &self.interner;
                         let mut v: Vec<Label> = s.labels.to_vec();
                         v.push(Label {
-                            name: Arc::from("__name__"),
+                            name: i.intern("__name__"),
                             value: s.name.clone(),
                         });
                         if !job.is_empty() {
                             v.push(Label {
-                                name: Arc::from("job"),
-                                value: Arc::from(job),
+                                name: i.intern("job"),
+                                value: i.intern(job),
                             });
                         }
                         if !instance.is_empty() {
                             v.push(Label {
-                                name: Arc::from("instance"),
-                                value: Arc::from(instance),
+                                name: i.intern("instance"),
+                                value: i.intern(instance),
                             });
                         }
                         Labels::from_vec(v)

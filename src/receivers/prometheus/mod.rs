@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use self::config::{PrometheusReceiverConfig, ResolvedScrapeConfig};
 use self::discovery::Update;
-use self::scrape::{ScrapeLoop, StopReason, TargetRegistry};
+use self::scrape::{LoopShared, ScrapeLoop, StopReason, TargetRegistry};
 use self::target::{populate, Dropped, Target, TargetGroup};
 use crate::pipeline::Fanout;
 use crate::telemetry::SharedTelemetry;
@@ -37,6 +37,7 @@ impl PrometheusReceiver {
         let resolved = cfg.config.resolve().map_err(|e| e.join("; "))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let interner = Arc::new(crate::model::Interner::default());
         for (sc, raw) in resolved.into_iter().zip(cfg.config.scrape_configs.iter()) {
             let client = scrape::http_client(&sc)?;
             let (tx, rx) = mpsc::channel::<Update>(16);
@@ -65,11 +66,14 @@ impl PrometheusReceiver {
             drop(tx);
             let manager = JobManager {
                 cfg: Arc::new(sc),
-                client,
-                out: out.clone(),
-                telemetry: telemetry.clone(),
-                registry: registry.clone(),
-                receiver: name.clone(),
+                shared: LoopShared {
+                    client,
+                    out: out.clone(),
+                    telemetry: telemetry.clone(),
+                    registry: registry.clone(),
+                    receiver: name.clone(),
+                    interner: interner.clone(),
+                },
                 groups: HashMap::new(),
                 loops: HashMap::new(),
             };
@@ -88,11 +92,7 @@ impl PrometheusReceiver {
 /// Keeps one job's scrape loops in line with what discovery reports.
 struct JobManager {
     cfg: Arc<ResolvedScrapeConfig>,
-    client: scrape::HttpClient,
-    out: Fanout,
-    telemetry: SharedTelemetry,
-    registry: TargetRegistry,
-    receiver: String,
+    shared: LoopShared,
     groups: HashMap<usize, Vec<TargetGroup>>,
     loops: HashMap<u64, (watch::Sender<StopReason>, tokio::task::JoinHandle<()>)>,
 }
@@ -161,15 +161,7 @@ impl JobManager {
             }
             tracing::info!(job = %self.cfg.job_name, url = %t.url, "starting scrape loop");
             let (tx, rx) = watch::channel(StopReason::Running);
-            let sl = ScrapeLoop::new(
-                t,
-                self.cfg.clone(),
-                self.client.clone(),
-                self.out.clone(),
-                self.telemetry.clone(),
-                self.registry.clone(),
-                self.receiver.clone(),
-            );
+            let sl = ScrapeLoop::new(t, self.cfg.clone(), self.shared.clone());
             let handle = tokio::spawn(sl.run(rx));
             self.loops.insert(k, (tx, handle));
         }

@@ -17,7 +17,7 @@ use super::exposition::{Entry, Format, Parser};
 use super::relabel::{relabel, LabelMap};
 use super::target::Target;
 use crate::model::{
-    stale_nan, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
+    stale_nan, Interner, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
 };
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
@@ -96,7 +96,10 @@ pub struct ScrapeLoop {
     telemetry: SharedTelemetry,
     registry: TargetRegistry,
     receiver: String,
-    cache: HashMap<Box<[u8]>, Option<Arc<SeriesEntry>>>,
+    /// Keyed by a 128-bit hash of the raw series bytes: keeping the bytes themselves would
+    /// cost as much memory as the exposition (a collision needs ~2^64 series).
+    cache: HashMap<u128, Option<Arc<SeriesEntry>>>,
+    interner: Arc<Interner>,
     /// Series of the last successful scrape (without explicit timestamps).
     previous: HashMap<u64, Tracked>,
     target_labels: Vec<(String, String)>,
@@ -136,15 +139,15 @@ pub fn resource_for(job: &str, instance: &str, scheme: &str) -> Vec<(String, Str
 }
 
 impl ScrapeLoop {
-    pub fn new(
-        target: Target,
-        cfg: Arc<ResolvedScrapeConfig>,
-        client: HttpClient,
-        out: Fanout,
-        telemetry: SharedTelemetry,
-        registry: TargetRegistry,
-        receiver: String,
-    ) -> Self {
+    pub fn new(target: Target, cfg: Arc<ResolvedScrapeConfig>, shared: LoopShared) -> Self {
+        let LoopShared {
+            client,
+            out,
+            telemetry,
+            registry,
+            receiver,
+            interner,
+        } = shared;
         let mut target_labels: Vec<(String, String)> = target
             .labels
             .iter()
@@ -165,6 +168,7 @@ impl ScrapeLoop {
             registry,
             receiver,
             cache: HashMap::new(),
+            interner,
             previous: HashMap::new(),
             target_labels,
             resource_base,
@@ -452,8 +456,12 @@ impl ScrapeLoop {
                 ));
             }
         }
-        let job: Arc<str> = Arc::from(lset.remove("job").unwrap_or_default().as_str());
-        let instance: Arc<str> = Arc::from(lset.remove("instance").unwrap_or_default().as_str());
+        let job: Arc<str> = self
+            .interner
+            .intern(&lset.remove("job").unwrap_or_default());
+        let instance: Arc<str> = self
+            .interner
+            .intern(&lset.remove("instance").unwrap_or_default());
         let mut hash_src = String::with_capacity(128);
         for part in [&*job, &*instance, name.as_str()] {
             hash_src.push_str(part);
@@ -468,13 +476,13 @@ impl ScrapeLoop {
         let labels = Labels::from_vec(
             lset.into_iter()
                 .map(|(k, v)| Label {
-                    name: Arc::from(k.as_str()),
-                    value: Arc::from(v.as_str()),
+                    name: self.interner.intern(&k),
+                    value: self.interner.intern(&v),
                 })
                 .collect(),
         );
         Ok(Some(Arc::new(SeriesEntry {
-            name: Arc::from(name.as_str()),
+            name: self.interner.intern(&name),
             labels,
             job,
             instance,
@@ -536,7 +544,8 @@ impl ScrapeLoop {
                 }
                 Entry::Sample(s) => {
                     scraped += 1;
-                    let entry = match self.cache.get(s.series) {
+                    let key = xxhash_rust::xxh3::xxh3_128(s.series);
+                    let entry = match self.cache.get(&key) {
                         Some(e) => e.clone(),
                         None => {
                             let labels: Vec<(String, String)> = parser
@@ -555,7 +564,7 @@ impl ScrapeLoop {
                                     parser.line()
                                 ))
                             })?;
-                            self.cache.insert(s.series.into(), e.clone());
+                            self.cache.insert(key, e.clone());
                             e
                         }
                     };
@@ -732,6 +741,17 @@ impl ScrapeLoop {
         );
         rm.families.extend(fams);
     }
+}
+
+/// What the scrape loops of one job share.
+#[derive(Clone)]
+pub struct LoopShared {
+    pub client: HttpClient,
+    pub out: Fanout,
+    pub telemetry: SharedTelemetry,
+    pub registry: TargetRegistry,
+    pub receiver: String,
+    pub interner: Arc<Interner>,
 }
 
 /// Whether a stop is a removal (staleness markers) or a shutdown/reload (none).
