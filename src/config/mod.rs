@@ -158,15 +158,24 @@ const KEY_POSITION: &str = "§§";
 
 /// Components of one section in file order.
 #[derive(Debug, Clone)]
-pub struct ComponentMap<C>(pub Vec<(ComponentId, C)>);
+pub struct ComponentMap<C>(
+    pub Vec<(ComponentId, C)>,
+    /// Line and column of each component's key, for errors found after parsing.
+    pub Vec<(usize, usize)>,
+);
 
 impl<C> Default for ComponentMap<C> {
     fn default() -> Self {
-        ComponentMap(Vec::new())
+        ComponentMap(Vec::new(), Vec::new())
     }
 }
 
 impl<C> ComponentMap<C> {
+    /// Where component `i` is defined.
+    pub fn position(&self, i: usize) -> (usize, usize) {
+        self.1.get(i).copied().unwrap_or((0, 0))
+    }
+
     pub fn get(&self, id: &ComponentId) -> Option<&C> {
         self.0.iter().find(|(i, _)| i == id).map(|(_, c)| c)
     }
@@ -184,10 +193,11 @@ impl<'de, C: ComponentSection> Deserialize<'de> for ComponentMap<C> {
                 write!(f, "a map of {} ids to their settings", C::NOUN)
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(ComponentMap(Vec::new()))
+                Ok(ComponentMap::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out: Vec<(ComponentId, C)> = Vec::new();
+                let mut positions = Vec::new();
                 while let Some(key) = map.next_key::<Spanned<String>>()? {
                     // The deserializer has moved past the key by now, so errors about the key
                     // carry its position themselves (see `yaml_error`).
@@ -206,9 +216,13 @@ impl<'de, C: ComponentSection> Deserialize<'de> for ComponentMap<C> {
                         return Err(at(format!("duplicate {} {id}", C::NOUN)));
                     }
                     let cfg = C::deserialize_typed(&id.kind, &mut map)?;
+                    positions.push((
+                        key.referenced.line() as usize,
+                        key.referenced.column() as usize,
+                    ));
                     out.push((id, cfg));
                 }
-                Ok(ComponentMap(out))
+                Ok(ComponentMap(out, positions))
             }
         }
         d.deserialize_any(V(PhantomData))
@@ -791,29 +805,41 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
             Err(m) => errors.push(loc_error(file, e, m)),
         }
     }
-    // Per-component checks.
-    for (id, r) in &raw.receivers.0 {
+    // Per-component checks, reported at the component's key.
+    let at = |(line, column): (usize, usize), message: String| ConfigError {
+        file: file.to_string(),
+        line,
+        column,
+        message,
+    };
+    for (i, (id, r)) in raw.receivers.0.iter().enumerate() {
         match r {
             ReceiverConfig::Prometheus(p) => {
                 if let Err(es) = p.config.resolve() {
                     for m in es {
-                        errors.push(plain(format!("receivers::{id}: {m}")));
+                        errors.push(at(
+                            raw.receivers.position(i),
+                            format!("receivers::{id}: {m}"),
+                        ));
                     }
                 }
             }
         }
     }
-    for (id, p) in &raw.processors.0 {
+    for (i, (id, p)) in raw.processors.0.iter().enumerate() {
         let r = match p {
             ProcessorConfig::Batch(b) => b.validate(),
             ProcessorConfig::Filter(f) => f.validate(),
             ProcessorConfig::Attributes(a) | ProcessorConfig::Resource(a) => a.validate(),
         };
         if let Err(m) = r {
-            errors.push(plain(format!("processors::{id}: {m}")));
+            errors.push(at(
+                raw.processors.position(i),
+                format!("processors::{id}: {m}"),
+            ));
         }
     }
-    for (id, x) in &raw.exporters.0 {
+    for (i, (id, x)) in raw.exporters.0.iter().enumerate() {
         let r = match x {
             ExporterConfig::Otlp(o) => o.validate(false),
             ExporterConfig::OtlpHttp(o) => o.validate(true),
@@ -821,16 +847,22 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
             ExporterConfig::Promql(p) => p.validate(),
         };
         if let Err(m) = r {
-            errors.push(plain(format!("exporters::{id}: {m}")));
+            errors.push(at(
+                raw.exporters.position(i),
+                format!("exporters::{id}: {m}"),
+            ));
         }
     }
-    for (id, x) in &raw.extensions.0 {
+    for (i, (id, x)) in raw.extensions.0.iter().enumerate() {
         let r = match x {
             ExtensionConfig::HealthCheck(h) => parse_listen_address(&h.endpoint).map(|_| ()),
             ExtensionConfig::Zpages(z) => parse_listen_address(&z.endpoint).map(|_| ()),
         };
         if let Err(m) = r {
-            errors.push(plain(format!("extensions::{id}: {m}")));
+            errors.push(at(
+                raw.extensions.position(i),
+                format!("extensions::{id}: {m}"),
+            ));
         }
     }
     if let Err(m) = raw.service.telemetry.metrics.listen_address() {
