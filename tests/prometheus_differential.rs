@@ -11,7 +11,8 @@ use std::time::Duration;
 
 const PODS: usize = 4;
 const UPDATES: u64 = 10;
-const UPDATE_EVERY: Duration = Duration::from_millis(1500);
+// Well above the 1 s scrape interval, so neither scraper can miss a version of a body.
+const UPDATE_EVERY: Duration = Duration::from_millis(2500);
 
 struct Prometheus {
     child: Child,
