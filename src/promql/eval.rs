@@ -285,45 +285,23 @@ impl<'a> Ctx<'a> {
         if before_window {
             first += step;
         }
-        let mut by_labels: HashMap<Labels, usize> = HashMap::new();
-        let mut out: Vec<Series> = Vec::new();
+        let mut steps = StepSeries::default();
         let mut t = first;
-        let mut points = 0usize;
         while t <= base {
             self.check_cancel()?;
             let v = self.eval(&sq.expr, t)?;
-            let samples = match v {
-                Value::Vector(v) => v,
-                Value::Scalar(f) => vec![Sample {
-                    labels: Labels::empty(),
-                    value: f,
-                    t,
-                    drop_name: false,
-                }],
-                other => {
-                    return Err(EvalError::BadData(format!(
-                        "subquery is only allowed on instant vector, got {}",
-                        other.type_name()
-                    )))
-                }
-            };
+            let samples = step_samples(v, t, "subquery is only allowed on instant vector, got {}")?;
             for s in samples {
-                points += 1;
-                let i = *by_labels.entry(s.labels.clone()).or_insert_with(|| {
-                    out.push(Series {
-                        labels: s.labels.clone(),
-                        points: Vec::new(),
-                        drop_name: s.drop_name,
-                    });
-                    out.len() - 1
-                });
-                out[i].points.push((t, s.value));
+                steps.push(t, s)?;
             }
-            if self.opts.max_samples > 0 && points + self.loaded_samples > self.opts.max_samples {
+            if self.opts.max_samples > 0
+                && steps.points + self.loaded_samples > self.opts.max_samples
+            {
                 return Err(EvalError::TooManySamples);
             }
             t += step;
         }
+        let out = steps.series;
         Ok((out, lo, base))
     }
 
@@ -394,6 +372,51 @@ impl<'a> Ctx<'a> {
 
 fn type_mismatch(expected: &str, got: &Value) -> EvalError {
     EvalError::BadData(format!("expected {expected}, got {}", got.type_name()))
+}
+
+/// Collects instant results step by step into series (subqueries and range queries).
+#[derive(Default)]
+struct StepSeries {
+    by_labels: HashMap<Labels, usize>,
+    series: Vec<Series>,
+    points: usize,
+}
+
+impl StepSeries {
+    fn push(&mut self, t: i64, s: Sample) -> Result<()> {
+        self.points += 1;
+        let series = &mut self.series;
+        let i = *self.by_labels.entry(s.labels.clone()).or_insert_with(|| {
+            series.push(Series {
+                labels: s.labels.clone(),
+                points: Vec::new(),
+                drop_name: s.drop_name,
+            });
+            series.len() - 1
+        });
+        if series[i].points.last().is_some_and(|(pt, _)| *pt == t) {
+            return Err(EvalError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+        series[i].points.push((t, s.value));
+        Ok(())
+    }
+}
+
+/// One step's result as samples: a vector as is, a scalar as one unlabeled sample;
+/// anything else is the error `what` (with `{}` for the type).
+fn step_samples(v: Value, t: i64, what: &str) -> Result<Vec<Sample>> {
+    match v {
+        Value::Vector(v) => Ok(v),
+        Value::Scalar(f) => Ok(vec![Sample {
+            labels: Labels::empty(),
+            value: f,
+            t,
+            drop_name: false,
+        }]),
+        other => Err(EvalError::BadData(what.replace("{}", other.type_name()))),
+    }
 }
 
 /// Drops the metric name, and with it the `__type__`/`__unit__` labels Prometheus's
@@ -510,52 +533,28 @@ pub fn range_query(
     }
     let mut ctx = Ctx::new(q, opts, cancel, start, end);
     ctx.preload(expr, start, end)?;
-    let mut by_labels: HashMap<Labels, usize> = HashMap::new();
-    let mut out: Vec<Series> = Vec::new();
-    let mut points = 0usize;
+    let mut steps = StepSeries::default();
     let mut t = start;
     while t <= end {
         ctx.check_cancel()?;
-        let samples = match ctx.eval(expr, t)? {
-            Value::Vector(v) => v,
-            Value::Scalar(f) => vec![Sample {
-                labels: Labels::empty(),
-                value: f,
-                t,
-                drop_name: false,
-            }],
-            other => {
-                return Err(EvalError::BadData(format!(
-                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
-                other.type_name()
-            )))
-            }
-        };
+        let samples = step_samples(
+            ctx.eval(expr, t)?,
+            t,
+            "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+        )?;
         for mut s in samples {
             if opts.delayed_name_removal && s.drop_name {
                 s.labels = without_name(&s.labels);
+                s.drop_name = false;
             }
-            points += 1;
-            let i = *by_labels.entry(s.labels.clone()).or_insert_with(|| {
-                out.push(Series {
-                    labels: s.labels.clone(),
-                    points: Vec::new(),
-                    drop_name: false,
-                });
-                out.len() - 1
-            });
-            if out[i].points.last().is_some_and(|(pt, _)| *pt == t) {
-                return Err(EvalError::Execution(
-                    "vector cannot contain metrics with the same labelset".into(),
-                ));
-            }
-            out[i].points.push((t, s.value));
+            steps.push(t, s)?;
         }
-        if opts.max_samples > 0 && points + ctx.loaded_samples > opts.max_samples {
+        if opts.max_samples > 0 && steps.points + ctx.loaded_samples > opts.max_samples {
             return Err(EvalError::TooManySamples);
         }
         t += step;
     }
+    let mut out = steps.series;
     out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
     Ok(Value::Matrix(out))
 }
