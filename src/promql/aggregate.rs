@@ -287,7 +287,7 @@ pub(super) fn eval(ctx: &mut Ctx, a: &AggregateExpr, ts: i64) -> Result<Value> {
             }
         }
     }
-    check_duplicates(&out, false)?;
+    check_duplicates(&out)?;
     Ok(Value::Vector(out))
 }
 

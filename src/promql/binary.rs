@@ -195,7 +195,7 @@ pub(super) fn eval(ctx: &mut Ctx, b: &BinaryExpr, ts: i64) -> Result<Value> {
                 vector_vector(ctx, op, l, r, &m, return_bool)?
             };
             if !op.is_set() {
-                check_duplicates(&out, ctx.opts.delayed_name_removal)?;
+                check_duplicates(&out)?;
             }
             Ok(Value::Vector(out))
         }
@@ -241,7 +241,7 @@ fn vector_scalar(
         x.value = value;
         out.push(x);
     }
-    check_duplicates(&out, ctx.opts.delayed_name_removal)?;
+    check_duplicates(&out)?;
     Ok(Value::Vector(out))
 }
 

@@ -329,7 +329,7 @@ impl<'a> Ctx<'a> {
                         self.drop_name(&mut s.labels, &mut f);
                         s.drop_name = f;
                     }
-                    check_duplicates(&v, self.opts.delayed_name_removal)?;
+                    check_duplicates(&v)?;
                     Ok(Value::Vector(v))
                 }
                 other => Err(EvalError::BadData(format!(
@@ -428,14 +428,13 @@ pub(super) fn without_name(labels: &Labels) -> Labels {
         .without("__unit__")
 }
 
-/// Prometheus's "vector cannot contain metrics with the same labelset".
-pub(super) fn check_duplicates(v: &[Sample], delayed: bool) -> Result<()> {
+/// Prometheus's "vector cannot contain metrics with the same labelset". With delayed name
+/// removal the names are still present here and part of the identity; the check after
+/// their removal happens in `finish_vector`.
+pub(super) fn check_duplicates(v: &[Sample]) -> Result<()> {
     if v.len() < 2 {
         return Ok(());
     }
-    // With delayed name removal, names are still present here and part of the identity;
-    // the final check after removal happens in `finish_vector`.
-    let _ = delayed;
     let mut seen = std::collections::HashSet::with_capacity(v.len());
     for s in v {
         if !seen.insert(&s.labels) {
@@ -455,7 +454,7 @@ fn finish_vector(mut v: Vec<Sample>, delayed: bool) -> Result<Vec<Sample>> {
                 s.drop_name = false;
             }
         }
-        check_duplicates(&v, false)?;
+        check_duplicates(&v)?;
     }
     Ok(v)
 }

@@ -50,8 +50,8 @@ fn arg(c: &Call, i: usize) -> Result<&Expr> {
         .ok_or_else(|| EvalError::BadData(format!("missing argument {} to {}", i + 1, c.func.name)))
 }
 
-fn out_vector(ctx: &Ctx, v: Vec<Sample>) -> Result<Value> {
-    check_duplicates(&v, ctx.opts.delayed_name_removal)?;
+fn out_vector(v: Vec<Sample>) -> Result<Value> {
+    check_duplicates(&v)?;
     Ok(Value::Vector(v))
 }
 
@@ -65,7 +65,7 @@ fn math(ctx: &mut Ctx, c: &Call, ts: i64, f: impl Fn(f64) -> f64) -> Result<Valu
         s.drop_name = d;
         s.t = ts;
     }
-    out_vector(ctx, v)
+    out_vector(v)
 }
 
 /// Applies `f` to each series of a range argument.
@@ -95,7 +95,7 @@ fn over_time(
             });
         }
     }
-    out_vector(ctx, out)
+    out_vector(out)
 }
 
 /// Prometheus's extrapolated rate/increase/delta.
@@ -566,7 +566,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
                 ctx.drop_name(&mut s.labels, &mut d);
                 s.drop_name = d;
             }
-            out_vector(ctx, v)
+            out_vector(v)
         }
         "sort" | "sort_desc" => {
             let mut v = ctx.eval_vector(arg(c, 0)?, ts)?;
@@ -621,7 +621,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
                     }
                 }
             }
-            out_vector(ctx, v)
+            out_vector(v)
         }
         "label_join" => {
             let mut v = ctx.eval_vector(arg(c, 0)?, ts)?;
@@ -646,7 +646,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
                     s.drop_name = false;
                 }
             }
-            out_vector(ctx, v)
+            out_vector(v)
         }
         "absent" | "absent_over_time" => {
             let present = if name == "absent" {
@@ -692,7 +692,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
                     drop_name: false,
                 })
                 .collect();
-            out_vector(ctx, out)
+            out_vector(out)
         }
         "rate" | "increase" | "delta" => {
             let legacy = ctx.opts.legacy_rate_extrapolation;

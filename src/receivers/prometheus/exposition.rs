@@ -131,7 +131,7 @@ impl<'a> Parser<'a> {
     pub fn label_value(&self, l: &LabelSpan) -> Cow<'a, str> {
         let raw = std::str::from_utf8(&self.body[l.value.0..l.value.1]).unwrap_or("");
         if l.escaped {
-            Cow::Owned(unescape(raw, false))
+            Cow::Owned(unescape(raw))
         } else {
             Cow::Borrowed(raw)
         }
@@ -265,7 +265,6 @@ impl<'a> Parser<'a> {
                     ))
                 }
             };
-            let _ = base;
             return Ok(Some(Entry::Type { name, kind }));
         }
         self.parse_sample(base, line, i, false).map(Some)
@@ -329,7 +328,7 @@ impl<'a> Parser<'a> {
                         Err(_) => return self.err("HELP text is not valid UTF-8"),
                     };
                     let text = if text.contains('\\') {
-                        Cow::Owned(unescape(text, true))
+                        Cow::Owned(unescape(text))
                     } else {
                         Cow::Borrowed(text)
                     };
@@ -1154,9 +1153,9 @@ fn parse_om_timestamp(b: &[u8]) -> Option<i64> {
     Some((secs * 1000.0).round() as i64)
 }
 
-/// Unescapes a label value (`\\`, `\"`, `\n`) or, with `help`, an OpenMetrics HELP text.
+/// Unescapes a label value or an OpenMetrics HELP text (`\\`, `\"`, `\n`).
 /// Unknown escapes are kept as written, as Prometheus does.
-fn unescape(s: &str, _help: bool) -> String {
+fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
