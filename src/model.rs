@@ -197,14 +197,6 @@ impl Interner {
         st.set.insert(a.clone());
         a
     }
-
-    pub fn len(&self) -> usize {
-        self.strings.lock().map(|s| s.set.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One sample of one series. `name` is the sample's metric name (`foo_bucket`, `foo_total`).
@@ -267,13 +259,6 @@ impl ResourceMetrics {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn set_resource_attr(&mut self, key: &str, value: String) {
-        match self.resource.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.resource.push((key.to_string(), value)),
-        }
-    }
-
     pub fn point_count(&self) -> usize {
         self.families.iter().map(|f| f.samples.len()).sum()
     }
@@ -288,12 +273,6 @@ pub struct Metrics {
 impl Metrics {
     pub fn point_count(&self) -> usize {
         self.resources.iter().map(|r| r.point_count()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.resources
-            .iter()
-            .all(|r| r.families.iter().all(|f| f.samples.is_empty()))
     }
 }
 

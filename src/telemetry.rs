@@ -25,8 +25,6 @@ pub struct Telemetry {
     pub exporter_enqueue_failed: CounterF,
     pub exporter_queue_size: GaugeF,
     pub exporter_queue_capacity: GaugeF,
-    pub processor_batch_send_size: CounterF,
-    pub processor_dropped: CounterF,
     pub scrapes: CounterF,
     pub scrape_failures: CounterF,
     uptime: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -50,8 +48,6 @@ impl Telemetry {
         let exporter_enqueue_failed = CounterF::default();
         let exporter_queue_size = GaugeF::default();
         let exporter_queue_capacity = GaugeF::default();
-        let processor_batch_send_size = CounterF::default();
-        let processor_dropped = CounterF::default();
         let scrapes = CounterF::default();
         let scrape_failures = CounterF::default();
         let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -93,16 +89,6 @@ impl Telemetry {
             exporter_queue_capacity.clone(),
         );
         registry.register(
-            "otelcol_processor_batch_batch_send_size",
-            "Number of points in batches sent by the batch processor",
-            processor_batch_send_size.clone(),
-        );
-        registry.register(
-            "otelcol_processor_dropped_metric_points",
-            "Number of metric points dropped by a processor",
-            processor_dropped.clone(),
-        );
-        registry.register(
             "meshmetrics_scrapes",
             "Scrapes attempted, per job",
             scrapes.clone(),
@@ -137,8 +123,6 @@ impl Telemetry {
             exporter_enqueue_failed,
             exporter_queue_size,
             exporter_queue_capacity,
-            processor_batch_send_size,
-            processor_dropped,
             scrapes,
             scrape_failures,
             uptime,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use self::chunk::Chunk;
-use crate::model::{is_stale_nan, Label, Labels, Metrics};
+use crate::model::{Label, Labels, Metrics};
 use crate::promql::{LabelMatcher, Queryable, SeriesSamples};
 
 const SHARDS: usize = 16;
@@ -354,18 +354,6 @@ impl Store {
                     .sum::<usize>()
             })
             .sum()
-    }
-
-    /// Whether the newest sample of a series is a staleness marker (for tests and zpages).
-    pub fn is_stale(&self, labels: &Labels) -> Option<bool> {
-        let hash = hash_labels(labels);
-        let s = self.shards[(hash as usize) % SHARDS]
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let id = s.find(hash, labels)?;
-        s.series
-            .get(&id)
-            .map(|x| is_stale_nan(f64::from_bits(x.last_v)))
     }
 }
 

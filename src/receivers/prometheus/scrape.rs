@@ -90,6 +90,8 @@ struct Tracked {
 
 pub struct ScrapeLoop {
     pub target: Target,
+    /// `target.key()`, computed once: it identifies the target in the status registry.
+    key: u64,
     cfg: Arc<ResolvedScrapeConfig>,
     client: HttpClient,
     out: Fanout,
@@ -160,6 +162,7 @@ impl ScrapeLoop {
         }
         let resource_base = resource_for(target.job(), target.instance(), &target.scheme);
         ScrapeLoop {
+            key: target.key(),
             target,
             cfg,
             client,
@@ -181,7 +184,7 @@ impl ScrapeLoop {
     /// many targets spread out and each keeps a steady phase across restarts.
     pub fn initial_delay(&self) -> Duration {
         let interval = self.target.interval.as_nanos() as u64;
-        let offset = self.target.key() % interval.max(1);
+        let offset = self.key % interval.max(1);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -196,7 +199,7 @@ impl ScrapeLoop {
 
     /// Runs until `stop` fires. On a removal stop, emits staleness markers for every series.
     pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<StopReason>) {
-        let key = self.target.key();
+        let key = self.key;
         self.update_status(|s| s.health = "unknown");
         tokio::select! {
             _ = tokio::time::sleep(self.initial_delay()) => {}
@@ -227,7 +230,7 @@ impl ScrapeLoop {
 
     fn update_status(&self, f: impl FnOnce(&mut TargetStatus)) {
         if let Ok(mut r) = self.registry.lock() {
-            let s = r.entry(self.target.key()).or_insert_with(|| TargetStatus {
+            let s = r.entry(self.key).or_insert_with(|| TargetStatus {
                 job: self.cfg.job_name.clone(),
                 url: self.target.url.clone(),
                 labels: self.target.labels.clone(),
@@ -508,7 +511,6 @@ impl ScrapeLoop {
         let mut scraped = 0usize;
         let mut post = 0usize;
         let mut added = 0usize;
-        let mut resources: Vec<(Arc<str>, Arc<str>)> = Vec::new();
         loop {
             let entry = parser.next_entry().map_err(|e| {
                 ScrapeError(format!(
@@ -580,10 +582,6 @@ impl ScrapeLoop {
                         )));
                     }
                     let (fam_name, kind, help, unit) = family_of(&meta, s.name, &entry.name);
-                    let res_key = (entry.job.clone(), entry.instance.clone());
-                    if !resources.contains(&res_key) {
-                        resources.push(res_key);
-                    }
                     let fkey = (fam_name.clone(), entry.job.clone(), entry.instance.clone());
                     let idx = *family_index.entry(fkey).or_insert_with(|| {
                         families.push(MetricFamily {
