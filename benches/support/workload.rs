@@ -57,7 +57,7 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn new(pod: usize) -> Sidecar {
-        let workload = if pod % 2 == 0 {
+        let workload = if pod.is_multiple_of(2) {
             "podinfo-primary"
         } else {
             "podinfo-canary"

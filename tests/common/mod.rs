@@ -2,6 +2,8 @@
 //! opentelemetry-proto types), and helpers to run the agent.
 #![allow(dead_code)]
 
+pub mod kube_api;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -397,7 +399,7 @@ pub const ISTIO_BUCKETS: [f64; 19] = [
 /// `istio_request_duration_milliseconds` with Istio's 25 labels, plus Envoy cluster counters.
 /// Pods alternate between the primary and canary workloads; canary pods fail more often.
 pub fn istio_like_body(pod: usize, step: u64, ts_ms: Option<i64>) -> String {
-    let workload = if pod % 2 == 0 {
+    let workload = if pod.is_multiple_of(2) {
         "podinfo-primary"
     } else {
         "podinfo-canary"

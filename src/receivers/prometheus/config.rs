@@ -84,6 +84,8 @@ pub struct ScrapeConfig {
     #[serde(default)]
     pub file_sd_configs: Vec<FileSdConfig>,
     #[serde(default)]
+    pub kubernetes_sd_configs: Vec<super::kubernetes::KubernetesSdConfig>,
+    #[serde(default)]
     pub relabel_configs: Vec<RelabelConfig>,
     #[serde(default)]
     pub metric_relabel_configs: Vec<RelabelConfig>,
@@ -303,6 +305,11 @@ impl PrometheusConfig {
                 None => true,
                 Some(p) => p.iter().any(|x| x.starts_with("OpenMetricsText")),
             };
+            for (i, k) in sc.kubernetes_sd_configs.iter().enumerate() {
+                if let Err(m) = k.validate() {
+                    err(format!("kubernetes_sd_configs entry {}: {m}", i + 1));
+                }
+            }
             for d in &sc.file_sd_configs {
                 if d.files.is_empty() {
                     err("file_sd_configs entry lists no files".into());

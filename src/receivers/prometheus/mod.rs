@@ -3,6 +3,7 @@
 pub mod config;
 pub mod discovery;
 pub mod exposition;
+pub mod kubernetes;
 pub mod relabel;
 pub mod scrape;
 pub mod target;
@@ -58,6 +59,19 @@ impl PrometheusReceiver {
                 tasks.spawn(async move {
                     tokio::select! {
                         _ = discovery::run_file_sd(f, p, tx) => {}
+                        _ = stop_rx.changed() => {}
+                    }
+                });
+                providers += 1;
+            }
+            for k in &raw.kubernetes_sd_configs {
+                let tx = tx.clone();
+                let k = k.clone();
+                let p = providers;
+                let mut stop_rx = stop_rx.clone();
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = kubernetes::run(k, p, tx) => {}
                         _ = stop_rx.changed() => {}
                     }
                 });

@@ -160,7 +160,10 @@ impl ScrapeLoop {
                 target_labels.push((k.clone(), v.clone()));
             }
         }
-        let resource_base = resource_for(target.job(), target.instance(), &target.scheme);
+        let mut resource_base = resource_for(target.job(), target.instance(), &target.scheme);
+        resource_base.extend(super::kubernetes::resource::k8s_resource_attributes(
+            &target.discovered,
+        ));
         ScrapeLoop {
             key: target.key(),
             target,
