@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshmetrics::config::watch::ConfigWatcher;
 use meshmetrics::config::{
     ComponentSection, Config, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig,
 };
@@ -66,6 +67,14 @@ fn components() {
     section::<ExtensionConfig>("extensions");
 }
 
+/// Resolves when the watched config file changes; never when running on the embedded config.
+async fn config_changed(watcher: &mut Option<ConfigWatcher>) {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut running = Running::start(Arc::new(cfg)).await?;
@@ -73,20 +82,26 @@ async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    // Edits to the config file (a ConfigMap update included) reload like SIGHUP does.
+    let mut watcher = path
+        .as_ref()
+        .map(|p| ConfigWatcher::new(p, Duration::from_secs(1)));
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                // Validate first; an invalid edit leaves the running pipelines alone.
-                match load(path.as_deref()) {
-                    Err(e) => tracing::error!(error = %e, "config reload refused; keeping the running config"),
-                    Ok(new) => {
-                        tracing::info!("reloading config");
-                        running.shutdown(Duration::from_secs(10)).await;
-                        running = Running::start(Arc::new(new)).await?;
-                    }
-                }
+            _ = hup.recv() => "SIGHUP",
+            _ = config_changed(&mut watcher) => "config file changed",
+        };
+        // Validate first; an invalid edit leaves the running pipelines alone.
+        match load(path.as_deref()) {
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "config reload refused; keeping the running config")
+            }
+            Ok(new) => {
+                tracing::info!(trigger = why, "reloading config");
+                running.shutdown(Duration::from_secs(10)).await;
+                running = Running::start(Arc::new(new)).await?;
             }
         }
     }

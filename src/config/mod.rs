@@ -5,6 +5,7 @@ pub mod expand;
 pub mod secret;
 pub mod tls;
 pub mod units;
+pub mod watch;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
