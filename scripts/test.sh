@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, integration tests against real local servers, doc tests.
+# Runs every test: unit tests, integration tests against real local servers, doc tests, then
+# the deploy/ manifests (every kustomize overlay built and validated against the Kubernetes
+# and Flagger schemas; needs kubectl and `pip install kubernetes-validate`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-features "$@"
+cargo build --bin meshmetrics
+python3 scripts/validate-manifests.py target/debug/meshmetrics

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs Flagger for Istio in flagger-system, its CRDs, and the load tester the Canary
+# examples call.
+#   deploy/scripts/install-flagger.sh                  # builtin metrics from Istio's Prometheus
+#   METRICS_SERVER=http://meshmetrics.flagger-system:9090 deploy/scripts/install-flagger.sh
+set -euo pipefail
+METRICS_SERVER="${METRICS_SERVER:-http://prometheus.istio-system:9090}"
+
+helm repo add flagger https://flagger.app >/dev/null
+helm repo update flagger >/dev/null
+kubectl apply -f https://raw.githubusercontent.com/fluxcd/flagger/main/artifacts/flagger/crd.yaml
+kubectl create namespace flagger-system --dry-run=client -o yaml | kubectl apply -f -
+helm upgrade -i flagger flagger/flagger \
+  --namespace flagger-system \
+  --set crd.create=false \
+  --set meshProvider=istio \
+  --set metricsServer="${METRICS_SERVER}"
+kubectl create namespace test --dry-run=client -o yaml | kubectl apply -f -
+kubectl label namespace test istio-injection=enabled --overwrite
+helm upgrade -i flagger-loadtester flagger/loadtester --namespace test
+kubectl -n flagger-system rollout status deployment/flagger --timeout=5m
+echo "Flagger is ready (metricsServer: ${METRICS_SERVER})."

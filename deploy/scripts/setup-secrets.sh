@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Creates or updates the secrets the setups read:
+#   flagger-system/honeycomb-otel-secret  key api-key                      (meshmetrics → Honeycomb)
+#   flagger-system/dynatrace-secret       keys dynatrace_token, api-token  (Flagger → Dynatrace)
+# Interactive by default; non-interactive when the values are in the environment:
+#   HONEYCOMB_API_KEY=... DYNATRACE_API_TOKEN=... deploy/scripts/setup-secrets.sh --non-interactive
+# A secret whose value is empty is skipped. Values never appear in the process list or output.
+set -euo pipefail
+NS=flagger-system
+interactive=1
+[[ "${1:-}" == "--non-interactive" ]] && interactive=0
+
+ask() { # ask VAR "prompt"
+  local var=$1 prompt=$2
+  if [[ -z "${!var:-}" && $interactive == 1 ]]; then
+    read -r -s -p "$prompt (empty to skip): " "${var?}"
+    echo
+  fi
+}
+
+apply_secret() { # apply_secret NAME KEY... (value on stdin)
+  local name=$1; shift
+  local value args=()
+  value=$(cat)
+  local dir
+  dir=$(mktemp -d)
+  trap 'rm -rf "$dir"' RETURN
+  for key in "$@"; do
+    printf '%s' "$value" > "$dir/$key"
+    args+=(--from-file="$key=$dir/$key")
+  done
+  # Server-side apply: no last-applied annotation carrying the value.
+  kubectl -n "$NS" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml \
+    | kubectl apply --server-side --force-conflicts --field-manager=setup-secrets -f - >/dev/null
+  echo "secret $NS/$name: set ($*)"
+}
+
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+ask HONEYCOMB_API_KEY "Honeycomb ingest key"
+ask DYNATRACE_API_TOKEN "Dynatrace API token"
+if [[ -n "${HONEYCOMB_API_KEY:-}" ]]; then
+  printf '%s' "$HONEYCOMB_API_KEY" | apply_secret honeycomb-otel-secret api-key
+else
+  echo "secret $NS/honeycomb-otel-secret: skipped (no HONEYCOMB_API_KEY)"
+fi
+if [[ -n "${DYNATRACE_API_TOKEN:-}" ]]; then
+  printf '%s' "$DYNATRACE_API_TOKEN" | apply_secret dynatrace-secret dynatrace_token api-token
+else
+  echo "secret $NS/dynatrace-secret: skipped (no DYNATRACE_API_TOKEN)"
+fi
