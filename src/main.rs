@@ -96,12 +96,16 @@ async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
         // Validate first; an invalid edit leaves the running pipelines alone.
         match load(path.as_deref()) {
             Err(e) => {
-                tracing::error!(trigger = why, error = %e, "config reload refused; keeping the running config")
+                tracing::error!(trigger = why, error = %e, "config reload refused; keeping the running config");
+                running.reload_refused(&e);
             }
             Ok(new) => {
-                tracing::info!(trigger = why, "reloading config");
-                running.shutdown(Duration::from_secs(10)).await;
-                running = Running::start(Arc::new(new)).await?;
+                tracing::info!(
+                    trigger = why,
+                    "reloading config: restarting only what changed"
+                );
+                running = running.reload(Arc::new(new)).await?;
+                tracing::info!("config reloaded");
             }
         }
     }

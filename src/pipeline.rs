@@ -1,6 +1,7 @@
 //! Plumbing between components: bounded channels (backpressure, never unbounded memory),
 //! processor stages, and fan-out to several consumers.
 
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -11,21 +12,28 @@ use crate::processors::Processor;
 pub const CHANNEL_CAPACITY: usize = 64;
 
 /// Sends each batch to every output (pipelines of a receiver, exporters of a pipeline).
+/// Clones share the outputs, which a config reload can replace while senders keep running.
 #[derive(Clone)]
 pub struct Fanout {
-    outputs: Arc<[mpsc::Sender<Metrics>]>,
+    outputs: Arc<ArcSwap<Vec<mpsc::Sender<Metrics>>>>,
 }
 
 impl Fanout {
     pub fn new(outputs: Vec<mpsc::Sender<Metrics>>) -> Self {
         Fanout {
-            outputs: outputs.into(),
+            outputs: Arc::new(ArcSwap::from_pointee(outputs)),
         }
+    }
+
+    /// Points every clone at new outputs; the old ones close once no send holds them.
+    pub fn replace(&self, outputs: Vec<mpsc::Sender<Metrics>>) {
+        self.outputs.store(Arc::new(outputs));
     }
 
     /// Delivers to every output still open; clones only for all but the last.
     pub async fn send(&self, m: Metrics) {
-        let Some((last, rest)) = self.outputs.split_last() else {
+        let outputs = self.outputs.load_full();
+        let Some((last, rest)) = outputs.split_last() else {
             return;
         };
         if m.resources.is_empty() {

@@ -17,11 +17,12 @@ use crate::exporters;
 use crate::exporters::promql::api::{self, ApiState};
 use crate::exporters::promql::queryz::QueryLog;
 use crate::extensions::health_check::{self, Health, HealthState};
-use crate::extensions::zpages::{self, ZpagesState};
+use crate::extensions::zpages::{self, ReloadStatus, ZpagesState};
 use crate::model::Metrics;
 use crate::pipeline::{run_fanout, run_stage, Fanout, CHANNEL_CAPACITY};
 use crate::processors::attributes::{AttributesProcessor, ResourceProcessor};
 use crate::processors::filter::FilterProcessor;
+use crate::processors::memory_limiter::{self, MemoryGate, SharedGates};
 use crate::processors::{batch, Processor};
 use crate::receivers::prometheus::scrape::TargetRegistry;
 use crate::receivers::prometheus::PrometheusReceiver;
@@ -36,18 +37,41 @@ struct Server {
     task: JoinHandle<()>,
 }
 
+/// A started exporter: its input (the one sender the service keeps), its task, and for the
+/// query façade its server and store.
+struct ExporterHandle {
+    fingerprint: String,
+    input: mpsc::Sender<Metrics>,
+    task: JoinHandle<()>,
+    server: Option<Server>,
+    store: Option<Arc<Store>>,
+}
+
+/// A started receiver, with the outputs and memory gates a reload can repoint.
+struct ReceiverHandle {
+    fingerprint: String,
+    receiver: PrometheusReceiver,
+    out: Fanout,
+    gates: SharedGates,
+}
+
 /// A running agent.
 pub struct Running {
-    receivers: Vec<PrometheusReceiver>,
+    cfg: Arc<Config>,
+    /// Tasks that run until shutdown or reload (memory limiter checks).
+    background: Vec<JoinHandle<()>>,
+    receivers: Vec<(ComponentId, ReceiverHandle)>,
     /// Pipeline stages and fan-outs, which end as their inputs close.
     stages: Vec<JoinHandle<()>>,
-    exporters: Vec<(String, JoinHandle<()>)>,
-    servers: Vec<Server>,
+    exporters: Vec<(ComponentId, ExporterHandle)>,
+    /// Extension and self-telemetry servers, each with the config it was started from.
+    servers: Vec<(String, Server)>,
+    zpages: Vec<(String, Arc<ZpagesState>)>,
     pub health: Arc<HealthState>,
     pub telemetry: SharedTelemetry,
     pub targets: TargetRegistry,
-    /// The query façade stores, by exporter id.
-    pub stores: Vec<(String, Arc<Store>)>,
+    /// The outcome of the last reload, shown on zpages.
+    pub reload_status: ReloadStatus,
 }
 
 async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, String> {
@@ -61,6 +85,7 @@ fn serve(name: &str, listener: TcpListener, router: axum::Router) -> Server {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    tracing::info!(server = %name, address = %addr, "listening");
     let task = tokio::spawn(async move {
         let _ = axum::serve(
             listener,
@@ -84,7 +109,8 @@ fn build_processor(
     cfg: &ProcessorConfig,
 ) -> Result<Option<Box<dyn Processor>>, String> {
     let p: Box<dyn Processor> = match cfg {
-        ProcessorConfig::Batch(_) => return Ok(None),
+        // A stage of its own (batch), or a gate at the receivers (memory_limiter).
+        ProcessorConfig::Batch(_) | ProcessorConfig::MemoryLimiter(_) => return Ok(None),
         ProcessorConfig::Filter(f) => {
             Box::new(FilterProcessor::new(f).map_err(|e| format!("{id}: {e}"))?)
         }
@@ -98,28 +124,301 @@ fn build_processor(
     Ok(Some(p))
 }
 
+/// The on-disk queue location of an exporter whose `sending_queue.storage` names a
+/// `file_storage` extension (checked when the config was loaded).
+fn storage_for(
+    cfg: &Config,
+    exporter: &str,
+    c: &exporters::otlp::OtlpExporterConfig,
+) -> Option<exporters::otlp::Storage> {
+    let id = ComponentId::parse(c.sending_queue.storage.as_deref()?).ok()?;
+    match cfg.raw.extensions.get(&id)? {
+        ExtensionConfig::FileStorage(f) => Some(exporters::otlp::Storage {
+            dir: f.queue_dir(exporter),
+            fsync: f.fsync,
+            max_bytes: f.max_size_mib.saturating_mul(1 << 20),
+        }),
+        _ => None,
+    }
+}
+
+/// What a new config can reuse from the running one.
+#[derive(Default)]
+struct Reusable {
+    servers: Vec<(String, Server)>,
+    zpages: Vec<(String, Arc<ZpagesState>)>,
+    exporters: Vec<(ComponentId, ExporterHandle)>,
+    receivers: Vec<(ComponentId, ReceiverHandle)>,
+}
+
+fn exporter_fingerprint(cfg: &Config, id: &ComponentId) -> String {
+    // The storage directory belongs to the exporter's identity too.
+    let storage = match cfg.raw.exporters.get(id) {
+        Some(ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c)) => {
+            format!("{:#?}", storage_for(cfg, &id.to_string(), c))
+        }
+        _ => String::new(),
+    };
+    format!("{:#?}{storage}", cfg.raw.exporters.get(id))
+}
+
+async fn start_exporter(
+    cfg: &Config,
+    id: &ComponentId,
+    rx: mpsc::Receiver<Metrics>,
+    telemetry: &SharedTelemetry,
+) -> Result<(JoinHandle<()>, Option<Server>, Option<Arc<Store>>), String> {
+    let ec = cfg
+        .raw
+        .exporters
+        .get(id)
+        .ok_or_else(|| format!("exporter {id} is not configured"))?;
+    let name = id.to_string();
+    let t = telemetry.clone();
+    Ok(match ec {
+        ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => {
+            let tr: Arc<dyn exporters::otlp::Transport> = match ec {
+                ExporterConfig::Otlp(_) => Arc::new(
+                    exporters::otlp::grpc::GrpcTransport::new(c)
+                        .map_err(|e| format!("exporter {id}: {e}"))?,
+                ),
+                _ => Arc::new(
+                    exporters::otlp::http::HttpTransport::new(c)
+                        .map_err(|e| format!("exporter {id}: {e}"))?,
+                ),
+            };
+            let storage = storage_for(cfg, &name, c);
+            let task = tokio::spawn(exporters::otlp::run(
+                name,
+                (**c).clone(),
+                tr,
+                rx,
+                t,
+                storage,
+            ));
+            (task, None, None)
+        }
+        ExporterConfig::Debug(c) => (
+            tokio::spawn(exporters::debug::run(name, c.clone(), rx, t)),
+            None,
+            None,
+        ),
+        ExporterConfig::Promql(c) => {
+            let store = Arc::new(Store::new(c.max_series));
+            let addr = parse_listen_address(&c.endpoint)?;
+            let l = bind(&name, addr).await?;
+            let state = Arc::new(ApiState {
+                store: store.clone(),
+                opts: c.eval_options(),
+                query_timeout: c.query_timeout,
+                credentials: c.credentials().map_err(|e| format!("exporter {id}: {e}"))?,
+                queryz: QueryLog::new(c.queryz_size),
+                parsed: Default::default(),
+            });
+            let server = serve(&name, l, api::router(&c.path_prefix, state));
+            let task = tokio::spawn(exporters::promql::run_ingest(
+                name,
+                (**c).clone(),
+                store.clone(),
+                rx,
+                t,
+            ));
+            (task, Some(server), Some(store))
+        }
+    })
+}
+
+async fn stop_server(s: Server) {
+    let _ = s.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.task).await;
+}
+
+/// Closes an exporter's input and waits for it to drain, stopping it at `until`.
+async fn stop_exporter(name: &str, e: ExporterHandle, until: tokio::time::Instant) {
+    let ExporterHandle {
+        input,
+        mut task,
+        server,
+        ..
+    } = e;
+    drop(input);
+    if tokio::time::timeout_at(until, &mut task).await.is_err() {
+        // Stop it for real: a persistent queue keeps what was not delivered, and a restarted
+        // exporter must be the only one using its directory.
+        task.abort();
+        let _ = task.await;
+        tracing::warn!(exporter = %name, "exporter did not drain before the deadline");
+    }
+    if let Some(s) = server {
+        stop_server(s).await;
+    }
+}
+
 impl Running {
     /// Starts everything the config describes.
     pub async fn start(cfg: Arc<Config>) -> Result<Running, String> {
-        let telemetry: SharedTelemetry = Arc::new(Telemetry::new());
-        let health = Arc::new(HealthState::default());
-        let targets: TargetRegistry = Arc::default();
-        let mut servers = Vec::new();
+        Self::assemble(
+            cfg,
+            Reusable::default(),
+            Arc::new(Telemetry::new()),
+            Arc::new(HealthState::default()),
+            Arc::default(),
+            Arc::default(),
+        )
+        .await
+        .map(|(running, _nothing_deferred)| running)
+    }
 
-        // Extensions and self-telemetry first, so health reports "starting" meanwhile.
+    /// Applies a new (already validated) config, restarting only what changed: unchanged
+    /// receivers and jobs keep their scrape loops, unchanged exporters their queues and the
+    /// façade its window; pipelines are rebuilt and receivers repointed at them.
+    pub async fn reload(self, cfg: Arc<Config>) -> Result<Running, String> {
+        let Running {
+            cfg: _,
+            background,
+            receivers,
+            stages,
+            exporters,
+            servers,
+            zpages,
+            health,
+            telemetry,
+            targets,
+            reload_status,
+        } = self;
+        for b in background {
+            b.abort();
+        }
+        let reusable = Reusable {
+            servers,
+            zpages,
+            exporters,
+            receivers,
+        };
+        let started = Self::assemble(
+            cfg,
+            reusable,
+            telemetry,
+            health,
+            targets,
+            reload_status.clone(),
+        )
+        .await;
+        // The old pipelines end as their inputs close (receivers now feed the new ones).
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        for s in stages {
+            let _ = tokio::time::timeout_at(until, s).await;
+        }
+        let (running, deferred) = started?;
+        let mut running = running;
+        for (id, old, rx) in deferred {
+            // A changed exporter restarts once its old instance has drained (same port, same
+            // queue directory).
+            let name = id.to_string();
+            if let Some(old) = old {
+                stop_exporter(&name, old, until).await;
+            }
+            let (task, server, store) =
+                start_exporter(&running.cfg, &id, rx.0, &running.telemetry).await?;
+            running.exporters.push((
+                id,
+                ExporterHandle {
+                    fingerprint: rx.1,
+                    input: rx.2,
+                    task,
+                    server,
+                    store,
+                },
+            ));
+        }
+        running.reload_status.store(Arc::new(Some(format!(
+            "applied at {}",
+            httpdate::fmt_http_date(SystemTime::now())
+        ))));
+        Ok(running)
+    }
+
+    /// Records a refused reload (shown on zpages); the running config stays.
+    pub fn reload_refused(&self, error: &str) {
+        self.reload_status.store(Arc::new(Some(format!(
+            "refused at {}; still running the previous config: {error}",
+            httpdate::fmt_http_date(SystemTime::now())
+        ))));
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn assemble(
+        cfg: Arc<Config>,
+        mut old: Reusable,
+        telemetry: SharedTelemetry,
+        health: Arc<HealthState>,
+        targets: TargetRegistry,
+        reload_status: ReloadStatus,
+    ) -> Result<
+        (
+            Running,
+            Vec<(
+                ComponentId,
+                Option<ExporterHandle>,
+                (mpsc::Receiver<Metrics>, String, mpsc::Sender<Metrics>),
+            )>,
+        ),
+        String,
+    > {
+        // Extensions and self-telemetry: kept when their config is unchanged.
+        let mut wanted_servers: Vec<(String, String)> = Vec::new();
+        for id in &cfg.extensions {
+            if let Some(ext) = cfg.raw.extensions.get(id) {
+                wanted_servers.push((id.to_string(), format!("{id} {ext:#?}")));
+            }
+        }
+        if cfg
+            .raw
+            .service
+            .telemetry
+            .metrics
+            .listen_address()?
+            .is_some()
+        {
+            wanted_servers.push((
+                "telemetry".into(),
+                format!("telemetry {:#?}", cfg.raw.service.telemetry.metrics),
+            ));
+        }
+        let mut servers: Vec<(String, Server)> = Vec::new();
+        let mut zpages: Vec<(String, Arc<ZpagesState>)> = Vec::new();
+        for (fp, server) in std::mem::take(&mut old.servers) {
+            if wanted_servers.iter().any(|(_, w)| *w == fp) {
+                servers.push((fp, server));
+            } else {
+                stop_server(server).await;
+            }
+        }
+        for (fp, z) in std::mem::take(&mut old.zpages) {
+            if servers.iter().any(|(f, _)| *f == fp) {
+                z.config.store(cfg.clone());
+                zpages.push((fp, z));
+            }
+        }
         for id in &cfg.extensions {
             let Some(ext) = cfg.raw.extensions.get(id) else {
                 continue;
             };
+            let fp = format!("{id} {ext:#?}");
             match ext {
+                ExtensionConfig::FileStorage(f) => {
+                    if f.create_directory {
+                        std::fs::create_dir_all(&f.directory)
+                            .map_err(|e| format!("extension {id}: {}: {e}", f.directory))?;
+                    }
+                    continue;
+                }
+                _ if servers.iter().any(|(f, _)| *f == fp) => continue,
                 ExtensionConfig::HealthCheck(h) => {
                     let addr = parse_listen_address(&h.endpoint)?;
                     let l = bind(&id.to_string(), addr).await?;
-                    servers.push(serve(
-                        &id.to_string(),
-                        l,
-                        health_check::router(h, health.clone()),
-                    ));
+                    let router = health_check::router(h, health.clone());
+                    servers.push((fp, serve(&id.to_string(), l, router)));
                 }
                 ExtensionConfig::Zpages(z) => {
                     let addr = parse_listen_address(&z.endpoint)?;
@@ -128,100 +427,113 @@ impl Running {
                         config: arc_swap::ArcSwap::new(cfg.clone()),
                         started: SystemTime::now(),
                         targets: targets.clone(),
+                        reload: reload_status.clone(),
                     });
-                    servers.push(serve(&id.to_string(), l, zpages::router(state)));
+                    zpages.push((fp.clone(), state.clone()));
+                    servers.push((fp, serve(&id.to_string(), l, zpages::router(state))));
                 }
             }
         }
         if let Some(addr) = cfg.raw.service.telemetry.metrics.listen_address()? {
-            let l = bind("service.telemetry.metrics", addr).await?;
-            let t = telemetry.clone();
-            let router = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let t = t.clone();
-                    async move {
-                        (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            t.render(),
-                        )
-                    }
-                }),
-            );
-            servers.push(serve("telemetry", l, router));
+            let fp = format!("telemetry {:#?}", cfg.raw.service.telemetry.metrics);
+            if !servers.iter().any(|(f, _)| *f == fp) {
+                let l = bind("service.telemetry.metrics", addr).await?;
+                let t = telemetry.clone();
+                let router = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let t = t.clone();
+                        async move {
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )],
+                                t.render(),
+                            )
+                        }
+                    }),
+                );
+                servers.push((fp, serve("telemetry", l, router)));
+            }
         }
 
-        // Exporters used by any pipeline.
+        // Exporters used by any pipeline: reused when unchanged, started when new, and for
+        // changed ones a fresh input now and a restart once the old instance has drained.
         let mut exporter_inputs: HashMap<ComponentId, mpsc::Sender<Metrics>> = HashMap::new();
-        let mut stores = Vec::new();
-        let mut exporters_running = Vec::new();
+        let mut exporters_running: Vec<(ComponentId, ExporterHandle)> = Vec::new();
+        let mut deferred = Vec::new();
         for p in &cfg.pipelines {
             for id in &p.exporters {
                 if exporter_inputs.contains_key(id) {
                     continue;
                 }
-                let Some(ec) = cfg.raw.exporters.get(id) else {
+                let fp = exporter_fingerprint(&cfg, id);
+                let previous = old
+                    .exporters
+                    .iter()
+                    .position(|(i, _)| i == id)
+                    .map(|i| old.exporters.remove(i).1);
+                match previous {
+                    Some(h) if h.fingerprint == fp => {
+                        exporter_inputs.insert(id.clone(), h.input.clone());
+                        exporters_running.push((id.clone(), h));
+                    }
+                    Some(h) => {
+                        let (tx, rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
+                        exporter_inputs.insert(id.clone(), tx.clone());
+                        deferred.push((id.clone(), Some(h), (rx, fp, tx)));
+                    }
+                    None => {
+                        let (tx, rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
+                        let (task, server, store) =
+                            start_exporter(&cfg, id, rx, &telemetry).await?;
+                        exporter_inputs.insert(id.clone(), tx.clone());
+                        exporters_running.push((
+                            id.clone(),
+                            ExporterHandle {
+                                fingerprint: fp,
+                                input: tx,
+                                task,
+                                server,
+                                store,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        // Exporters no pipeline uses any more drain and stop.
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let unused = std::mem::take(&mut old.exporters);
+
+        // Memory limiters: one gate per processor id, closed at the receivers of its pipelines.
+        let mut background = Vec::new();
+        let mut gates: HashMap<ComponentId, Arc<MemoryGate>> = HashMap::new();
+        let mut receiver_gates: HashMap<ComponentId, Vec<Arc<MemoryGate>>> = HashMap::new();
+        for p in &cfg.pipelines {
+            for pid in &p.processors {
+                let Some(ProcessorConfig::MemoryLimiter(m)) = cfg.raw.processors.get(pid) else {
                     continue;
                 };
-                let (tx, rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
-                let name = id.to_string();
-                let t = telemetry.clone();
-                let task = match ec {
-                    ExporterConfig::Otlp(c) => {
-                        let tr = exporters::otlp::grpc::GrpcTransport::new(c)
-                            .map_err(|e| format!("exporter {id}: {e}"))?;
-                        tokio::spawn(exporters::otlp::run(
-                            name.clone(),
-                            (**c).clone(),
-                            Arc::new(tr),
-                            rx,
-                            t,
-                        ))
-                    }
-                    ExporterConfig::OtlpHttp(c) => {
-                        let tr = exporters::otlp::http::HttpTransport::new(c)
-                            .map_err(|e| format!("exporter {id}: {e}"))?;
-                        tokio::spawn(exporters::otlp::run(
-                            name.clone(),
-                            (**c).clone(),
-                            Arc::new(tr),
-                            rx,
-                            t,
-                        ))
-                    }
-                    ExporterConfig::Debug(c) => {
-                        tokio::spawn(exporters::debug::run(name.clone(), c.clone(), rx, t))
-                    }
-                    ExporterConfig::Promql(c) => {
-                        let store = Arc::new(Store::new(c.max_series));
-                        let addr = parse_listen_address(&c.endpoint)?;
-                        let l = bind(&name, addr).await?;
-                        let state = Arc::new(ApiState {
-                            store: store.clone(),
-                            opts: c.eval_options(),
-                            query_timeout: c.query_timeout,
-                            credentials: c
-                                .credentials()
-                                .map_err(|e| format!("exporter {id}: {e}"))?,
-                            queryz: QueryLog::new(c.queryz_size),
-                            parsed: Default::default(),
-                        });
-                        servers.push(serve(&name, l, api::router(&c.path_prefix, state)));
-                        stores.push((name.clone(), store.clone()));
-                        tokio::spawn(exporters::promql::run_ingest(
-                            name.clone(),
-                            (**c).clone(),
-                            store,
-                            rx,
-                            t,
-                        ))
-                    }
-                };
-                exporters_running.push((name, task));
-                exporter_inputs.insert(id.clone(), tx);
+                let gate = gates
+                    .entry(pid.clone())
+                    .or_insert_with(|| {
+                        let gate = Arc::new(MemoryGate::default());
+                        background.push(tokio::spawn(memory_limiter::run(
+                            pid.to_string(),
+                            m.clone(),
+                            gate.clone(),
+                        )));
+                        gate
+                    })
+                    .clone();
+                for r in &p.receivers {
+                    receiver_gates
+                        .entry(r.clone())
+                        .or_default()
+                        .push(gate.clone());
+                }
             }
         }
 
@@ -234,15 +546,18 @@ impl Running {
                 let Some(pc) = cfg.raw.processors.get(pid) else {
                     continue;
                 };
+                if let ProcessorConfig::MemoryLimiter(_) = pc {
+                    continue; // acts at the receivers, not on the data
+                }
                 let (tx, next_rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
                 match pc {
                     ProcessorConfig::Batch(b) => {
                         stages.push(tokio::spawn(batch::run(b.clone(), rx, tx)))
                     }
                     other => {
-                        if let Some(proc_) = build_processor(pid, other)? {
-                            stages.push(tokio::spawn(run_stage(proc_, rx, tx)));
-                        }
+                        let proc_ = build_processor(pid, other)?
+                            .ok_or_else(|| format!("processor {pid} is not a pipeline stage"))?;
+                        stages.push(tokio::spawn(run_stage(proc_, rx, tx)));
                     }
                 }
                 rx = next_rx;
@@ -262,65 +577,123 @@ impl Running {
         }
         drop(exporter_inputs);
 
-        // Receivers last.
+        // Receivers last: kept ones are repointed at the new pipelines (and reconfigured job
+        // by job when their config changed); new ones start; removed ones stop.
         let mut receivers = Vec::new();
         for (id, rc) in &cfg.raw.receivers.0 {
             let Some(outs) = receiver_outputs.remove(id) else {
                 continue;
             };
-            match rc {
-                ReceiverConfig::Prometheus(pc) => {
-                    let r = PrometheusReceiver::start(
+            let gate_list = receiver_gates.remove(id).unwrap_or_default();
+            let fp = format!("{rc:#?}");
+            let previous = old
+                .receivers
+                .iter()
+                .position(|(i, _)| i == id)
+                .map(|i| old.receivers.remove(i).1);
+            match (rc, previous) {
+                (ReceiverConfig::Prometheus(pc), Some(mut h)) => {
+                    h.out.replace(outs);
+                    h.gates.store(Arc::new(gate_list));
+                    if h.fingerprint != fp {
+                        h.receiver
+                            .reconfigure(pc)
+                            .await
+                            .map_err(|e| format!("receiver {id}: {e}"))?;
+                        h.fingerprint = fp;
+                    }
+                    receivers.push((id.clone(), h));
+                }
+                (ReceiverConfig::Prometheus(pc), None) => {
+                    let out = Fanout::new(outs);
+                    let gates: SharedGates = Arc::new(arc_swap::ArcSwap::from_pointee(gate_list));
+                    let receiver = PrometheusReceiver::start(
                         id.to_string(),
                         pc,
-                        Fanout::new(outs),
+                        out.clone(),
                         telemetry.clone(),
                         targets.clone(),
+                        gates.clone(),
                     )
                     .map_err(|e| format!("receiver {id}: {e}"))?;
-                    receivers.push(r);
+                    receivers.push((
+                        id.clone(),
+                        ReceiverHandle {
+                            fingerprint: fp,
+                            receiver,
+                            out,
+                            gates,
+                        },
+                    ));
                 }
             }
         }
-        health.set(Health::Ready);
-        for s in &servers {
-            tracing::info!(server = %s.name, address = %s.addr, "listening");
+        for (id, h) in std::mem::take(&mut old.receivers) {
+            tracing::info!(receiver = %id, "receiver removed by reload");
+            h.receiver.shutdown().await;
+            h.out.replace(Vec::new());
         }
-        Ok(Running {
-            receivers,
-            stages,
-            exporters: exporters_running,
-            servers,
-            health,
-            telemetry,
-            targets,
-            stores,
-        })
+        for (id, e) in unused {
+            stop_exporter(&id.to_string(), e, until).await;
+        }
+        health.set(Health::Ready);
+        Ok((
+            Running {
+                cfg,
+                background,
+                receivers,
+                stages,
+                exporters: exporters_running,
+                servers,
+                zpages,
+                health,
+                telemetry,
+                targets,
+                reload_status,
+            },
+            deferred,
+        ))
     }
 
-    /// Address a started server listens on, by name (`health_check`, `zpages`, `telemetry`).
+    /// The query façade stores, by exporter id.
+    pub fn stores(&self) -> Vec<(String, Arc<Store>)> {
+        self.exporters
+            .iter()
+            .filter_map(|(id, e)| Some((id.to_string(), e.store.clone()?)))
+            .collect()
+    }
+
+    /// Address a started server listens on, by name (`health_check`, `zpages`, `telemetry`,
+    /// or a `promql` exporter's id).
     pub fn server_address(&self, name: &str) -> Option<SocketAddr> {
-        self.servers.iter().find(|s| s.name == name).map(|s| s.addr)
+        self.servers
+            .iter()
+            .map(|(_, s)| s)
+            .chain(self.exporters.iter().filter_map(|(_, e)| e.server.as_ref()))
+            .find(|s| s.name == name)
+            .map(|s| s.addr)
     }
 
     /// Stops scraping, flushes batches to the exporters and lets them drain until `deadline`.
     pub async fn shutdown(self, deadline: Duration) {
         self.health.set(Health::ShuttingDown);
+        for b in &self.background {
+            b.abort();
+        }
         let until = tokio::time::Instant::now() + deadline;
-        for r in self.receivers {
-            r.shutdown().await;
+        for (_, r) in self.receivers {
+            r.receiver.shutdown().await;
+            // Closes the pipeline inputs, so the stages flush and end.
+            r.out.replace(Vec::new());
         }
         for s in self.stages {
             let _ = tokio::time::timeout_at(until, s).await;
         }
-        for (name, e) in self.exporters {
-            if tokio::time::timeout_at(until, e).await.is_err() {
-                tracing::warn!(exporter = %name, "exporter did not drain before the shutdown deadline");
-            }
+        for (id, e) in self.exporters {
+            stop_exporter(&id.to_string(), e, until).await;
         }
-        for s in self.servers {
-            let _ = s.stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(2), s.task).await;
+        for (_, s) in self.servers {
+            stop_server(s).await;
         }
     }
 }

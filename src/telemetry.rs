@@ -27,6 +27,7 @@ pub struct Telemetry {
     pub exporter_queue_capacity: GaugeF,
     pub scrapes: CounterF,
     pub scrape_failures: CounterF,
+    pub scrapes_skipped: CounterF,
     uptime: Family<Labels, Gauge<f64, AtomicU64>>,
     rss: GaugeF,
     cpu: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -50,6 +51,7 @@ impl Telemetry {
         let exporter_queue_capacity = GaugeF::default();
         let scrapes = CounterF::default();
         let scrape_failures = CounterF::default();
+        let scrapes_skipped = CounterF::default();
         let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let rss = GaugeF::default();
         let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -99,6 +101,11 @@ impl Telemetry {
             scrape_failures.clone(),
         );
         registry.register(
+            "meshmetrics_scrapes_skipped",
+            "Scrapes not started because a memory_limiter was refusing data, per job",
+            scrapes_skipped.clone(),
+        );
+        registry.register(
             "otelcol_process_uptime",
             "Uptime of the process in seconds",
             uptime.clone(),
@@ -125,6 +132,7 @@ impl Telemetry {
             exporter_queue_capacity,
             scrapes,
             scrape_failures,
+            scrapes_skipped,
             uptime,
             rss,
             cpu,

@@ -39,6 +39,9 @@ fn broken_configs_table() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("typo in a top-level key", "recievers: {}\nservice: {pipelines: {}}\n", &["bad.yaml:1:1", "unknown key \"recievers\"", "did you mean \"receivers\""]),
         ("typo in a processor key", &GOOD.replace("batch: {}", "batch: {timout: 1s}"), &["bad.yaml:9:11", "unknown key \"timout\"", "did you mean \"timeout\""]),
+        ("queue storage that is not configured", &GOOD.replace("debug: {}", "debug: {}\n  otlp: {endpoint: 'x:4317', sending_queue: {storage: file_storage}}"), &["bad.yaml:12:3", "exporters::otlp: sending_queue.storage references extension file_storage which is not configured"]),
+        ("queue storage not enabled in the service", &GOOD.replace("debug: {}", "debug: {}\n  otlp: {endpoint: 'x:4317', sending_queue: {storage: file_storage}}\nextensions:\n  file_storage: {directory: /tmp}"), &["exporters::otlp: sending_queue.storage: extension file_storage must also be listed in service.extensions"]),
+        ("file_storage directory missing", &GOOD.replace("processors:\n  batch", "extensions:\n  file_storage: {directory: /nonexistent/queue}\nprocessors:\n  batch"), &["extensions::file_storage: directory \"/nonexistent/queue\" does not exist (create it, or set create_directory: true)"]),
         ("unsupported collector component", &GOOD.replace("batch: {}", "batch: {}\n  k8sattributes: {}"), &["bad.yaml:10:3", "\"k8sattributes\" is an OpenTelemetry Collector component that meshmetrics does not support"]),
         ("misspelt component type", &GOOD.replace("debug: {}", "debgu: {}"), &["bad.yaml:11:3", "unknown exporter type \"debgu\"", "did you mean \"debug\""]),
         ("pipeline references a missing exporter", &GOOD.replace("exporters: [debug]", "exporters: [debug, otlp/honeycomb]"), &["bad.yaml:17:26", "references exporter otlp/honeycomb which is not configured"]),

@@ -12,7 +12,7 @@ mod common;
 use common::kube_api::KubeApi;
 use common::*;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
@@ -20,15 +20,6 @@ const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/deploy/overlays/daemonset/meshmetrics.yaml"
 );
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn sidecar_pod(name: &str, node: &str, port: u16, rs: &str, hash: &str) -> serde_json::Value {
     json!({
@@ -107,7 +98,7 @@ async fn daemonset_config_scrapes_its_node_and_serves() {
     ));
     let (sink_addr, sink) = grpc_sink().await;
 
-    let _agent = Agent(
+    let _agent = ChildGuard(
         Command::new(BIN)
             .args(["--config", CONFIG])
             .env("NODE_NAME", "node-a")
@@ -116,6 +107,7 @@ async fn daemonset_config_scrapes_its_node_and_serves() {
             .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             .env("KUBERNETES_SERVICE_PORT", api.addr.port().to_string())
             .env("MESHMETRICS_SERVICE_ACCOUNT_DIR", sa.path())
+            .env("STORAGE_DIR", sa.path().join("queue"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

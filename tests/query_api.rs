@@ -354,13 +354,13 @@ async fn hostile_queries_end_by_limit_or_timeout_and_the_agent_keeps_working() {
     assert_eq!(b, "{\"status\":\"error\",\"errorType\":\"timeout\",\"error\":\"query timed out in expression evaluation\"}");
 
     // The agent kept scraping meanwhile.
-    let before = agent.stores[0]
+    let before = agent.stores()[0]
         .1
         .stats
         .appended
         .load(std::sync::atomic::Ordering::Relaxed);
     advance(&targets, 5, 2).await;
-    let after = agent.stores[0]
+    let after = agent.stores()[0]
         .1
         .stats
         .appended

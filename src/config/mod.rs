@@ -18,10 +18,12 @@ use std::net::SocketAddr;
 use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::promql::PromqlExporterConfig;
+use crate::extensions::file_storage::FileStorageConfig;
 use crate::extensions::{HealthCheckConfig, ZpagesConfig};
 use crate::processors::attributes::AttributesConfig;
 use crate::processors::batch::BatchConfig;
 use crate::processors::filter::FilterConfig;
+use crate::processors::memory_limiter::MemoryLimiterConfig;
 use crate::receivers::prometheus::config::PrometheusReceiverConfig;
 
 /// The config the agent runs when started without `--config`.
@@ -281,13 +283,19 @@ pub enum ProcessorConfig {
     Filter(Box<FilterConfig>),
     Attributes(AttributesConfig),
     Resource(AttributesConfig),
+    MemoryLimiter(MemoryLimiterConfig),
 }
 
 impl ComponentSection for ProcessorConfig {
     const NOUN: &'static str = "processor";
-    const SUPPORTED: &'static [&'static str] = &["batch", "filter", "attributes", "resource"];
-    const UNSUPPORTED: &'static [&'static str] = &[
+    const SUPPORTED: &'static [&'static str] = &[
+        "batch",
+        "filter",
+        "attributes",
+        "resource",
         "memory_limiter",
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[
         "transform",
         "k8sattributes",
         "resourcedetection",
@@ -314,6 +322,7 @@ impl ComponentSection for ProcessorConfig {
         match kind {
             "batch" => Ok(ProcessorConfig::Batch(typed(map)?)),
             "filter" => Ok(ProcessorConfig::Filter(Box::new(typed(map)?))),
+            "memory_limiter" => Ok(ProcessorConfig::MemoryLimiter(typed(map)?)),
             "attributes" => Ok(ProcessorConfig::Attributes(typed(map)?)),
             "resource" => Ok(ProcessorConfig::Resource(typed(map)?)),
             _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
@@ -374,14 +383,14 @@ impl ComponentSection for ExporterConfig {
 pub enum ExtensionConfig {
     HealthCheck(HealthCheckConfig),
     Zpages(ZpagesConfig),
+    FileStorage(FileStorageConfig),
 }
 
 impl ComponentSection for ExtensionConfig {
     const NOUN: &'static str = "extension";
-    const SUPPORTED: &'static [&'static str] = &["health_check", "zpages"];
+    const SUPPORTED: &'static [&'static str] = &["health_check", "zpages", "file_storage"];
     const UNSUPPORTED: &'static [&'static str] = &[
         "pprof",
-        "file_storage",
         "basicauth",
         "bearertokenauth",
         "oauth2client",
@@ -403,9 +412,34 @@ impl ComponentSection for ExtensionConfig {
         match kind {
             "health_check" => Ok(ExtensionConfig::HealthCheck(typed(map)?)),
             "zpages" => Ok(ExtensionConfig::Zpages(typed(map)?)),
+            "file_storage" => Ok(ExtensionConfig::FileStorage(typed(map)?)),
             _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
         }
     }
+}
+
+/// A `sending_queue.storage` must name a `file_storage` extension the service enables.
+fn check_storage_ref(raw: &RawConfig, storage: &str) -> Result<(), String> {
+    let id = ComponentId::parse(storage).map_err(|m| format!("sending_queue.storage: {m}"))?;
+    match raw.extensions.get(&id) {
+        Some(ExtensionConfig::FileStorage(_)) => {}
+        Some(_) => {
+            return Err(format!(
+                "sending_queue.storage: extension {id} is not a file_storage extension"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "sending_queue.storage references extension {id} which is not configured"
+            ))
+        }
+    }
+    if !raw.service.extensions.iter().any(|e| e.value == storage) {
+        return Err(format!(
+            "sending_queue.storage: extension {id} must also be listed in service.extensions"
+        ));
+    }
+    Ok(())
 }
 
 /// `service.pipelines.<id>`.
@@ -832,6 +866,7 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
             ProcessorConfig::Batch(b) => b.validate(),
             ProcessorConfig::Filter(f) => f.validate(),
             ProcessorConfig::Attributes(a) | ProcessorConfig::Resource(a) => a.validate(),
+            ProcessorConfig::MemoryLimiter(m) => m.validate(),
         };
         if let Err(m) = r {
             errors.push(at(
@@ -841,12 +876,17 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
         }
     }
     for (i, (id, x)) in raw.exporters.0.iter().enumerate() {
-        let r = match x {
+        let mut r = match x {
             ExporterConfig::Otlp(o) => o.validate(false),
             ExporterConfig::OtlpHttp(o) => o.validate(true),
             ExporterConfig::Debug(d) => d.validate(),
             ExporterConfig::Promql(p) => p.validate(),
         };
+        if let (Ok(()), ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o)) = (&r, x) {
+            if let Some(st) = &o.sending_queue.storage {
+                r = check_storage_ref(&raw, st);
+            }
+        }
         if let Err(m) = r {
             errors.push(at(
                 raw.exporters.position(i),
@@ -858,6 +898,7 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
         let r = match x {
             ExtensionConfig::HealthCheck(h) => parse_listen_address(&h.endpoint).map(|_| ()),
             ExtensionConfig::Zpages(z) => parse_listen_address(&z.endpoint).map(|_| ()),
+            ExtensionConfig::FileStorage(f) => f.validate(),
         };
         if let Err(m) = r {
             errors.push(at(

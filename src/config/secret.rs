@@ -20,9 +20,22 @@ impl Secret {
     }
 }
 
+/// A per-process random salt, so the fingerprints below say nothing outside this process.
+fn salt() -> u64 {
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SALT.get_or_init(rand::random)
+}
+
 impl std::fmt::Debug for Secret {
+    /// `{:?}` prints `[redacted]`. `{:#?}`, used only to fingerprint configs (so a reload that
+    /// changes only a key still restarts what uses it), adds a salted hash of the value.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
+        if f.alternate() {
+            let h = xxhash_rust::xxh3::xxh3_64_with_seed(self.0.as_bytes(), salt());
+            write!(f, "[redacted {h:016x}]")
+        } else {
+            f.write_str("[redacted]")
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Extensions: `health_check` and `zpages`.
+//! Extensions: `health_check`, `zpages` and `file_storage`.
 
+pub mod file_storage;
 pub mod health_check;
 pub mod zpages;
 

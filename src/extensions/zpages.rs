@@ -36,7 +36,12 @@ pub struct ZpagesState {
     pub config: arc_swap::ArcSwap<Config>,
     pub started: SystemTime,
     pub targets: TargetRegistry,
+    /// The outcome of the last config reload, when there was one.
+    pub reload: ReloadStatus,
 }
+
+/// The last config reload's outcome (`None` until a reload happens), shared with the service.
+pub type ReloadStatus = Arc<arc_swap::ArcSwap<Option<String>>>;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -87,6 +92,7 @@ async fn servicez(
         "config_source": cfg.source,
         "uptime_seconds": uptime,
         "pipelines": cfg.pipelines.len(),
+        "last_reload": s.reload.load().as_deref(),
     });
     if wants_json(&q) {
         return axum::Json(info).into_response();
@@ -95,6 +101,14 @@ async fn servicez(
         vec!["Version".into(), env!("CARGO_PKG_VERSION").into()],
         vec!["Config".into(), cfg.source.clone()],
         vec!["Uptime (s)".into(), uptime.to_string()],
+        vec![
+            "Last reload".into(),
+            s.reload
+                .load()
+                .as_deref()
+                .unwrap_or("none since start")
+                .to_string(),
+        ],
     ];
     let links = "<p><a href=\"/debug/pipelinez\">pipelinez</a> · <a href=\"/debug/extensionz\">extensionz</a> · <a href=\"/debug/featurez\">featurez</a> · <a href=\"/debug/targetz\">targetz</a></p>";
     page(

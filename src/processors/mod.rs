@@ -4,6 +4,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod filter;
+pub mod memory_limiter;
 
 use crate::model::Metrics;
 

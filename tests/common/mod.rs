@@ -54,7 +54,7 @@ impl Page {
 }
 
 type Pages = Arc<Mutex<HashMap<String, Page>>>;
-type Requests = Arc<Mutex<Vec<(String, HeaderMap)>>>;
+type Requests = Arc<Mutex<Vec<(String, HeaderMap, std::time::Instant)>>>;
 
 /// A scrape target on 127.0.0.1 whose pages tests can change while it runs.
 #[derive(Clone)]
@@ -77,10 +77,11 @@ impl Target {
             |State((pages, requests)): State<(Pages, Requests)>,
              uri: axum::http::Uri,
              headers: HeaderMap| async move {
-                requests
-                    .lock()
-                    .expect("lock")
-                    .push((uri.path().to_string(), headers.clone()));
+                requests.lock().expect("lock").push((
+                    uri.path().to_string(),
+                    headers.clone(),
+                    std::time::Instant::now(),
+                ));
                 let page = pages.lock().expect("lock").get(uri.path()).cloned();
                 let Some(page) = page else {
                     return (StatusCode::NOT_FOUND, HeaderMap::new(), Vec::new()).into_response();
@@ -125,7 +126,7 @@ impl Target {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|(p, _)| p == path)
+            .filter(|(p, _, _)| p == path)
             .count()
     }
 
@@ -135,8 +136,19 @@ impl Target {
             .expect("lock")
             .iter()
             .rev()
-            .find(|(p, _)| p == path)
-            .map(|(_, h)| h.clone())
+            .find(|(p, _, _)| p == path)
+            .map(|(_, h, _)| h.clone())
+    }
+
+    /// When each request for `path` arrived.
+    pub fn request_times(&self, path: &str) -> Vec<std::time::Instant> {
+        self.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, _, t)| *t)
+            .collect()
     }
 }
 
@@ -170,6 +182,8 @@ pub struct Sink {
     pub received: Arc<Mutex<Vec<Received>>>,
     pub attempts: Arc<Mutex<usize>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    /// While set, every request gets this reply (an outage of any length).
+    outage: Arc<Mutex<Option<Reply>>>,
 }
 
 impl Sink {
@@ -177,8 +191,16 @@ impl Sink {
         self.script.lock().expect("lock").extend(replies);
     }
 
+    /// Starts (`Some`) or ends (`None`) an outage.
+    pub fn outage(&self, reply: Option<Reply>) {
+        *self.outage.lock().expect("lock") = reply;
+    }
+
     fn next_reply(&self) -> Reply {
         *self.attempts.lock().expect("lock") += 1;
+        if let Some(r) = self.outage.lock().expect("lock").clone() {
+            return r;
+        }
         self.script
             .lock()
             .expect("lock")
@@ -613,4 +635,22 @@ pub async fn https_sink(pki: &TestPki) -> (SocketAddr, Sink) {
         .route("/v1/metrics", axum::routing::post(http_export))
         .with_state(sink.clone());
     (serve_tls(app, pki).await, sink)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process (the agent binary) killed when the test ends, passing or not.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

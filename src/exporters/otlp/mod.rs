@@ -1,6 +1,7 @@
 //! The `otlp` (gRPC) and `otlphttp` exporters: config, sending queue, retry with backoff,
 //! and the two transports. Data is encoded to OTLP once, when it is queued.
 
+pub mod disk_queue;
 pub mod encode;
 pub mod grpc;
 pub mod http;
@@ -111,6 +112,9 @@ pub struct QueueConfig {
     /// `otelcol_exporter_enqueue_failed_metric_points`.
     #[serde(default = "thousand")]
     pub queue_size: usize,
+    /// A `file_storage` extension id: keep the queue on disk (see `disk_queue.rs`).
+    #[serde(default)]
+    pub storage: Option<String>,
 }
 
 fn ten() -> usize {
@@ -126,6 +130,7 @@ impl Default for QueueConfig {
             enabled: true,
             num_consumers: 10,
             queue_size: 1000,
+            storage: None,
         }
     }
 }
@@ -250,7 +255,18 @@ fn jitter(cfg: &RetryConfig, d: Duration) -> Duration {
     Duration::from_secs_f64(d.as_secs_f64() * f)
 }
 
-/// Sends one batch, retrying as configured. Returns whether it was delivered.
+/// How one batch's delivery ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    /// The backend refused it for good.
+    Refused,
+    /// Still failing when the retry budget ran out.
+    GaveUp,
+}
+
+/// Sends one batch, retrying as configured. With `keep` (a persistent queue), running out of
+/// retries is not counted as a loss: the caller puts the batch back.
 async fn deliver(
     name: &str,
     transport: &dyn Transport,
@@ -258,7 +274,8 @@ async fn deliver(
     batch: &Batch,
     log: &OnceLogger,
     telemetry: &Telemetry,
-) -> bool {
+    keep: bool,
+) -> Outcome {
     let labels = Telemetry::labels(&[("exporter", name)]);
     let started = tokio::time::Instant::now();
     let mut backoff = retry.initial_interval;
@@ -269,7 +286,7 @@ async fn deliver(
                     .exporter_sent
                     .get_or_create(&labels)
                     .inc_by(batch.points as f64);
-                return true;
+                return Outcome::Delivered;
             }
             Err(SendError::Permanent { cause, detail }) => {
                 log.log(name, &cause, &detail);
@@ -277,13 +294,22 @@ async fn deliver(
                     .exporter_send_failed
                     .get_or_create(&labels)
                     .inc_by(batch.points as f64);
-                return false;
+                return Outcome::Refused;
             }
             Err(SendError::Retryable { cause, retry_after }) => {
                 let wait = retry_after.unwrap_or_else(|| jitter(retry, backoff));
                 let elapsed = started.elapsed();
                 let out_of_time =
                     !retry.max_elapsed_time.is_zero() && elapsed + wait > retry.max_elapsed_time;
+                if keep && (!retry.enabled || out_of_time) {
+                    tracing::warn!(
+                        exporter = name,
+                        cause,
+                        points = batch.points,
+                        "export still failing after retries; the batch stays in the persistent queue"
+                    );
+                    return Outcome::GaveUp;
+                }
                 if !retry.enabled || out_of_time {
                     tracing::error!(
                         exporter = name,
@@ -295,7 +321,7 @@ async fn deliver(
                         .exporter_send_failed
                         .get_or_create(&labels)
                         .inc_by(batch.points as f64);
-                    return false;
+                    return Outcome::GaveUp;
                 }
                 tracing::info!(exporter = name, cause, retry_in = ?wait, "export failed; will retry");
                 tokio::time::sleep(wait).await;
@@ -313,6 +339,7 @@ pub async fn run(
     transport: Arc<dyn Transport>,
     mut input: mpsc::Receiver<Metrics>,
     telemetry: SharedTelemetry,
+    storage: Option<Storage>,
 ) {
     let labels = Telemetry::labels(&[("exporter", &name)]);
     let log = Arc::new(OnceLogger::default());
@@ -329,10 +356,14 @@ pub async fn run(
                 &batch,
                 &log,
                 &telemetry,
+                false,
             )
             .await;
         }
         return;
+    }
+    if let Some(storage) = storage {
+        return run_persistent(name, cfg, transport, input, telemetry, storage, log).await;
     }
     let cap = cfg.sending_queue.queue_size;
     telemetry
@@ -355,7 +386,16 @@ pub async fn run(
                 let next = { qrx.lock().await.recv().await };
                 let Some(batch) = next else { break };
                 telemetry.exporter_queue_size.get_or_create(&labels).dec();
-                deliver(&name, transport.as_ref(), &retry, &batch, &log, &telemetry).await;
+                deliver(
+                    &name,
+                    transport.as_ref(),
+                    &retry,
+                    &batch,
+                    &log,
+                    &telemetry,
+                    false,
+                )
+                .await;
             }
         });
     }
@@ -382,6 +422,117 @@ pub async fn run(
         }
     }
     drop(qtx);
+    while workers.join_next().await.is_some() {}
+}
+
+/// Where and how an exporter keeps its queue on disk (from its `file_storage` extension).
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub dir: std::path::PathBuf,
+    pub fsync: bool,
+    pub max_bytes: u64,
+}
+
+/// The exporter loop over a persistent queue: every accepted batch is on disk first; batches
+/// left from an earlier run are sent before new ones; a batch still failing after its retry
+/// budget goes back to the end of the queue instead of being dropped.
+async fn run_persistent(
+    name: String,
+    cfg: OtlpExporterConfig,
+    transport: Arc<dyn Transport>,
+    mut input: mpsc::Receiver<Metrics>,
+    telemetry: SharedTelemetry,
+    storage: Storage,
+    log: Arc<OnceLogger>,
+) {
+    let labels = Telemetry::labels(&[("exporter", &name)]);
+    let cap = cfg.sending_queue.queue_size;
+    let queue = match disk_queue::DiskQueue::open(
+        &storage.dir,
+        storage.fsync,
+        storage.max_bytes,
+        cap,
+    ) {
+        Ok((q, replayed)) => {
+            if replayed.batches > 0 || replayed.dropped_bytes > 0 {
+                tracing::info!(exporter = %name, batches = replayed.batches, points = replayed.points, torn_bytes = replayed.dropped_bytes, "persistent queue: resending what an earlier run left");
+            }
+            Arc::new(q)
+        }
+        Err(e) => {
+            // Without its directory the exporter still works, from memory, and says so.
+            tracing::error!(exporter = %name, error = %e, "persistent queue unavailable; queueing in memory");
+            let mut cfg = cfg;
+            cfg.sending_queue.storage = None;
+            return Box::pin(run(name, cfg, transport, input, telemetry, None)).await;
+        }
+    };
+    telemetry
+        .exporter_queue_capacity
+        .get_or_create(&labels)
+        .set(cap as i64);
+    let gauge = {
+        let telemetry = telemetry.clone();
+        let labels = labels.clone();
+        move |q: &disk_queue::DiskQueue| {
+            telemetry
+                .exporter_queue_size
+                .get_or_create(&labels)
+                .set(q.len() as i64)
+        }
+    };
+    gauge(&queue);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..cfg.sending_queue.num_consumers {
+        let queue = queue.clone();
+        let transport = transport.clone();
+        let retry = cfg.retry_on_failure.clone();
+        let log = log.clone();
+        let telemetry = telemetry.clone();
+        let name = name.clone();
+        let gauge = gauge.clone();
+        workers.spawn(async move {
+            while let Some((item, batch)) = queue.pop().await {
+                gauge(&queue);
+                let outcome = deliver(
+                    &name,
+                    transport.as_ref(),
+                    &retry,
+                    &batch,
+                    &log,
+                    &telemetry,
+                    true,
+                )
+                .await;
+                if outcome == Outcome::GaveUp {
+                    tokio::time::sleep(retry.initial_interval).await;
+                    queue.requeue(item, batch);
+                } else {
+                    queue.ack(item);
+                }
+                gauge(&queue);
+            }
+        });
+    }
+    while let Some(m) = input.recv().await {
+        let points = m.point_count();
+        if points == 0 {
+            continue;
+        }
+        let batch = Batch {
+            points,
+            request: encode::encode(&m),
+        };
+        if queue.push(batch).is_err() {
+            tracing::warn!(exporter = %name, points, "sending queue is full (disk and memory); refusing the new batch");
+            telemetry
+                .exporter_enqueue_failed
+                .get_or_create(&labels)
+                .inc_by(points as f64);
+        }
+        gauge(&queue);
+    }
+    queue.close();
     while workers.join_next().await.is_some() {}
 }
 

@@ -102,6 +102,7 @@ pub struct ScrapeLoop {
     /// cost as much memory as the exposition (a collision needs ~2^64 series).
     cache: HashMap<u128, Option<Arc<SeriesEntry>>>,
     interner: Arc<Interner>,
+    gates: crate::processors::memory_limiter::SharedGates,
     /// Series of the last successful scrape (without explicit timestamps).
     previous: HashMap<u64, Tracked>,
     target_labels: Vec<(String, String)>,
@@ -149,6 +150,7 @@ impl ScrapeLoop {
             registry,
             receiver,
             interner,
+            gates,
         } = shared;
         let mut target_labels: Vec<(String, String)> = target
             .labels
@@ -175,6 +177,7 @@ impl ScrapeLoop {
             receiver,
             cache: HashMap::new(),
             interner,
+            gates,
             previous: HashMap::new(),
             target_labels,
             resource_base,
@@ -217,6 +220,24 @@ impl ScrapeLoop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stop.changed() => break,
+            }
+            let gates = self.gates.load();
+            if let Some(gate) = gates.iter().find(|g| !g.open()) {
+                // Refused before it starts: no body is read, nothing accepted is dropped, and
+                // the series keep their state (a skipped scrape is not a failed one).
+                gate.skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let labels =
+                    Telemetry::labels(&[("receiver", &self.receiver), ("job", &self.cfg.job_name)]);
+                self.telemetry.scrapes_skipped.get_or_create(&labels).inc();
+                self.telemetry
+                    .receiver_refused
+                    .get_or_create(&Telemetry::labels(&[("receiver", &self.receiver)]))
+                    .inc_by(self.previous.len() as f64);
+                self.update_status(|s| {
+                    s.last_error = Some("scrape skipped: memory limiter is refusing data".into())
+                });
+                continue;
             }
             let m = self.scrape_once().await;
             self.out.send(m).await;
@@ -753,6 +774,8 @@ pub struct LoopShared {
     pub registry: TargetRegistry,
     pub receiver: String,
     pub interner: Arc<Interner>,
+    /// Memory limiters of the receiver's pipelines: while one is closed, scrapes are skipped.
+    pub gates: crate::processors::memory_limiter::SharedGates,
 }
 
 /// Whether a stop is a removal (staleness markers) or a shutdown/reload (none).

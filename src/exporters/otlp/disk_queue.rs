@@ -1,0 +1,581 @@
+//! The persistent sending queue (`sending_queue: {storage: file_storage}`): each batch is
+//! appended to a segment file, checksummed, before the exporter accepts it; it is deleted only
+//! after the backend accepted it (or refused it for good). A restart, crash included, replays
+//! whatever was not acknowledged: delivery is at-least-once.
+//!
+//! Layout, one directory per exporter:
+//! - `seg-<id>.log`: records `[len u32][crc32 u32][seq u64][points u32][payload]` (little
+//!   endian; the CRC covers seq, points and payload; the payload is the protobuf
+//!   `ExportMetricsServiceRequest`). A torn record at the tail of the last segment (a crash
+//!   mid-write) is cut off on open.
+//! - `seg-<id>.acks`: the sequence numbers acknowledged so far (u64 each). A segment whose
+//!   records are all acknowledged is deleted with its acks file.
+//!
+//! When the disk bound is reached or a write fails (disk full), batches are kept in memory
+//! instead, up to `memory_capacity`, and the condition is logged; beyond that they are refused.
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+use super::Batch;
+
+const HEADER: usize = 20;
+/// A new segment starts beyond this size, so acknowledged data is freed in steps this big.
+const SEGMENT_BYTES: u64 = 4 << 20;
+
+/// Where a queued item lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    Disk {
+        seq: u64,
+        segment: u64,
+        offset: u64,
+        len: u32,
+        points: u32,
+    },
+    Memory,
+}
+
+/// Where `push` put a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    Disk,
+    /// Disk bound reached or the write failed; kept in memory (lost if the process dies).
+    Memory,
+}
+
+/// What `open` found on disk.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub batches: usize,
+    pub points: u64,
+    /// Bytes of torn or corrupt records cut off.
+    pub dropped_bytes: u64,
+}
+
+struct Segment {
+    live: usize,
+    bytes: u64,
+    acks: Option<File>,
+}
+
+struct Writer {
+    id: u64,
+    file: File,
+    size: u64,
+}
+
+struct Inner {
+    segments: BTreeMap<u64, Segment>,
+    writer: Option<Writer>,
+    queue: VecDeque<Item>,
+    memory: VecDeque<Batch>,
+    next_seq: u64,
+    next_segment: u64,
+    bytes: u64,
+    closed: bool,
+    /// The last write error reported, so a full disk is logged once per episode.
+    degraded: bool,
+}
+
+pub struct DiskQueue {
+    dir: PathBuf,
+    fsync: bool,
+    max_bytes: u64,
+    memory_capacity: usize,
+    inner: Mutex<Inner>,
+    ready: Notify,
+}
+
+fn seg_path(dir: &Path, id: u64, ext: &str) -> PathBuf {
+    dir.join(format!("seg-{id:020}.{ext}"))
+}
+
+fn crc(seq: u64, points: u32, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(&points.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// Parses the records of one segment; returns them and the offset where valid data ends.
+fn scan(data: &[u8]) -> (Vec<(u64, u64, u32, u32)>, usize) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while data.len() - pos >= HEADER {
+        let h = &data[pos..pos + HEADER];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let sum = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let mut seq_b = [0u8; 8];
+        seq_b.copy_from_slice(&h[8..16]);
+        let seq = u64::from_le_bytes(seq_b);
+        let points = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
+        let end = pos + HEADER + len;
+        if end > data.len() || crc(seq, points, &data[pos + HEADER..end]) != sum {
+            break;
+        }
+        out.push((seq, pos as u64, len as u32, points));
+        pos = end;
+    }
+    (out, pos)
+}
+
+impl DiskQueue {
+    /// Opens (creating) the queue directory and loads what earlier runs left unacknowledged.
+    pub fn open(
+        dir: &Path,
+        fsync: bool,
+        max_bytes: u64,
+        memory_capacity: usize,
+    ) -> Result<(DiskQueue, Replayed), String> {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut ids: Vec<u64> = fs::read_dir(dir)
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut inner = Inner {
+            segments: BTreeMap::new(),
+            writer: None,
+            queue: VecDeque::new(),
+            memory: VecDeque::new(),
+            next_seq: 0,
+            next_segment: ids.last().map_or(0, |l| l + 1),
+            bytes: 0,
+            closed: false,
+            degraded: false,
+        };
+        let mut replayed = Replayed::default();
+        for (i, &id) in ids.iter().enumerate() {
+            let path = seg_path(dir, id, "log");
+            let data = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let (records, valid) = scan(&data);
+            if valid < data.len() {
+                let cut = (data.len() - valid) as u64;
+                replayed.dropped_bytes += cut;
+                if i + 1 == ids.len() {
+                    tracing::warn!(file = %path.display(), bytes = cut, "persistent queue: cutting off a torn write at the tail");
+                } else {
+                    tracing::error!(file = %path.display(), bytes = cut, "persistent queue: corrupt record; the rest of this segment is skipped");
+                }
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                f.set_len(valid as u64)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            let acks_path = seg_path(dir, id, "acks");
+            let acked: HashSet<u64> = fs::read(&acks_path)
+                .map(|b| {
+                    b.chunks_exact(8)
+                        .map(|c| {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(c);
+                            u64::from_le_bytes(a)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut live = 0;
+            for (seq, offset, len, points) in records {
+                inner.next_seq = inner.next_seq.max(seq + 1);
+                if acked.contains(&seq) {
+                    continue;
+                }
+                live += 1;
+                replayed.batches += 1;
+                replayed.points += u64::from(points);
+                inner.queue.push_back(Item::Disk {
+                    seq,
+                    segment: id,
+                    offset,
+                    len,
+                    points,
+                });
+            }
+            if live == 0 {
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(&acks_path);
+                continue;
+            }
+            inner.bytes += valid as u64;
+            inner.segments.insert(
+                id,
+                Segment {
+                    live,
+                    bytes: valid as u64,
+                    acks: None,
+                },
+            );
+        }
+        Ok((
+            DiskQueue {
+                dir: dir.to_path_buf(),
+                fsync,
+                max_bytes,
+                memory_capacity,
+                inner: Mutex::new(inner),
+                ready: Notify::new(),
+            },
+            replayed,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queued batches (on disk and in memory), not counting those being sent.
+    pub fn len(&self) -> usize {
+        let g = self.lock();
+        g.queue.len() + g.memory.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn write_record(&self, g: &mut Inner, seq: u64, batch: &Batch) -> std::io::Result<Item> {
+        let payload = batch.request.encode_to_vec();
+        let points = u32::try_from(batch.points).unwrap_or(u32::MAX);
+        let size = (HEADER + payload.len()) as u64;
+        if g.bytes + size > self.max_bytes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("queue holds {} bytes, bound {}", g.bytes, self.max_bytes),
+            ));
+        }
+        if g.writer.as_ref().is_none_or(|w| w.size >= SEGMENT_BYTES) {
+            if let Some(old) = g.writer.take() {
+                self.release_if_done(g, old.id);
+            }
+            let id = g.next_segment;
+            g.next_segment += 1;
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(seg_path(&self.dir, id, "log"))?;
+            g.segments.insert(
+                id,
+                Segment {
+                    live: 0,
+                    bytes: 0,
+                    acks: None,
+                },
+            );
+            g.writer = Some(Writer { id, file, size: 0 });
+        }
+        let w = g.writer.as_mut().ok_or(std::io::ErrorKind::Other)?;
+        let mut rec = Vec::with_capacity(size as usize);
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&crc(seq, points, &payload).to_le_bytes());
+        rec.extend_from_slice(&seq.to_le_bytes());
+        rec.extend_from_slice(&points.to_le_bytes());
+        rec.extend_from_slice(&payload);
+        let offset = w.size;
+        let written = w.file.write_all(&rec).and_then(|_| {
+            if self.fsync {
+                w.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Whatever reached the file is a torn tail; start a fresh segment next time.
+            g.writer = None;
+            return Err(e);
+        }
+        w.size += size;
+        let id = w.id;
+        if let Some(s) = g.segments.get_mut(&id) {
+            s.live += 1;
+            s.bytes += size;
+        }
+        g.bytes += size;
+        Ok(Item::Disk {
+            seq,
+            segment: id,
+            offset,
+            len: payload.len() as u32,
+            points,
+        })
+    }
+
+    /// Queues a batch: on disk when possible, else in memory; `Err` when both are full.
+    pub fn push(&self, batch: Batch) -> Result<Stored, Batch> {
+        let mut g = self.lock();
+        let seq = g.next_seq;
+        match self.write_record(&mut g, seq, &batch) {
+            Ok(item) => {
+                g.next_seq += 1;
+                g.queue.push_back(item);
+                if g.degraded {
+                    g.degraded = false;
+                    tracing::info!(dir = %self.dir.display(), "persistent queue: writing to disk again");
+                }
+                drop(g);
+                self.ready.notify_one();
+                Ok(Stored::Disk)
+            }
+            Err(e) => {
+                if !g.degraded {
+                    g.degraded = true;
+                    tracing::error!(dir = %self.dir.display(), error = %e, "persistent queue: cannot write to disk; keeping batches in memory until it can");
+                }
+                if g.memory.len() >= self.memory_capacity {
+                    return Err(batch);
+                }
+                g.memory.push_back(batch);
+                drop(g);
+                self.ready.notify_one();
+                Ok(Stored::Memory)
+            }
+        }
+    }
+
+    fn read(&self, item: Item) -> Result<Batch, String> {
+        let Item::Disk {
+            seq,
+            segment,
+            offset,
+            len,
+            points,
+        } = item
+        else {
+            return Err("not a disk item".into());
+        };
+        let path = seg_path(&self.dir, segment, "log");
+        let mut f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.seek(SeekFrom::Start(offset + HEADER as u64))
+            .map_err(|e| e.to_string())?;
+        let mut payload = vec![0u8; len as usize];
+        f.read_exact(&mut payload).map_err(|e| e.to_string())?;
+        let mut head = [0u8; HEADER];
+        f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+        f.read_exact(&mut head).map_err(|e| e.to_string())?;
+        if u32::from_le_bytes([head[4], head[5], head[6], head[7]]) != crc(seq, points, &payload) {
+            return Err(format!("{}: checksum mismatch at {offset}", path.display()));
+        }
+        let request = ExportMetricsServiceRequest::decode(payload.as_slice())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Batch {
+            request,
+            points: points as usize,
+        })
+    }
+
+    /// The next batch to send, oldest first (disk before memory); `None` once closed and
+    /// empty.
+    pub async fn pop(&self) -> Option<(Item, Batch)> {
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = {
+                let mut g = self.lock();
+                if let Some(item) = g.queue.pop_front() {
+                    Some(Ok(item))
+                } else if let Some(b) = g.memory.pop_front() {
+                    Some(Err(b))
+                } else if g.closed {
+                    return None;
+                } else {
+                    None
+                }
+            };
+            match next {
+                Some(Ok(item)) => match self.read(item) {
+                    Ok(batch) => return Some((item, batch)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "persistent queue: unreadable batch skipped");
+                        self.ack(item);
+                    }
+                },
+                Some(Err(batch)) => return Some((Item::Memory, batch)),
+                None => notified.await,
+            }
+        }
+    }
+
+    /// The batch is done with (delivered, or refused for good): forget it.
+    pub fn ack(&self, item: Item) {
+        let Item::Disk { seq, segment, .. } = item else {
+            return;
+        };
+        let mut g = self.lock();
+        let writer = g.writer.as_ref().map(|w| w.id);
+        let Some(s) = g.segments.get_mut(&segment) else {
+            return;
+        };
+        s.live = s.live.saturating_sub(1);
+        if s.acks.is_none() {
+            s.acks = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(seg_path(&self.dir, segment, "acks"))
+                .ok();
+        }
+        if let Some(f) = s.acks.as_mut() {
+            // Not synced: a lost ack only means one more delivery after a crash.
+            let _ = f.write_all(&seq.to_le_bytes());
+        }
+        if s.live == 0 {
+            // Everything in it is done: free it now (closing it if it is being written; the
+            // next batch starts a new segment), so the disk bound counts only live data.
+            if writer == Some(segment) {
+                g.writer = None;
+            }
+            self.release_if_done(&mut g, segment);
+        }
+    }
+
+    fn release_if_done(&self, g: &mut Inner, segment: u64) {
+        if g.segments.get(&segment).is_some_and(|s| s.live == 0) {
+            if let Some(s) = g.segments.remove(&segment) {
+                g.bytes = g.bytes.saturating_sub(s.bytes);
+            }
+            let _ = fs::remove_file(seg_path(&self.dir, segment, "log"));
+            let _ = fs::remove_file(seg_path(&self.dir, segment, "acks"));
+        }
+    }
+
+    /// Puts a batch that could not be delivered yet back at the end of the queue.
+    pub fn requeue(&self, item: Item, batch: Batch) {
+        let mut g = self.lock();
+        match item {
+            Item::Disk { .. } => g.queue.push_back(item),
+            Item::Memory => g.memory.push_back(batch),
+        }
+        drop(g);
+        self.ready.notify_one();
+    }
+
+    /// No more pushes; `pop` returns `None` once the queue is empty.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_waiters();
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+
+    fn batch(n: usize) -> Batch {
+        Batch {
+            request: ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    schema_url: format!("batch-{n}"),
+                    ..Default::default()
+                }],
+            },
+            points: n,
+        }
+    }
+
+    fn id(b: &Batch) -> String {
+        b.request.resource_metrics[0].schema_url.clone()
+    }
+
+    #[tokio::test]
+    async fn replays_unacknowledged_batches_after_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, r) = DiskQueue::open(dir.path(), true, 1 << 30, 10).expect("open");
+        assert_eq!(r, Replayed::default());
+        for i in 0..5 {
+            assert_eq!(q.push(batch(i)).ok(), Some(Stored::Disk));
+        }
+        let (a, b0) = q.pop().await.expect("item");
+        assert_eq!(id(&b0), "batch-0");
+        q.ack(a);
+        let (_in_flight, b1) = q.pop().await.expect("item");
+        assert_eq!(id(&b1), "batch-1");
+        drop(q); // a crash: batch-1 was being sent, never acknowledged
+        let (q, r) = DiskQueue::open(dir.path(), true, 1 << 30, 10).expect("reopen");
+        assert_eq!(r.batches, 4);
+        assert_eq!(r.points, 1 + 2 + 3 + 4);
+        let mut seen = Vec::new();
+        q.close();
+        while let Some((item, b)) = q.pop().await {
+            seen.push(id(&b));
+            q.ack(item);
+        }
+        assert_eq!(seen, ["batch-1", "batch-2", "batch-3", "batch-4"]);
+        // Everything acknowledged: the next run finds nothing and the files are gone.
+        drop(q);
+        let (_, r) = DiskQueue::open(dir.path(), true, 1 << 30, 10).expect("reopen");
+        assert_eq!(r.batches, 0);
+        let left: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_the_rest_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, _) = DiskQueue::open(dir.path(), false, 1 << 30, 10).expect("open");
+        for i in 0..3 {
+            q.push(batch(i)).expect("push");
+        }
+        drop(q);
+        let seg = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .expect("segment");
+        // A crash in the middle of appending a fourth record.
+        let mut f = OpenOptions::new().append(true).open(&seg).expect("open");
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3]).expect("torn write");
+        drop(f);
+        let (q, r) = DiskQueue::open(dir.path(), false, 1 << 30, 10).expect("reopen");
+        assert_eq!(r.batches, 3);
+        assert_eq!(r.dropped_bytes, 7);
+        q.close();
+        let mut n = 0;
+        while let Some((item, _)) = q.pop().await {
+            q.ack(item);
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+
+    #[tokio::test]
+    async fn over_the_disk_bound_batches_go_to_memory_then_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let one = (HEADER + batch(0).request.encode_to_vec().len()) as u64;
+        let (q, _) = DiskQueue::open(dir.path(), false, one * 2, 1).expect("open");
+        assert_eq!(q.push(batch(0)).ok(), Some(Stored::Disk));
+        assert_eq!(q.push(batch(1)).ok(), Some(Stored::Disk));
+        assert_eq!(q.push(batch(2)).ok(), Some(Stored::Memory));
+        assert!(q.push(batch(3)).is_err(), "both full: refused");
+        let mut order = Vec::new();
+        q.close();
+        while let Some((item, b)) = q.pop().await {
+            order.push(id(&b));
+            q.ack(item);
+        }
+        assert_eq!(order, ["batch-0", "batch-1", "batch-2"]);
+        assert_eq!(q.disk_bytes(), 0);
+    }
+}
