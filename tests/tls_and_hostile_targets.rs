@@ -272,3 +272,98 @@ async fn hostile_bodies_fail_only_their_own_scrape() {
     );
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+/// With no limits configured: a target streaming 10 million series (~330 MB) is cut off at the
+/// default body size limit, a 1 MB label value is refused by `label_value_length_limit`, and
+/// a well-behaved target next to them keeps working. Memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_million_series_and_megabyte_labels_are_refused() {
+    use axum::body::Body;
+    use futures_util::{stream, StreamExt};
+    let flood = || {
+        // 10,000 chunks of 1,000 series each, generated as they are read.
+        let s = stream::iter(0..10_000u64).map(|chunk| {
+            let mut b = String::with_capacity(40_000);
+            for i in 0..1000u64 {
+                b.push_str(&format!("flood_total{{n=\"{}\"}} 1\n", chunk * 1000 + i));
+            }
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(b))
+        });
+        Body::from_stream(s)
+    };
+    let huge_label = format!("wide{{blob=\"{}\"}} 1\n", "x".repeat(1 << 20));
+    let app = axum::Router::new()
+        .route("/flood", axum::routing::get(move || async move { flood() }))
+        .route(
+            "/wide",
+            axum::routing::get(move || {
+                let b = huge_label.clone();
+                async move { b }
+            }),
+        )
+        .route("/good", axum::routing::get(|| async { "good_metric 1\n" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (sink_addr, sink) = http_sink().await;
+    let mut jobs = String::new();
+    for (p, extra) in [
+        ("flood", ""),
+        ("wide", "          label_value_length_limit: 4096\n"),
+        ("good", ""),
+    ] {
+        jobs.push_str(&format!(
+            "        - job_name: {p}\n          scrape_interval: 2s\n          scrape_timeout: 2s\n          metrics_path: /{p}\n{extra}          static_configs: [{{targets: ['{addr}']}}]\n"
+        ));
+    }
+    let yaml = format!(
+        "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n{jobs}exporters:\n  otlphttp:\n    endpoint: http://{sink_addr}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [otlphttp]}}\n  telemetry: {{metrics: {{address: ''}}}}\n"
+    );
+    let agent = start_agent(&yaml).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let statuses: Vec<_> = agent
+        .targets
+        .lock()
+        .expect("lock")
+        .values()
+        .cloned()
+        .collect();
+    let rss = meshmetrics::telemetry::process_stats()
+        .map(|(r, _)| r)
+        .unwrap_or(0);
+    agent.shutdown(Duration::from_secs(5)).await;
+    let by = |job: &str| {
+        statuses
+            .iter()
+            .find(|s| s.job == job)
+            .cloned()
+            .expect("status")
+    };
+    let flood = by("flood");
+    let e = flood.last_error.clone().unwrap_or_default();
+    assert_eq!(flood.health, "down");
+    assert!(
+        e.contains("body size limit of 67108864 bytes exceeded"),
+        "flood: {e}"
+    );
+    let wide = by("wide");
+    let e = wide.last_error.clone().unwrap_or_default();
+    assert_eq!(wide.health, "down");
+    assert!(e.contains("label_value_length_limit exceeded"), "wide: {e}");
+    assert_eq!(by("good").health, "up");
+    let names: Vec<String> = sink.metrics().into_iter().map(|(_, m)| m.name).collect();
+    assert!(names.iter().any(|n| n == "good_metric"));
+    assert!(
+        !names.iter().any(|n| n == "flood_total" || n == "wide"),
+        "nothing of a refused body is exported"
+    );
+    eprintln!(
+        "10M-series flood and 1 MiB label refused; test process RSS {} MiB",
+        rss >> 20
+    );
+    assert!(rss < 600 << 20, "memory bounded: {} MiB", rss >> 20);
+}

@@ -169,6 +169,10 @@ fn default_auth_type() -> String {
 /// Prometheus's defaults.
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scrape bodies above this are refused unless `body_size_limit` says otherwise (`0` = no
+/// limit, Prometheus's default). An agent must not be taken down by one runaway target; vmagent
+/// draws the same line at 16 MiB, Istio sidecars expose a few MiB at most.
+pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 64 << 20;
 
 /// A scrape config with the global defaults folded in and checked.
 #[derive(Debug, Clone)]
@@ -338,7 +342,10 @@ impl PrometheusConfig {
                     .label_value_length_limit
                     .or(g.label_value_length_limit)
                     .unwrap_or(0),
-                body_size_limit: sc.body_size_limit.or(g.body_size_limit).unwrap_or(0),
+                body_size_limit: sc
+                    .body_size_limit
+                    .or(g.body_size_limit)
+                    .unwrap_or(DEFAULT_BODY_SIZE_LIMIT),
                 external_labels: g.external_labels.clone(),
                 authorization,
                 basic_auth,

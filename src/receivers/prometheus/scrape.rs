@@ -399,6 +399,12 @@ impl ScrapeLoop {
             .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
         let limit = self.cfg.body_size_limit;
         let over = |n: usize| limit > 0 && n as u64 > limit;
+        // Buffers are reused across scrapes; one huge body must not pin its size forever.
+        for buf in [&mut self.body, &mut self.inflated] {
+            if buf.capacity() > (8 << 20) && buf.len() < buf.capacity() / 4 {
+                buf.shrink_to(buf.len().max(1 << 20));
+            }
+        }
         self.body.clear();
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
