@@ -220,30 +220,8 @@ async fn hostile_bodies_fail_only_their_own_scrape() {
             "        - job_name: {p}\n          scrape_interval: 1s\n          scrape_timeout: 800ms\n          metrics_path: /{p}\n          body_size_limit: 64KiB\n          static_configs: [{{targets: ['{addr}']}}]\n"
         ));
     }
-    let yaml = format!(
-        "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n{jobs}exporters:\n  otlphttp:\n    endpoint: http://{sink_addr}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [otlphttp]}}\n  telemetry: {{metrics: {{address: ''}}}}\n"
-    );
-    let agent = start_agent(&yaml).await;
     let t0 = std::time::Instant::now();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let statuses: Vec<_> = agent
-        .targets
-        .lock()
-        .expect("lock")
-        .values()
-        .cloned()
-        .collect();
-    let rss = meshmetrics::telemetry::process_stats()
-        .map(|(r, _)| r)
-        .unwrap_or(0);
-    agent.shutdown(Duration::from_secs(5)).await;
-    let by = |job: &str| {
-        statuses
-            .iter()
-            .find(|s| s.job == job)
-            .cloned()
-            .expect("status")
-    };
+    let (by, rss) = run_jobs(&jobs, sink_addr, Duration::from_millis(3500)).await;
     let expect_err = |job: &str, needle: &str| {
         let s = by(job);
         let e = s.last_error.clone().unwrap_or_default();
@@ -320,29 +298,7 @@ async fn ten_million_series_and_megabyte_labels_are_refused() {
             "        - job_name: {p}\n          scrape_interval: 2s\n          scrape_timeout: 2s\n          metrics_path: /{p}\n{extra}          static_configs: [{{targets: ['{addr}']}}]\n"
         ));
     }
-    let yaml = format!(
-        "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n{jobs}exporters:\n  otlphttp:\n    endpoint: http://{sink_addr}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [otlphttp]}}\n  telemetry: {{metrics: {{address: ''}}}}\n"
-    );
-    let agent = start_agent(&yaml).await;
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    let statuses: Vec<_> = agent
-        .targets
-        .lock()
-        .expect("lock")
-        .values()
-        .cloned()
-        .collect();
-    let rss = meshmetrics::telemetry::process_stats()
-        .map(|(r, _)| r)
-        .unwrap_or(0);
-    agent.shutdown(Duration::from_secs(5)).await;
-    let by = |job: &str| {
-        statuses
-            .iter()
-            .find(|s| s.job == job)
-            .cloned()
-            .expect("status")
-    };
+    let (by, rss) = run_jobs(&jobs, sink_addr, Duration::from_millis(4500)).await;
     let flood = by("flood");
     let e = flood.last_error.clone().unwrap_or_default();
     assert_eq!(flood.health, "down");
@@ -366,4 +322,40 @@ async fn ten_million_series_and_megabyte_labels_are_refused() {
         rss >> 20
     );
     assert!(rss < 600 << 20, "memory bounded: {} MiB", rss >> 20);
+}
+
+/// Runs the agent on `jobs` (scrape_configs entries) exporting to `sink` for `wait`; returns a
+/// lookup of each job's last scrape status and the process's resident memory then.
+async fn run_jobs(
+    jobs: &str,
+    sink: std::net::SocketAddr,
+    wait: Duration,
+) -> (
+    impl Fn(&str) -> meshmetrics::receivers::prometheus::scrape::TargetStatus,
+    u64,
+) {
+    let yaml = format!(
+        "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n{jobs}exporters:\n  otlphttp:\n    endpoint: http://{sink}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [otlphttp]}}\n  telemetry: {{metrics: {{address: ''}}}}\n"
+    );
+    let agent = start_agent(&yaml).await;
+    tokio::time::sleep(wait).await;
+    let statuses: Vec<_> = agent
+        .targets
+        .lock()
+        .expect("lock")
+        .values()
+        .cloned()
+        .collect();
+    let rss = meshmetrics::telemetry::process_stats()
+        .map(|(r, _)| r)
+        .unwrap_or(0);
+    agent.shutdown(Duration::from_secs(5)).await;
+    let by = move |job: &str| {
+        statuses
+            .iter()
+            .find(|s| s.job == job)
+            .cloned()
+            .expect("status")
+    };
+    (by, rss)
 }
