@@ -46,8 +46,10 @@ impl std::fmt::Display for Secret {
 }
 
 impl<'de> Deserialize<'de> for Secret {
+    /// An empty value (`key:` with nothing after it, as an unset `${env:VAR}` leaves) is an
+    /// empty secret, so the component's own check can say which value is missing.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        Option::<String>::deserialize(d).map(|s| Secret(s.unwrap_or_default()))
     }
 }
 

@@ -172,7 +172,12 @@ impl OtlpExporterConfig {
                 return Err(format!("encoding {e:?} is not supported (proto, json)"));
             }
         }
-        for k in self.headers.keys() {
+        for (k, v) in &self.headers {
+            if v.is_empty() {
+                return Err(format!(
+                    "header {k:?} has an empty value (an unset environment variable?)"
+                ));
+            }
             if k.is_empty()
                 || !k
                     .bytes()
