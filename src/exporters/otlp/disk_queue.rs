@@ -13,6 +13,7 @@
 //!
 //! When the disk bound is reached or a write fails (disk full), batches are kept in memory
 //! instead, up to `memory_capacity`, and the condition is logged; beyond that they are refused.
+//! Without `storage` the same queue runs in memory only ([`DiskQueue::in_memory`]).
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
@@ -85,6 +86,8 @@ struct Inner {
 }
 
 pub struct DiskQueue {
+    /// False for a queue in memory only (no `storage`): same queue, no files.
+    on_disk: bool,
     dir: PathBuf,
     fsync: bool,
     max_bytes: u64,
@@ -225,6 +228,7 @@ impl DiskQueue {
         }
         Ok((
             DiskQueue {
+                on_disk: true,
                 dir: dir.to_path_buf(),
                 fsync,
                 max_bytes,
@@ -234,6 +238,34 @@ impl DiskQueue {
             },
             replayed,
         ))
+    }
+
+    /// A queue of `capacity` batches in memory, for exporters without `storage`.
+    pub fn in_memory(capacity: usize) -> DiskQueue {
+        DiskQueue {
+            on_disk: false,
+            dir: PathBuf::new(),
+            fsync: false,
+            max_bytes: 0,
+            memory_capacity: capacity,
+            inner: Mutex::new(Inner {
+                segments: BTreeMap::new(),
+                writer: None,
+                queue: VecDeque::new(),
+                memory: VecDeque::new(),
+                next_seq: 0,
+                next_segment: 0,
+                bytes: 0,
+                closed: false,
+                degraded: false,
+            }),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Whether batches are kept on disk (and so survive a restart).
+    pub fn on_disk(&self) -> bool {
+        self.on_disk
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -319,6 +351,15 @@ impl DiskQueue {
     /// Queues a batch: on disk when possible, else in memory; `Err` when both are full.
     pub fn push(&self, batch: Batch) -> Result<Stored, Batch> {
         let mut g = self.lock();
+        if !self.on_disk {
+            if g.memory.len() >= self.memory_capacity {
+                return Err(batch);
+            }
+            g.memory.push_back(batch);
+            drop(g);
+            self.ready.notify_one();
+            return Ok(Stored::Memory);
+        }
         let seq = g.next_seq;
         match self.write_record(&mut g, seq, &batch) {
             Ok(item) => {

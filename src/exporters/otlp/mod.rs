@@ -367,111 +367,24 @@ pub async fn run(
         }
         return;
     }
-    if let Some(storage) = storage {
-        return run_persistent(name, cfg, transport, input, telemetry, storage, log).await;
-    }
     let cap = cfg.sending_queue.queue_size;
-    telemetry
-        .exporter_queue_capacity
-        .get_or_create(&labels)
-        .set(cap as i64);
-    let (qtx, qrx) = mpsc::channel::<Batch>(cap);
-    let qrx = Arc::new(tokio::sync::Mutex::new(qrx));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..cfg.sending_queue.num_consumers {
-        let qrx = qrx.clone();
-        let transport = transport.clone();
-        let retry = cfg.retry_on_failure.clone();
-        let log = log.clone();
-        let telemetry = telemetry.clone();
-        let name = name.clone();
-        let labels = labels.clone();
-        workers.spawn(async move {
-            loop {
-                let next = { qrx.lock().await.recv().await };
-                let Some(batch) = next else { break };
-                telemetry.exporter_queue_size.get_or_create(&labels).dec();
-                deliver(
-                    &name,
-                    transport.as_ref(),
-                    &retry,
-                    &batch,
-                    &log,
-                    &telemetry,
-                    false,
-                )
-                .await;
+    let queue = match storage {
+        None => disk_queue::DiskQueue::in_memory(cap),
+        Some(st) => match disk_queue::DiskQueue::open(&st.dir, st.fsync, st.max_bytes, cap) {
+            Ok((q, replayed)) => {
+                if replayed.batches > 0 || replayed.dropped_bytes > 0 {
+                    tracing::info!(exporter = %name, batches = replayed.batches, points = replayed.points, torn_bytes = replayed.dropped_bytes, "persistent queue: resending what an earlier run left");
+                }
+                q
             }
-        });
-    }
-    while let Some(m) = input.recv().await {
-        let points = m.point_count();
-        if points == 0 {
-            continue;
-        }
-        let batch = Batch {
-            points,
-            request: encode::encode(&m),
-        };
-        match qtx.try_send(batch) {
-            Ok(()) => {
-                telemetry.exporter_queue_size.get_or_create(&labels).inc();
+            Err(e) => {
+                // Without its directory the exporter still works, from memory, and says so.
+                tracing::error!(exporter = %name, error = %e, "persistent queue unavailable; queueing in memory");
+                disk_queue::DiskQueue::in_memory(cap)
             }
-            Err(_) => {
-                tracing::warn!(exporter = %name, points, "sending queue is full; refusing the new batch");
-                telemetry
-                    .exporter_enqueue_failed
-                    .get_or_create(&labels)
-                    .inc_by(points as f64);
-            }
-        }
-    }
-    drop(qtx);
-    while workers.join_next().await.is_some() {}
-}
-
-/// Where and how an exporter keeps its queue on disk (from its `file_storage` extension).
-#[derive(Debug, Clone)]
-pub struct Storage {
-    pub dir: std::path::PathBuf,
-    pub fsync: bool,
-    pub max_bytes: u64,
-}
-
-/// The exporter loop over a persistent queue: every accepted batch is on disk first; batches
-/// left from an earlier run are sent before new ones; a batch still failing after its retry
-/// budget goes back to the end of the queue instead of being dropped.
-async fn run_persistent(
-    name: String,
-    cfg: OtlpExporterConfig,
-    transport: Arc<dyn Transport>,
-    mut input: mpsc::Receiver<Metrics>,
-    telemetry: SharedTelemetry,
-    storage: Storage,
-    log: Arc<OnceLogger>,
-) {
-    let labels = Telemetry::labels(&[("exporter", &name)]);
-    let cap = cfg.sending_queue.queue_size;
-    let queue = match disk_queue::DiskQueue::open(
-        &storage.dir,
-        storage.fsync,
-        storage.max_bytes,
-        cap,
-    ) {
-        Ok((q, replayed)) => {
-            if replayed.batches > 0 || replayed.dropped_bytes > 0 {
-                tracing::info!(exporter = %name, batches = replayed.batches, points = replayed.points, torn_bytes = replayed.dropped_bytes, "persistent queue: resending what an earlier run left");
-            }
-            Arc::new(q)
-        }
-        Err(e) => {
-            // Without its directory the exporter still works, from memory, and says so.
-            tracing::error!(exporter = %name, error = %e, "persistent queue unavailable; queueing in memory");
-            let mut cfg = cfg;
-            cfg.sending_queue.storage = None;
-            return Box::pin(run(name, cfg, transport, input, telemetry, None)).await;
-        }
+        },
     };
+    let queue = Arc::new(queue);
     telemetry
         .exporter_queue_capacity
         .get_or_create(&labels)
@@ -497,6 +410,9 @@ async fn run_persistent(
         let name = name.clone();
         let gauge = gauge.clone();
         workers.spawn(async move {
+            // On disk, a batch that outlived its retry budget goes back in line; in memory it
+            // is dropped (and counted by `deliver`).
+            let keep = queue.on_disk();
             while let Some((item, batch)) = queue.pop().await {
                 gauge(&queue);
                 let outcome = deliver(
@@ -506,10 +422,10 @@ async fn run_persistent(
                     &batch,
                     &log,
                     &telemetry,
-                    true,
+                    keep,
                 )
                 .await;
-                if outcome == Outcome::GaveUp {
+                if keep && outcome == Outcome::GaveUp {
                     tokio::time::sleep(retry.initial_interval).await;
                     queue.requeue(item, batch);
                 } else {
@@ -529,7 +445,7 @@ async fn run_persistent(
             request: encode::encode(&m),
         };
         if queue.push(batch).is_err() {
-            tracing::warn!(exporter = %name, points, "sending queue is full (disk and memory); refusing the new batch");
+            tracing::warn!(exporter = %name, points, "sending queue is full; refusing the new batch");
             telemetry
                 .exporter_enqueue_failed
                 .get_or_create(&labels)
@@ -539,6 +455,14 @@ async fn run_persistent(
     }
     queue.close();
     while workers.join_next().await.is_some() {}
+}
+
+/// Where and how an exporter keeps its queue on disk (from its `file_storage` extension).
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub dir: std::path::PathBuf,
+    pub fsync: bool,
+    pub max_bytes: u64,
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date.
