@@ -366,29 +366,21 @@ impl Running {
         String,
     > {
         // Extensions and self-telemetry: kept when their config is unchanged.
-        let mut wanted_servers: Vec<(String, String)> = Vec::new();
-        for id in &cfg.extensions {
-            if let Some(ext) = cfg.raw.extensions.get(id) {
-                wanted_servers.push((id.to_string(), format!("{id} {ext:#?}")));
-            }
-        }
-        if cfg
-            .raw
-            .service
-            .telemetry
-            .metrics
-            .listen_address()?
-            .is_some()
-        {
-            wanted_servers.push((
-                "telemetry".into(),
-                format!("telemetry {:#?}", cfg.raw.service.telemetry.metrics),
-            ));
+        let extension_fp = |id: &ComponentId, ext: &ExtensionConfig| format!("{id} {ext:#?}");
+        let telemetry_fp = format!("telemetry {:#?}", cfg.raw.service.telemetry.metrics);
+        let telemetry_addr = cfg.raw.service.telemetry.metrics.listen_address()?;
+        let mut wanted_servers: Vec<String> = cfg
+            .extensions
+            .iter()
+            .filter_map(|id| Some(extension_fp(id, cfg.raw.extensions.get(id)?)))
+            .collect();
+        if telemetry_addr.is_some() {
+            wanted_servers.push(telemetry_fp.clone());
         }
         let mut servers: Vec<(String, Server)> = Vec::new();
         let mut zpages: Vec<(String, Arc<ZpagesState>)> = Vec::new();
         for (fp, server) in std::mem::take(&mut old.servers) {
-            if wanted_servers.iter().any(|(_, w)| *w == fp) {
+            if wanted_servers.contains(&fp) {
                 servers.push((fp, server));
             } else {
                 stop_server(server).await;
@@ -404,7 +396,7 @@ impl Running {
             let Some(ext) = cfg.raw.extensions.get(id) else {
                 continue;
             };
-            let fp = format!("{id} {ext:#?}");
+            let fp = extension_fp(id, ext);
             match ext {
                 ExtensionConfig::FileStorage(f) => {
                     if f.create_directory {
@@ -434,8 +426,8 @@ impl Running {
                 }
             }
         }
-        if let Some(addr) = cfg.raw.service.telemetry.metrics.listen_address()? {
-            let fp = format!("telemetry {:#?}", cfg.raw.service.telemetry.metrics);
+        if let Some(addr) = telemetry_addr {
+            let fp = telemetry_fp;
             if !servers.iter().any(|(f, _)| *f == fp) {
                 let l = bind("service.telemetry.metrics", addr).await?;
                 let t = telemetry.clone();

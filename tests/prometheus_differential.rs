@@ -44,14 +44,6 @@ fn prometheus_version() -> (u32, u32) {
     (major, minor)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn start_prometheus(scrape_yaml: &str, port: u16) -> Prometheus {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = dir.path().join("prometheus.yml");

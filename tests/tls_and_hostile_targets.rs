@@ -205,13 +205,7 @@ async fn hostile_bodies_fail_only_their_own_scrape() {
             }),
         )
         .route("/good", axum::routing::get(|| async { "good_metric 1\n" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve_http(app).await;
     let (sink_addr, sink) = http_sink().await;
     // One job per path, sharing a 64 KiB body limit (the big body is ~500 KiB).
     let mut jobs = String::new();
@@ -280,13 +274,7 @@ async fn ten_million_series_and_megabyte_labels_are_refused() {
             }),
         )
         .route("/good", axum::routing::get(|| async { "good_metric 1\n" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve_http(app).await;
     let (sink_addr, sink) = http_sink().await;
     let mut jobs = String::new();
     for (p, extra) in [

@@ -179,17 +179,11 @@ impl KubeApi {
 
     /// Plain HTTP, no authentication.
     pub async fn start() -> KubeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let shared = Self::shared(None);
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::serve_http(app).await;
         KubeApi {
             addr,
             shared,

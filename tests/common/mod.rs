@@ -68,10 +68,6 @@ impl Target {
     pub async fn start() -> Target {
         let pages: Pages = Arc::default();
         let requests: Requests = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let st = (pages.clone(), requests.clone());
         let app = axum::Router::new().fallback(
             |State((pages, requests)): State<(Pages, Requests)>,
@@ -104,9 +100,7 @@ impl Target {
                 (StatusCode::from_u16(page.status).expect("status"), h, body).into_response()
             },
         );
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app.with_state(st)).await;
-        });
+        let addr = serve_http(app.with_state(st)).await;
         Target {
             addr,
             pages,
@@ -365,17 +359,10 @@ async fn http_export(
 /// A real OTLP/HTTP receiver on 127.0.0.1 (`POST /v1/metrics`, protobuf or JSON, gzip/zstd).
 pub async fn http_sink() -> (SocketAddr, Sink) {
     let sink = Sink::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let app = axum::Router::new()
         .route("/v1/metrics", axum::routing::post(http_export))
         .with_state(sink.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (addr, sink)
+    (serve_http(app).await, sink)
 }
 
 /// Number points of a metric (gauge or sum).
@@ -582,6 +569,18 @@ pub fn test_pki() -> TestPki {
         server_cert_pem: cert.pem(),
         server_key_pem: key.serialize_pem(),
     }
+}
+
+/// Serves `app` over plain HTTP on a free port of 127.0.0.1.
+pub async fn serve_http(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
 }
 
 /// Serves `app` over TLS on 127.0.0.1 (HTTP/1.1 and HTTP/2 by ALPN).

@@ -166,6 +166,73 @@ fn default_auth_type() -> String {
     "Bearer".into()
 }
 
+/// Credentials from Prometheus's HTTP client keys, secret files read.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// (type, credentials) from `authorization`, or `Bearer` from `bearer_token[_file]`.
+    pub authorization: Option<(String, Secret)>,
+    /// (username, password) from `basic_auth`.
+    pub basic_auth: Option<(String, Secret)>,
+}
+
+/// Resolves `authorization` (or the older `bearer_token[_file]`) and `basic_auth` the way
+/// Prometheus checks them; returns what could be resolved and every problem found.
+pub fn resolve_credentials(
+    authorization: Option<&Authorization>,
+    bearer_token: Option<&Secret>,
+    bearer_token_file: Option<&str>,
+    basic_auth: Option<&BasicAuth>,
+) -> (Credentials, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut read = |what: &str, f: &str| match crate::config::secret::read_secret_file(f) {
+        Ok(s) => Some(s),
+        Err(m) => {
+            problems.push(format!("{what}: {m}"));
+            None
+        }
+    };
+    let mut exclusive = Vec::new();
+    let authorization = match authorization {
+        Some(a) => match (&a.credentials, &a.credentials_file) {
+            (Some(c), None) => Some((a.kind.clone(), c.clone())),
+            (None, Some(f)) => read("authorization", f).map(|s| (a.kind.clone(), s)),
+            (Some(_), Some(_)) => {
+                exclusive.push("authorization: credentials and credentials_file are exclusive");
+                None
+            }
+            (None, None) => None,
+        },
+        None => match (bearer_token, bearer_token_file) {
+            (Some(t), _) => Some(("Bearer".into(), t.clone())),
+            (None, Some(f)) => read("bearer_token_file", f).map(|s| ("Bearer".into(), s)),
+            (None, None) => None,
+        },
+    };
+    let basic_auth = basic_auth.and_then(|b| {
+        let pw = match (&b.password, &b.password_file) {
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(f)) => read("basic_auth", f),
+            (None, None) => Some(Secret::default()),
+            (Some(_), Some(_)) => {
+                exclusive.push("basic_auth: password and password_file are exclusive");
+                None
+            }
+        };
+        pw.map(|p| (b.username.clone(), p))
+    });
+    problems.extend(exclusive.into_iter().map(String::from));
+    if authorization.is_some() && basic_auth.is_some() {
+        problems.push("at most one of basic_auth and authorization may be set".into());
+    }
+    (
+        Credentials {
+            authorization,
+            basic_auth,
+        },
+        problems,
+    )
+}
+
 /// Prometheus's defaults.
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -252,57 +319,14 @@ impl PrometheusConfig {
                     err(format!("relabel rule {}: {m}", i + 1));
                 }
             }
-            let authorization = match &sc.authorization {
-                Some(a) => match (&a.credentials, &a.credentials_file) {
-                    (Some(c), None) => Some((a.kind.clone(), c.clone())),
-                    (None, Some(f)) => match crate::config::secret::read_secret_file(f) {
-                        Ok(s) => Some((a.kind.clone(), s)),
-                        Err(m) => {
-                            err(format!("authorization: {m}"));
-                            None
-                        }
-                    },
-                    (Some(_), Some(_)) => {
-                        err("authorization: credentials and credentials_file are exclusive".into());
-                        None
-                    }
-                    (None, None) => None,
-                },
-                None => match (&sc.bearer_token, &sc.bearer_token_file) {
-                    (Some(t), _) => Some(("Bearer".into(), t.clone())),
-                    (None, Some(f)) => match crate::config::secret::read_secret_file(f) {
-                        Ok(s) => Some(("Bearer".into(), s)),
-                        Err(m) => {
-                            err(format!("bearer_token_file: {m}"));
-                            None
-                        }
-                    },
-                    _ => None,
-                },
-            };
-            let basic_auth = match &sc.basic_auth {
-                Some(b) => {
-                    let pw = match (&b.password, &b.password_file) {
-                        (Some(p), None) => Some(p.clone()),
-                        (None, Some(f)) => match crate::config::secret::read_secret_file(f) {
-                            Ok(s) => Some(s),
-                            Err(m) => {
-                                err(format!("basic_auth: {m}"));
-                                None
-                            }
-                        },
-                        (None, None) => Some(Secret::default()),
-                        (Some(_), Some(_)) => {
-                            err("basic_auth: password and password_file are exclusive".into());
-                            None
-                        }
-                    };
-                    pw.map(|p| (b.username.clone(), p))
-                }
-                None => None,
-            };
-            if authorization.is_some() && basic_auth.is_some() {
-                err("at most one of basic_auth and authorization may be set".into());
+            let (credentials, problems) = resolve_credentials(
+                sc.authorization.as_ref(),
+                sc.bearer_token.as_ref(),
+                sc.bearer_token_file.as_deref(),
+                sc.basic_auth.as_ref(),
+            );
+            for m in problems {
+                err(m);
             }
             let protocols = sc.scrape_protocols.as_ref().or(g.scrape_protocols.as_ref());
             let openmetrics = match protocols {
@@ -347,8 +371,8 @@ impl PrometheusConfig {
                     .or(g.body_size_limit)
                     .unwrap_or(DEFAULT_BODY_SIZE_LIMIT),
                 external_labels: g.external_labels.clone(),
-                authorization,
-                basic_auth,
+                authorization: credentials.authorization,
+                basic_auth: credentials.basic_auth,
                 tls: sc.tls_config.clone(),
             });
         }

@@ -18,6 +18,27 @@ pub struct Update {
     pub groups: Vec<TargetGroup>,
 }
 
+/// Reports `groups` unless they equal what was last sent; false once the job manager is gone.
+pub async fn send_if_changed(
+    tx: &mpsc::Sender<Update>,
+    provider: usize,
+    groups: Vec<TargetGroup>,
+    sent: &mut Option<Vec<TargetGroup>>,
+) -> bool {
+    if sent.as_ref() == Some(&groups) {
+        return true;
+    }
+    let update = Update {
+        provider,
+        groups: groups.clone(),
+    };
+    if tx.send(update).await.is_err() {
+        return false;
+    }
+    *sent = Some(groups);
+    true
+}
+
 /// Groups for `static_configs`.
 pub fn static_groups(configs: &[StaticConfig]) -> Vec<TargetGroup> {
     configs
@@ -175,18 +196,8 @@ pub async fn run_file_sd(cfg: FileSdConfig, provider: usize, tx: mpsc::Sender<Up
             }
             last = Some(fp);
             let groups: Vec<TargetGroup> = per_file.values().flatten().cloned().collect();
-            if sent.as_ref() != Some(&groups) {
-                if tx
-                    .send(Update {
-                        provider,
-                        groups: groups.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                sent = Some(groups);
+            if !send_if_changed(&tx, provider, groups, &mut sent).await {
+                return;
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -192,7 +192,8 @@ impl PrometheusReceiver {
             let Some(job) = self.jobs.get_mut(&name) else {
                 continue;
             };
-            if job.raw == format!("{raw:#?}") {
+            let raw_fp = format!("{raw:#?}");
+            if job.raw == raw_fp {
                 continue;
             }
             if job.settings == settings_key(&sc) {
@@ -202,7 +203,7 @@ impl PrometheusReceiver {
                 let (stop, stop_rx) = watch::channel(false);
                 let (updates, providers) = start_discovery(raw, &stop_rx, &mut job.discovery);
                 job.discovery_stop = stop;
-                job.raw = format!("{raw:#?}");
+                job.raw = raw_fp;
                 let _ = job
                     .control
                     .send(JobControl::Discovery { updates, providers })

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use super::config::{Authorization, BasicAuth};
+use super::config::{resolve_credentials, Authorization, BasicAuth};
 use super::discovery::Update;
 use super::target::TargetGroup;
-use crate::config::secret::{read_secret_file, Secret};
+use crate::config::secret::Secret;
 use crate::config::tls::TlsClientConfig;
 use targets::{object_key, Objects};
 
@@ -291,35 +291,29 @@ async fn client_config(cfg: &KubernetesSdConfig) -> Result<kube::Config, String>
     }
     kc.auth_info.client_certificate = tls.cert_file.clone();
     kc.auth_info.client_key = tls.key_file.clone();
-    if let Some(b) = &cfg.basic_auth {
-        kc.auth_info.username = Some(b.username.clone());
-        let pw = match (&b.password, &b.password_file) {
-            (Some(p), _) => p.clone(),
-            (None, Some(f)) => read_secret_file(f)?,
-            (None, None) => Secret::default(),
-        };
-        kc.auth_info.password = Some(pw.expose().to_string().into());
+    // A lone bearer_token_file goes to the client as a file, re-read as the token rotates
+    // (as Prometheus does); everything else is resolved like a scrape job's credentials.
+    let rotating = cfg.authorization.is_none()
+        && cfg.bearer_token.is_none()
+        && cfg.bearer_token_file.is_some();
+    let (credentials, problems) = resolve_credentials(
+        cfg.authorization.as_ref(),
+        cfg.bearer_token.as_ref(),
+        cfg.bearer_token_file.as_deref().filter(|_| !rotating),
+        cfg.basic_auth.as_ref(),
+    );
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
     }
-    let token = match (
-        &cfg.authorization,
-        &cfg.bearer_token,
-        &cfg.bearer_token_file,
-    ) {
-        (Some(a), _, _) => match (&a.credentials, &a.credentials_file) {
-            (Some(c), _) => Some(c.clone()),
-            (None, Some(f)) => Some(read_secret_file(f)?),
-            (None, None) => None,
-        },
-        (None, Some(t), _) => Some(t.clone()),
-        (None, None, Some(f)) => {
-            // Re-read on every request, as Prometheus does, so rotated tokens keep working.
-            kc.auth_info.token_file = Some(f.clone());
-            None
-        }
-        (None, None, None) => None,
-    };
-    if let Some(t) = token {
-        kc.auth_info.token = Some(t.expose().to_string().into());
+    if rotating {
+        kc.auth_info.token_file = cfg.bearer_token_file.clone();
+    }
+    if let Some((_, token)) = credentials.authorization {
+        kc.auth_info.token = Some(token.expose().to_string().into());
+    }
+    if let Some((user, password)) = credentials.basic_auth {
+        kc.auth_info.username = Some(user);
+        kc.auth_info.password = Some(password.expose().to_string().into());
     }
     Ok(kc)
 }
@@ -507,18 +501,8 @@ pub async fn run(cfg: KubernetesSdConfig, provider: usize, tx: mpsc::Sender<Upda
             continue;
         }
         let groups = build_groups(&cfg, &streams);
-        if sent.as_ref() != Some(&groups) {
-            if tx
-                .send(Update {
-                    provider,
-                    groups: groups.clone(),
-                })
-                .await
-                .is_err()
-            {
-                break;
-            }
-            sent = Some(groups);
+        if !super::discovery::send_if_changed(&tx, provider, groups, &mut sent).await {
+            break;
         }
     }
     tasks.shutdown().await;
