@@ -246,8 +246,9 @@ async fn hostile_bodies_fail_only_their_own_scrape() {
 }
 
 /// With no limits configured: a target streaming 10 million series (~330 MB) is cut off at the
-/// default body size limit, a 1 MB label value is refused by `label_value_length_limit`, and
-/// a well-behaved target next to them keeps working. Memory stays bounded.
+/// default body size limit, a 1 MB label value and a 2 KB label name are refused by the
+/// default label length limits, and a well-behaved target next to them keeps working. Memory
+/// stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_million_series_and_megabyte_labels_are_refused() {
     use axum::body::Body;
@@ -264,6 +265,7 @@ async fn ten_million_series_and_megabyte_labels_are_refused() {
         Body::from_stream(s)
     };
     let huge_label = format!("wide{{blob=\"{}\"}} 1\n", "x".repeat(1 << 20));
+    let long_name = format!("named{{{}=\"v\"}} 1\n", "n".repeat(2048));
     let app = axum::Router::new()
         .route("/flood", axum::routing::get(move || async move { flood() }))
         .route(
@@ -273,15 +275,18 @@ async fn ten_million_series_and_megabyte_labels_are_refused() {
                 async move { b }
             }),
         )
+        .route(
+            "/named",
+            axum::routing::get(move || {
+                let b = long_name.clone();
+                async move { b }
+            }),
+        )
         .route("/good", axum::routing::get(|| async { "good_metric 1\n" }));
     let addr = serve_http(app).await;
     let (sink_addr, sink) = http_sink().await;
     let mut jobs = String::new();
-    for (p, extra) in [
-        ("flood", ""),
-        ("wide", "          label_value_length_limit: 4096\n"),
-        ("good", ""),
-    ] {
+    for (p, extra) in [("flood", ""), ("wide", ""), ("named", ""), ("good", "")] {
         jobs.push_str(&format!(
             "        - job_name: {p}\n          scrape_interval: 2s\n          scrape_timeout: 2s\n          metrics_path: /{p}\n{extra}          static_configs: [{{targets: ['{addr}']}}]\n"
         ));
@@ -298,11 +303,17 @@ async fn ten_million_series_and_megabyte_labels_are_refused() {
     let e = wide.last_error.clone().unwrap_or_default();
     assert_eq!(wide.health, "down");
     assert!(e.contains("label_value_length_limit exceeded"), "wide: {e}");
+    let named = by("named");
+    let e = named.last_error.clone().unwrap_or_default();
+    assert_eq!(named.health, "down");
+    assert!(e.contains("label_name_length_limit exceeded"), "named: {e}");
     assert_eq!(by("good").health, "up");
     let names: Vec<String> = sink.metrics().into_iter().map(|(_, m)| m.name).collect();
     assert!(names.iter().any(|n| n == "good_metric"));
     assert!(
-        !names.iter().any(|n| n == "flood_total" || n == "wide"),
+        !names
+            .iter()
+            .any(|n| n == "flood_total" || n == "wide" || n == "named"),
         "nothing of a refused body is exported"
     );
     eprintln!(

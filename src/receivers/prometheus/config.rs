@@ -240,6 +240,12 @@ pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// limit, Prometheus's default). An agent must not be taken down by one runaway target; vmagent
 /// draws the same line at 16 MiB, Istio sidecars expose a few MiB at most.
 pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 64 << 20;
+/// Label names and values above these fail their scrape unless `label_name_length_limit` /
+/// `label_value_length_limit` say otherwise (`0` = no limit, Prometheus's default). A megabyte
+/// label would be copied into every point of its series; OTLP backends cut string attributes
+/// long before that (Honeycomb at 64 KB).
+pub const DEFAULT_LABEL_NAME_LENGTH_LIMIT: u64 = 1 << 10;
+pub const DEFAULT_LABEL_VALUE_LENGTH_LIMIT: u64 = 64 << 10;
 
 /// A scrape config with the global defaults folded in and checked.
 #[derive(Debug, Clone)]
@@ -361,11 +367,11 @@ impl PrometheusConfig {
                 label_name_length_limit: sc
                     .label_name_length_limit
                     .or(g.label_name_length_limit)
-                    .unwrap_or(0),
+                    .unwrap_or(DEFAULT_LABEL_NAME_LENGTH_LIMIT),
                 label_value_length_limit: sc
                     .label_value_length_limit
                     .or(g.label_value_length_limit)
-                    .unwrap_or(0),
+                    .unwrap_or(DEFAULT_LABEL_VALUE_LENGTH_LIMIT),
                 body_size_limit: sc
                     .body_size_limit
                     .or(g.body_size_limit)
