@@ -9,6 +9,6 @@ TARGET=x86_64-unknown-linux-gnu
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target "$TARGET" --bin meshmetrics
 BIN="target/$TARGET/release/meshmetrics"
-# The image needs no debug info (the release profile keeps it for profilers).
+# The image needs no debug info, not even the standard library's.
 strip --strip-debug "$BIN"
 echo "$BIN"
