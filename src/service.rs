@@ -16,6 +16,7 @@ use crate::config::{
 use crate::exporters;
 use crate::exporters::promql::api::{self, ApiState};
 use crate::exporters::promql::queryz::QueryLog;
+use crate::extensions::bearer_token_auth::BearerTokenAuth;
 use crate::extensions::health_check::{self, Health, HealthState};
 use crate::extensions::zpages::{self, ReloadStatus, ZpagesState};
 use crate::model::Metrics;
@@ -24,6 +25,7 @@ use crate::processors::attributes::{AttributesProcessor, ResourceProcessor};
 use crate::processors::filter::FilterProcessor;
 use crate::processors::memory_limiter::{self, MemoryGate, SharedGates};
 use crate::processors::{batch, Processor};
+use crate::receivers::otlp::OtlpReceiver;
 use crate::receivers::prometheus::scrape::TargetRegistry;
 use crate::receivers::prometheus::PrometheusReceiver;
 use crate::store::Store;
@@ -50,9 +52,51 @@ struct ExporterHandle {
 /// A started receiver, with the outputs and memory gates a reload can repoint.
 struct ReceiverHandle {
     fingerprint: String,
-    receiver: PrometheusReceiver,
+    receiver: StartedReceiver,
     out: Fanout,
     gates: SharedGates,
+}
+
+enum StartedReceiver {
+    Prometheus(PrometheusReceiver),
+    Otlp(OtlpReceiver),
+}
+
+impl StartedReceiver {
+    async fn shutdown(self) {
+        match self {
+            StartedReceiver::Prometheus(r) => r.shutdown().await,
+            StartedReceiver::Otlp(r) => r.shutdown().await,
+        }
+    }
+}
+
+/// What decides whether a receiver restarts on reload: its config, and for OTLP the
+/// authenticators it names.
+fn receiver_fingerprint(cfg: &Config, rc: &ReceiverConfig) -> String {
+    let mut fp = format!("{rc:#?}");
+    if let ReceiverConfig::Otlp(o) = rc {
+        let p = &o.protocols;
+        let names = [
+            p.grpc.as_ref().and_then(|g| g.auth.as_ref()),
+            p.http.as_ref().and_then(|h| h.auth.as_ref()),
+        ];
+        for a in names.into_iter().flatten() {
+            if let Ok(id) = ComponentId::parse(&a.authenticator) {
+                fp.push_str(&format!("{:#?}", cfg.raw.extensions.get(&id)));
+            }
+        }
+    }
+    fp
+}
+
+/// The bearer-token authenticator an OTLP receiver names, by extension id.
+fn authenticator(cfg: &Config, name: &str) -> Option<BearerTokenAuth> {
+    let id = ComponentId::parse(name).ok()?;
+    match cfg.raw.extensions.get(&id) {
+        Some(ExtensionConfig::BearerTokenAuth(b)) => Some(BearerTokenAuth::new(b.clone())),
+        _ => None,
+    }
 }
 
 /// A running agent.
@@ -405,6 +449,8 @@ impl Running {
                     }
                     continue;
                 }
+                // Used by the receivers that name it.
+                ExtensionConfig::BearerTokenAuth(_) => continue,
                 _ if servers.iter().any(|(f, _)| *f == fp) => continue,
                 ExtensionConfig::HealthCheck(h) => {
                     let addr = parse_listen_address(&h.endpoint)?;
@@ -577,7 +623,7 @@ impl Running {
                 continue;
             };
             let gate_list = receiver_gates.remove(id).unwrap_or_default();
-            let fp = format!("{rc:#?}");
+            let fp = receiver_fingerprint(&cfg, rc);
             let previous = old
                 .receivers
                 .iter()
@@ -588,13 +634,59 @@ impl Running {
                     h.out.replace(outs);
                     h.gates.store(Arc::new(gate_list));
                     if h.fingerprint != fp {
-                        h.receiver
-                            .reconfigure(pc)
-                            .await
-                            .map_err(|e| format!("receiver {id}: {e}"))?;
+                        if let StartedReceiver::Prometheus(r) = &mut h.receiver {
+                            r.reconfigure(pc)
+                                .await
+                                .map_err(|e| format!("receiver {id}: {e}"))?;
+                        }
                         h.fingerprint = fp;
                     }
                     receivers.push((id.clone(), h));
+                }
+                (ReceiverConfig::Otlp(oc), Some(mut h)) => {
+                    h.out.replace(outs);
+                    h.gates.store(Arc::new(gate_list));
+                    if h.fingerprint != fp {
+                        // Its ports may stay the same: the old servers stop first.
+                        h.receiver.shutdown().await;
+                        h.receiver = StartedReceiver::Otlp(
+                            OtlpReceiver::start(
+                                id.to_string(),
+                                oc,
+                                h.out.clone(),
+                                telemetry.clone(),
+                                h.gates.clone(),
+                                &|name| authenticator(&cfg, name),
+                            )
+                            .await
+                            .map_err(|e| format!("receiver {id}: {e}"))?,
+                        );
+                        h.fingerprint = fp;
+                    }
+                    receivers.push((id.clone(), h));
+                }
+                (ReceiverConfig::Otlp(oc), None) => {
+                    let out = Fanout::new(outs);
+                    let gates: SharedGates = Arc::new(arc_swap::ArcSwap::from_pointee(gate_list));
+                    let receiver = OtlpReceiver::start(
+                        id.to_string(),
+                        oc,
+                        out.clone(),
+                        telemetry.clone(),
+                        gates.clone(),
+                        &|name| authenticator(&cfg, name),
+                    )
+                    .await
+                    .map_err(|e| format!("receiver {id}: {e}"))?;
+                    receivers.push((
+                        id.clone(),
+                        ReceiverHandle {
+                            fingerprint: fp,
+                            receiver: StartedReceiver::Otlp(receiver),
+                            out,
+                            gates,
+                        },
+                    ));
                 }
                 (ReceiverConfig::Prometheus(pc), None) => {
                     let out = Fanout::new(outs);
@@ -612,7 +704,7 @@ impl Running {
                         id.clone(),
                         ReceiverHandle {
                             fingerprint: fp,
-                            receiver,
+                            receiver: StartedReceiver::Prometheus(receiver),
                             out,
                             gates,
                         },

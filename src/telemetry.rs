@@ -28,6 +28,7 @@ pub struct Telemetry {
     pub scrapes: CounterF,
     pub scrape_failures: CounterF,
     pub scrapes_skipped: CounterF,
+    pub requests_refused: CounterF,
     uptime: Family<Labels, Gauge<f64, AtomicU64>>,
     rss: GaugeF,
     cpu: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -52,6 +53,7 @@ impl Telemetry {
         let scrapes = CounterF::default();
         let scrape_failures = CounterF::default();
         let scrapes_skipped = CounterF::default();
+        let requests_refused = CounterF::default();
         let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let rss = GaugeF::default();
         let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -106,6 +108,11 @@ impl Telemetry {
             scrapes_skipped.clone(),
         );
         registry.register(
+            "meshmetrics_receiver_refused_requests",
+            "Pushed requests refused whole, per receiver, transport and reason",
+            requests_refused.clone(),
+        );
+        registry.register(
             "otelcol_process_uptime",
             "Uptime of the process in seconds",
             uptime.clone(),
@@ -133,6 +140,7 @@ impl Telemetry {
             scrapes,
             scrape_failures,
             scrapes_skipped,
+            requests_refused,
             uptime,
             rss,
             cpu,

@@ -57,6 +57,9 @@ fn broken_configs_table() {
         ("bad env reference", &GOOD.replace("127.0.0.1:15090", "${env:1BAD}"), &["bad.yaml:7:26", "invalid environment variable name"]),
         ("bad compression", &GOOD.replace("debug: {}", "debug: {}\n  otlp: {endpoint: 'x:4317', compression: brotli}"), &["bad.yaml:12:3: exporters::otlp", "compression \"brotli\" is not supported"]),
         ("bad yaml", "receivers: [\n", &["bad.yaml:1:"]),
+        ("otlp receiver without protocols", &GOOD.replace("receivers:\n", "receivers:\n  otlp: {protocols: {}}\n"), &["bad.yaml:2:3: receivers::otlp", "protocols must enable grpc, http or both"]),
+        ("otlp auth naming a missing authenticator", &GOOD.replace("receivers:\n", "receivers:\n  otlp: {protocols: {grpc: {auth: {authenticator: bearertokenauth}}}}\n"), &["receivers::otlp: protocols.grpc.auth.authenticator \"bearertokenauth\" must name a bearertokenauth extension listed in service.extensions"]),
+        ("bearertokenauth without a token", &GOOD.replace("processors:\n  batch", "extensions:\n  bearertokenauth: {token: ''}\nprocessors:\n  batch"), &["extensions::bearertokenauth: token is empty (is its environment variable set?)"]),
         ("duplicate job", &GOOD.replace("        - job_name: envoy\n", "        - job_name: envoy\n          static_configs: []\n        - job_name: envoy\n"), &["duplicate job_name"]),
     ];
     for (what, yaml, needles) in cases {
@@ -84,7 +87,9 @@ fn env_expansion_and_dollar_escapes() {
         .replace("127.0.0.1:15090", "${env:MM_TEST_TARGET}")
         .replace("- job_name: envoy", "- job_name: envoy\n          relabel_configs:\n            - {source_labels: [__address__], target_label: x, replacement: '$1-$$literal-${env:MM_UNSET:-dflt}'}");
     let c = Config::from_text("env.yaml", &yaml).expect("valid");
-    let meshmetrics::config::ReceiverConfig::Prometheus(p) = &c.raw.receivers.0[0].1;
+    let meshmetrics::config::ReceiverConfig::Prometheus(p) = &c.raw.receivers.0[0].1 else {
+        panic!("the first receiver is the prometheus one");
+    };
     let sc = &p.config.scrape_configs[0];
     assert_eq!(sc.static_configs[0].targets[0], "127.0.0.1:9999");
     assert_eq!(sc.relabel_configs[0].replacement, "$1-$literal-dflt");

@@ -61,16 +61,6 @@ service:
     )
 }
 
-async fn query(facade: u16, q: &str) -> serde_json::Value {
-    let url = format!(
-        "http://127.0.0.1:{facade}/api/v1/query?query={}",
-        go_query_escape(q)
-    );
-    let (status, body) = http_get(&url, &[]).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("json")
-}
-
 fn max_gap(times: &[Instant]) -> Duration {
     times
         .windows(2)
@@ -177,14 +167,14 @@ async fn twenty_edits_without_a_missed_scrape() {
     assert!(tx.request_count("/metrics") > 0, "the added job ran");
 
     // The last applied edit's processor value is on new data...
-    let v = query(s.facade, &format!("reload_probe{{edit=\"v{applied}\"}}")).await;
+    let v = instant_query(s.facade, &format!("reload_probe{{edit=\"v{applied}\"}}")).await;
     assert_eq!(
         v["data"]["result"].as_array().map(Vec::len),
         Some(2),
         "processor change applied: {v}"
     );
     // ...and the façade kept its window: samples from before the first edit are still there.
-    let v = query(
+    let v = instant_query(
         s.facade,
         r#"count_over_time(reload_probe{job="steady",edit="v0"}[1h])"#,
     )

@@ -18,12 +18,14 @@ use std::net::SocketAddr;
 use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
 use crate::exporters::promql::PromqlExporterConfig;
+use crate::extensions::bearer_token_auth::BearerTokenAuthConfig;
 use crate::extensions::file_storage::FileStorageConfig;
 use crate::extensions::{HealthCheckConfig, ZpagesConfig};
 use crate::processors::attributes::AttributesConfig;
 use crate::processors::batch::BatchConfig;
 use crate::processors::filter::FilterConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
+use crate::receivers::otlp::OtlpReceiverConfig;
 use crate::receivers::prometheus::config::PrometheusReceiverConfig;
 
 /// The config the agent runs when started without `--config`.
@@ -236,13 +238,13 @@ impl<'de, C: ComponentSection> Deserialize<'de> for ComponentMap<C> {
 #[derive(Debug, Clone)]
 pub enum ReceiverConfig {
     Prometheus(Box<PrometheusReceiverConfig>),
+    Otlp(Box<OtlpReceiverConfig>),
 }
 
 impl ComponentSection for ReceiverConfig {
     const NOUN: &'static str = "receiver";
-    const SUPPORTED: &'static [&'static str] = &["prometheus"];
+    const SUPPORTED: &'static [&'static str] = &["prometheus", "otlp"];
     const UNSUPPORTED: &'static [&'static str] = &[
-        "otlp",
         "hostmetrics",
         "kubeletstats",
         "k8s_cluster",
@@ -271,6 +273,7 @@ impl ComponentSection for ReceiverConfig {
     ) -> Result<Self, A::Error> {
         match kind {
             "prometheus" => Ok(ReceiverConfig::Prometheus(Box::new(typed(map)?))),
+            "otlp" => Ok(ReceiverConfig::Otlp(Box::new(typed(map)?))),
             _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
         }
     }
@@ -384,15 +387,16 @@ pub enum ExtensionConfig {
     HealthCheck(HealthCheckConfig),
     Zpages(ZpagesConfig),
     FileStorage(FileStorageConfig),
+    BearerTokenAuth(BearerTokenAuthConfig),
 }
 
 impl ComponentSection for ExtensionConfig {
     const NOUN: &'static str = "extension";
-    const SUPPORTED: &'static [&'static str] = &["health_check", "zpages", "file_storage"];
+    const SUPPORTED: &'static [&'static str] =
+        &["health_check", "zpages", "file_storage", "bearertokenauth"];
     const UNSUPPORTED: &'static [&'static str] = &[
         "pprof",
         "basicauth",
-        "bearertokenauth",
         "oauth2client",
         "headers_setter",
         "k8s_observer",
@@ -413,6 +417,7 @@ impl ComponentSection for ExtensionConfig {
             "health_check" => Ok(ExtensionConfig::HealthCheck(typed(map)?)),
             "zpages" => Ok(ExtensionConfig::Zpages(typed(map)?)),
             "file_storage" => Ok(ExtensionConfig::FileStorage(typed(map)?)),
+            "bearertokenauth" => Ok(ExtensionConfig::BearerTokenAuth(typed(map)?)),
             _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
         }
     }
@@ -847,8 +852,27 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
         column,
         message,
     };
+    // Authenticators a receiver may name: bearertokenauth extensions the service enables.
+    let authenticators: Vec<String> = extensions
+        .iter()
+        .filter(|id| {
+            matches!(
+                raw.extensions.get(id),
+                Some(ExtensionConfig::BearerTokenAuth(_))
+            )
+        })
+        .map(|id| id.to_string())
+        .collect();
     for (i, (id, r)) in raw.receivers.0.iter().enumerate() {
         match r {
+            ReceiverConfig::Otlp(o) => {
+                if let Err(m) = o.validate(&authenticators) {
+                    errors.push(at(
+                        raw.receivers.position(i),
+                        format!("receivers::{id}: {m}"),
+                    ));
+                }
+            }
             ReceiverConfig::Prometheus(p) => {
                 if let Err(es) = p.config.resolve() {
                     for m in es {
@@ -899,6 +923,7 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
             ExtensionConfig::HealthCheck(h) => parse_listen_address(&h.endpoint).map(|_| ()),
             ExtensionConfig::Zpages(z) => parse_listen_address(&z.endpoint).map(|_| ()),
             ExtensionConfig::FileStorage(f) => f.validate(),
+            ExtensionConfig::BearerTokenAuth(b) => b.validate(),
         };
         if let Err(m) = r {
             errors.push(at(

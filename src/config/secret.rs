@@ -18,6 +18,21 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `candidate` equals the secret, compared in constant time so that response
+    /// timing does not reveal how much of a guess was right.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        constant_time_eq(self.0.as_bytes(), candidate)
+    }
+}
+
+/// Compares every byte of the longer input whatever the differences found on the way.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
 }
 
 /// A per-process random salt, so the fingerprints below say nothing outside this process.

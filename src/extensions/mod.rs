@@ -1,5 +1,6 @@
-//! Extensions: `health_check`, `zpages` and `file_storage`.
+//! Extensions: `health_check`, `zpages`, `file_storage` and `bearertokenauth`.
 
+pub mod bearer_token_auth;
 pub mod file_storage;
 pub mod health_check;
 pub mod zpages;

@@ -1,3 +1,4 @@
 //! Receivers: where data enters a pipeline.
 
+pub mod otlp;
 pub mod prometheus;

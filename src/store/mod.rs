@@ -233,7 +233,14 @@ impl Store {
         let mut stored = 0;
         let mut cache: HashMap<(usize, usize, usize), Labels> = HashMap::new();
         for (ri, r) in m.resources.iter().enumerate() {
-            let job = r.resource_attr("service.name").unwrap_or("");
+            // The spec's rule: `service.namespace/service.name` when there is a namespace
+            // (scraped targets have none; OTel SDKs may set one).
+            let name = r.resource_attr("service.name").unwrap_or("");
+            let job = match r.resource_attr("service.namespace") {
+                Some(ns) if !ns.is_empty() => std::borrow::Cow::Owned(format!("{ns}/{name}")),
+                _ => std::borrow::Cow::Borrowed(name),
+            };
+            let job = job.as_ref();
             let instance = r.resource_attr("service.instance.id").unwrap_or("");
             for f in &r.families {
                 for s in &f.samples {

@@ -529,6 +529,40 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// An instant query to a façade on 127.0.0.1:`port`; the parsed JSON answer.
+pub async fn instant_query(port: u16, q: &str) -> serde_json::Value {
+    let url = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query={}",
+        go_query_escape(q)
+    );
+    let (status, body) = http_get(&url, &[]).await;
+    assert_eq!(status, 200, "{q}: {body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// A POST with headers; returns status, response headers and body.
+pub async fn http_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, HeaderMap, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = http::Request::post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    let resp = client.request(req).await.expect("POST");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body.to_vec())
+}
+
 /// A POST of a urlencoded form.
 pub async fn http_post_form(url: &str, form: &str) -> (u16, String) {
     use http_body_util::BodyExt;

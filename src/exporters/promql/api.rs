@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::queryz::{QueryLog, QueryRecord};
 use super::{now_ms, Credentials};
+use crate::config::secret::constant_time_eq;
 use crate::promql::{
     format_value, instant_query, range_query, EvalError, EvalOptions, LabelMatcher, MatchKind,
     Value,
@@ -238,15 +239,6 @@ pub fn result_json(v: &Value, ts: i64) -> String {
     out
 }
 
-/// Constant-time comparison, so response timing does not reveal a secret's prefix.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | (a.len() != b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
-
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = 0u32;
@@ -289,7 +281,7 @@ fn authorize(creds: &Credentials, headers: &HeaderMap) -> Result<String, Respons
                 if creds
                     .tokens
                     .iter()
-                    .any(|t| ct_eq(t.expose().as_bytes(), tok.trim().as_bytes()))
+                    .any(|t| t.matches(tok.trim().as_bytes()))
                 {
                     return Ok("bearer token".into());
                 }
@@ -301,8 +293,7 @@ fn authorize(creds: &Credentials, headers: &HeaderMap) -> Result<String, Respons
                     let decoded = String::from_utf8_lossy(&decoded).into_owned();
                     if let Some((u, p)) = decoded.split_once(':') {
                         if creds.users.iter().any(|(cu, cp)| {
-                            ct_eq(cu.as_bytes(), u.as_bytes())
-                                & ct_eq(cp.expose().as_bytes(), p.as_bytes())
+                            constant_time_eq(cu.as_bytes(), u.as_bytes()) & cp.matches(p.as_bytes())
                         }) {
                             return Ok(format!("basic user {u}"));
                         }
@@ -780,9 +771,9 @@ mod tests {
 
     #[test]
     fn constant_time_compare_and_base64() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
         assert_eq!(
             base64_decode("dXNlcjpwYXNz").as_deref(),
             Some(&b"user:pass"[..])
