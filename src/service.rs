@@ -251,15 +251,31 @@ async fn start_exporter(
             let store = Arc::new(Store::new(c.max_series));
             let addr = parse_listen_address(&c.endpoint)?;
             let l = bind(&name, addr).await?;
+            let credentials = c.credentials().map_err(|e| format!("exporter {id}: {e}"))?;
+            let opts = c.eval_options();
+            // Agents fan queries out to each other with the first bearer token they accept.
+            let fanout = c.peers.as_ref().map(|p| {
+                exporters::promql::peer::Fanout::new(p.clone(), credentials.tokens.first().cloned())
+            });
+            let peer_api = exporters::promql::peer::PeerService {
+                store: store.clone(),
+                compat: opts.compat,
+                tokens: credentials.tokens.clone(),
+                max_samples: c.max_samples_per_query,
+            };
             let state = Arc::new(ApiState {
                 store: store.clone(),
-                opts: c.eval_options(),
+                opts,
                 query_timeout: c.query_timeout,
-                credentials: c.credentials().map_err(|e| format!("exporter {id}: {e}"))?,
+                credentials,
                 queryz: QueryLog::new(c.queryz_size),
                 parsed: Default::default(),
+                fanout,
             });
-            let server = serve(&name, l, api::router(&c.path_prefix, state));
+            // One port for the Prometheus HTTP API and the peers' gRPC API.
+            let router = api::router(&c.path_prefix, state)
+                .merge(tonic::service::Routes::new(peer_api.server()).into_axum_router());
+            let server = serve(&name, l, router);
             let task = tokio::spawn(exporters::promql::run_ingest(
                 name,
                 (**c).clone(),

@@ -1,6 +1,7 @@
 //! Differential test against the real Prometheus server (Debian package `prometheus`):
 //! both scrape the same live sidecar-like targets whose samples carry explicit timestamps,
-//! then the same queries, evaluated at the same instants, must give identical answers.
+//! then the same queries, evaluated at the same instants, must give identical answers — from
+//! one agent, and from eight agents that each scrape a shard and fan queries out to the others.
 
 mod common;
 
@@ -187,13 +188,25 @@ fn queries() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_match_prometheus() {
+    differential(1, PODS).await;
+}
+
+/// Cluster shape: 8 agents on distinct loopback addresses, each scraping its own shard of
+/// the sidecars and listing all 8 as peers (itself included); every query is asked through
+/// a different agent and must match one Prometheus scraping every sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanned_out_answers_match_prometheus() {
+    differential(8, 16).await;
+}
+
+async fn differential(agents: usize, pods: usize) {
     let (major, minor) = prometheus_version();
     let mut targets = Vec::new();
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64;
-    for p in 0..PODS {
+    for p in 0..pods {
         let t = Target::start().await;
         t.set(
             "/metrics",
@@ -201,22 +214,41 @@ async fn answers_match_prometheus() {
         );
         targets.push(t);
     }
-    let list = targets
-        .iter()
-        .map(|t| format!("\"{}\"", t.addr))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let scrape = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n      - targets: [{list}]\n"
-    );
+    let scrape_yaml = |ts: &[&Target]| {
+        let list = ts
+            .iter()
+            .map(|t| format!("\"{}\"", t.addr))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n      - targets: [{list}]\n"
+        )
+    };
     let port = free_port();
-    let _prom = start_prometheus(&scrape, port);
-    let indented: String = scrape.lines().map(|l| format!("      {l}\n")).collect();
-    let yaml = format!(
-        "receivers:\n  prometheus:\n    config:\n{indented}exporters:\n  promql:\n    endpoint: 127.0.0.1:0\n    prometheus_compat: \"{major}.{minor}\"\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: \"\"}}}}\n"
-    );
-    let agent = start_agent(&yaml).await;
-    let ours = agent.server_address("promql").expect("façade");
+    let _prom = start_prometheus(&scrape_yaml(&targets.iter().collect::<Vec<_>>()), port);
+    // Agent i listens on 127.0.0.(10+i) and scrapes every agents-th sidecar from i.
+    let facade_port = free_port();
+    let address = |i: usize| format!("127.0.0.{}:{facade_port}", 10 + i);
+    let peers = if agents > 1 {
+        let all: Vec<String> = (0..agents).map(|i| format!("\"{}\"", address(i))).collect();
+        format!("    peers: {{static: [{}]}}\n", all.join(", "))
+    } else {
+        String::new()
+    };
+    let mut running = Vec::new();
+    for i in 0..agents {
+        let shard: Vec<&Target> = targets.iter().skip(i).step_by(agents).collect();
+        let indented: String = scrape_yaml(&shard)
+            .lines()
+            .map(|l| format!("      {l}\n"))
+            .collect();
+        let yaml = format!(
+            "receivers:\n  prometheus:\n    config:\n{indented}exporters:\n  promql:\n    endpoint: \"{}\"\n    prometheus_compat: \"{major}.{minor}\"\n{peers}service:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: \"\"}}}}\n",
+            address(i)
+        );
+        running.push(start_agent(&yaml).await);
+    }
+    let ours: Vec<String> = (0..agents).map(address).collect();
     let theirs = format!("127.0.0.1:{port}");
     let mut ready = false;
     for _ in 0..200 {
@@ -238,13 +270,13 @@ async fn answers_match_prometheus() {
     );
     let mut both = false;
     for _ in 0..200 {
-        let a = try_http_get(&format!("http://{ours}{count_q}"))
+        let a = try_http_get(&format!("http://{}{count_q}", ours[0]))
             .await
             .map(|(_, b)| parse_answer(&b));
         let b = try_http_get(&format!("http://{theirs}{count_q}"))
             .await
             .map(|(_, b)| parse_answer(&b));
-        let full = |x: &Option<Answer>| matches!(x, Some(Answer::Vector(m)) if m.values().next() == Some(&(PODS as f64)));
+        let full = |x: &Option<Answer>| matches!(x, Some(Answer::Vector(m)) if m.values().next() == Some(&(pods as f64)));
         if full(&a) && full(&b) {
             both = true;
             break;
@@ -278,7 +310,8 @@ async fn answers_match_prometheus() {
         let at = format!("{:.3}", at_ms as f64 / 1000.0);
         for q in queries() {
             let path = format!("/api/v1/query?query={}&time={at}", go_query_escape(&q));
-            let (_, a) = http_get(&format!("http://{ours}{path}"), &[]).await;
+            let via = &ours[compared % agents];
+            let (_, a) = http_get(&format!("http://{via}{path}"), &[]).await;
             let (_, b) = http_get(&format!("http://{theirs}{path}"), &[]).await;
             let (ra, rb) = (parse_answer(&a), parse_answer(&b));
             if matches!(rb, Answer::Vector(ref m) if m.is_empty())
@@ -290,7 +323,7 @@ async fn answers_match_prometheus() {
                 ));
             }
             if let Err(e) = compare(&q, &ra, &rb) {
-                failures.push(e);
+                failures.push(format!("(via {via}) {e}"));
             }
             compared += 1;
         }
@@ -304,15 +337,18 @@ async fn answers_match_prometheus() {
             ),
             (last_ts + 1000) as f64 / 1000.0
         );
-        let (_, a) = http_get(&format!("http://{ours}{raw}"), &[]).await;
+        let (_, a) = http_get(&format!("http://{}{raw}", ours[0]), &[]).await;
         let (_, b) = http_get(&format!("http://{theirs}{raw}"), &[]).await;
         eprintln!("raw samples, ours:\n{a}\ntheirs:\n{b}");
     }
-    agent.shutdown(Duration::from_secs(5)).await;
+    for agent in running {
+        agent.shutdown(Duration::from_secs(5)).await;
+    }
     assert!(
         failures.is_empty(),
-        "{} of {compared} answers differ from Prometheus {major}.{minor}:\n{}",
+        "{} of {compared} answers ({agents} agents) differ from Prometheus {major}.{minor}:\n{}",
         failures.len(),
         failures.join("\n")
     );
+    eprintln!("{compared} answers through {agents} agent(s) match Prometheus {major}.{minor}");
 }

@@ -479,6 +479,35 @@ fn finish_matrix(mut m: Vec<Series>, delayed: bool) -> Result<Vec<Series>> {
     Ok(m)
 }
 
+/// Every selector of `expr` with the window an evaluation over `[start, end]` reads from it:
+/// what a query needs from other agents before it can be evaluated here.
+pub fn selections(
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    opts: &EvalOptions,
+) -> std::result::Result<Vec<(Vec<LabelMatcher>, i64, i64)>, EvalError> {
+    struct Nothing;
+    impl Queryable for Nothing {
+        fn select(
+            &self,
+            _: &[LabelMatcher],
+            _: i64,
+            _: i64,
+        ) -> std::result::Result<Vec<SeriesSamples>, String> {
+            Ok(Vec::new())
+        }
+    }
+    let never = || false;
+    let ctx = Ctx::new(&Nothing, opts, &never, start, end);
+    let mut windows = HashMap::new();
+    ctx.windows(expr, start, end, &mut windows);
+    windows
+        .into_values()
+        .map(|(vs, lo, hi)| Ok((ctx.matchers(vs)?, lo, hi)))
+        .collect()
+}
+
 /// Evaluates `expr` at one instant (ms).
 pub fn instant_query(
     q: &dyn Queryable,

@@ -15,7 +15,7 @@ mod functions;
 use regex::Regex;
 use std::fmt;
 
-pub use eval::{instant_query, range_query};
+pub use eval::{instant_query, range_query, selections};
 
 use crate::model::Labels;
 

@@ -17,8 +17,8 @@ use super::queryz::{QueryLog, QueryRecord};
 use super::{now_ms, Credentials};
 use crate::config::secret::constant_time_eq;
 use crate::promql::{
-    format_value, instant_query, range_query, EvalError, EvalOptions, LabelMatcher, MatchKind,
-    Value,
+    format_value, instant_query, range_query, selections, EvalError, EvalOptions, LabelMatcher,
+    MatchKind, Queryable, Value,
 };
 use crate::store::Store;
 
@@ -32,6 +32,8 @@ pub struct ApiState {
     /// Parsed expressions by query text: Flagger repeats the same queries every interval,
     /// and parsing (with its regex compilation) would otherwise dominate small queries.
     pub parsed: std::sync::Mutex<std::collections::HashMap<String, promql_parser::parser::Expr>>,
+    /// Set when the exporter has peers: queries cover their series too.
+    pub fanout: Option<super::peer::Fanout>,
 }
 
 const PARSE_CACHE_SIZE: usize = 512;
@@ -79,10 +81,23 @@ fn bad_data(msg: impl AsRef<str>) -> Response {
 }
 
 fn success(data: String) -> Response {
+    success_with_warnings(data, &[])
+}
+
+/// Prometheus's success envelope; `warnings` appear only when there are some.
+fn success_with_warnings(data: String, warnings: &[String]) -> Response {
+    let body = if warnings.is_empty() {
+        format!("{{\"status\":\"success\",\"data\":{data}}}")
+    } else {
+        format!(
+            "{{\"status\":\"success\",\"data\":{data},\"warnings\":{}}}",
+            serde_json::to_string(warnings).unwrap_or_default()
+        )
+    };
     (
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        format!("{{\"status\":\"success\",\"data\":{data}}}"),
+        body,
     )
         .into_response()
 }
@@ -448,21 +463,47 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
         }
     };
     let deadline = started + timeout;
+    // With peers: first the samples of the query's selectors from every agent.
+    let gathered = match &st.fanout {
+        None => None,
+        Some(f) => {
+            let gathered = match selections(&expr, times.0, times.1, &st.opts) {
+                Ok(sel) => f
+                    .gather(
+                        &st.store,
+                        &sel,
+                        st.opts.max_samples,
+                        tokio::time::Instant::from_std(deadline),
+                    )
+                    .await
+                    .map_err(|m| (error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &m), m)),
+                Err(e) => Err((eval_error(&e), e.to_string())),
+            };
+            match gathered {
+                Ok(g) => Some(g),
+                Err((resp, msg)) => {
+                    st.queryz
+                        .record(QueryRecord::new(&who, &query, started.elapsed(), Err(msg)));
+                    return resp;
+                }
+            }
+        }
+    };
+    let warnings = gathered
+        .as_ref()
+        .map(|g| g.warnings.clone())
+        .unwrap_or_default();
     let st2 = st.clone();
     let result = tokio::task::spawn_blocking(move || {
         let cancel = || Instant::now() > deadline;
+        let q: &dyn Queryable = match &gathered {
+            Some(g) => &g.merged,
+            None => st2.store.as_ref(),
+        };
         if range {
-            range_query(
-                st2.store.as_ref(),
-                &expr,
-                times.0,
-                times.1,
-                times.2,
-                &st2.opts,
-                &cancel,
-            )
+            range_query(q, &expr, times.0, times.1, times.2, &st2.opts, &cancel)
         } else {
-            instant_query(st2.store.as_ref(), &expr, times.0, &st2.opts, &cancel)
+            instant_query(q, &expr, times.0, &st2.opts, &cancel)
         }
     })
     .await;
@@ -473,9 +514,13 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
     let elapsed = started.elapsed();
     match result {
         Ok(v) => {
+            let mut summary = summarize(&v);
+            if !warnings.is_empty() {
+                summary.push_str(&format!(" (partial: {})", warnings.join("; ")));
+            }
             st.queryz
-                .record(QueryRecord::new(&who, &query, elapsed, Ok(summarize(&v))));
-            success(result_json(&v, times.0))
+                .record(QueryRecord::new(&who, &query, elapsed, Ok(summary)));
+            success_with_warnings(result_json(&v, times.0), &warnings)
         }
         Err(e) => {
             st.queryz

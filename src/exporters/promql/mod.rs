@@ -2,6 +2,7 @@
 //! [`Store`] and serves Prometheus's HTTP query API over it, for Flagger's MetricTemplates.
 
 pub mod api;
+pub mod peer;
 pub mod queryz;
 
 use serde::Deserialize;
@@ -50,6 +51,9 @@ pub struct PromqlExporterConfig {
     /// Queries remembered on `/debug/queryz`.
     #[serde(default = "default_queryz")]
     pub queryz_size: usize,
+    /// Other agents whose series queries here also cover (query fan-out).
+    #[serde(default)]
+    pub peers: Option<peer::PeersConfig>,
 }
 
 fn default_endpoint() -> String {
@@ -84,6 +88,7 @@ impl Default for PromqlExporterConfig {
             prometheus_compat: None,
             auth: None,
             queryz_size: default_queryz(),
+            peers: None,
         }
     }
 }
@@ -134,6 +139,9 @@ impl PromqlExporterConfig {
         }
         if let Some(v) = self.prometheus_compat.as_deref() {
             parse_compat(v)?;
+        }
+        if let Some(p) = &self.peers {
+            p.validate()?;
         }
         self.credentials().map(|_| ())
     }

@@ -607,12 +607,14 @@ async fn http_export(
     let enc = match content_type.as_str() {
         "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
         "application/json" => Encoding::Json,
-        other => return st.refuse(
-            Encoding::Json,
-            Refusal::UnsupportedMediaType(format!(
+        other => {
+            return st.refuse(
+                Encoding::Json,
+                Refusal::UnsupportedMediaType(format!(
                 "unsupported Content-Type {other:?} (application/x-protobuf or application/json)"
             )),
-        ),
+            )
+        }
     };
     if let Some(auth) = &st.auth {
         let values = headers

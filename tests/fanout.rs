@@ -1,0 +1,141 @@
+//! Query fan-out when peers fail: a dead or silent agent fails the query with its address
+//! (or, with `partial_response`, answers with a warning naming it); once it is back, answers
+//! are whole again.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Agent `i`'s façade address.
+fn address(port: u16, i: usize) -> String {
+    format!("127.0.0.{}:{port}", 20 + i)
+}
+
+fn agent_yaml(port: u16, i: usize, target: &str, peers: &[String], partial: bool) -> String {
+    let list: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        r#"
+receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: shard
+          scrape_interval: 200ms
+          scrape_timeout: 200ms
+          static_configs: [{{targets: ["{target}"]}}]
+exporters:
+  promql:
+    endpoint: "{}"
+    peers: {{static: [{}], timeout: 500ms, partial_response: {partial}}}
+service:
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [promql]}}
+  telemetry: {{metrics: {{address: ""}}}}
+"#,
+        address(port, i),
+        list.join(", ")
+    )
+}
+
+async fn query(addr: &str, q: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_get(
+        &format!("http://{addr}/api/v1/query?query={}", go_query_escape(q)),
+        &[],
+    )
+    .await;
+    (status, serde_json::from_str(&body).expect("json"))
+}
+
+fn scalar_of(v: &serde_json::Value) -> Option<f64> {
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+}
+
+async fn wait_for_sum(addr: &str, want: f64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = query(addr, "sum(shard_value)").await;
+        if status == 200 && scalar_of(&v) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "sum(shard_value) never reached {want}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_peer_is_named_never_silently_left_out() {
+    let port = free_port();
+    let mut targets = Vec::new();
+    for i in 0..3 {
+        let t = Target::start().await;
+        t.set(
+            "/metrics",
+            Page::text(format!("shard_value{{shard=\"{i}\"}} {}\n", i + 1)),
+        );
+        targets.push(t);
+    }
+    let peers: Vec<String> = (0..3).map(|i| address(port, i)).collect();
+    let start = |i: usize, partial: bool| {
+        let yaml = agent_yaml(port, i, &targets[i].addr.to_string(), &peers, partial);
+        async move { start_agent(&yaml).await }
+    };
+    let a0 = start(0, false).await;
+    let a1 = start(1, true).await;
+    let a2 = start(2, false).await;
+    wait_for_sum(&peers[0], 6.0).await;
+    wait_for_sum(&peers[1], 6.0).await;
+
+    // Agent 2 goes away.
+    a2.shutdown(Duration::from_secs(2)).await;
+    let (status, v) = query(&peers[0], "sum(shard_value)").await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["errorType"], "unavailable");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(msg.contains(&format!("peer {}", peers[2])), "{msg}");
+    assert!(msg.contains("1 of 3 peers did not answer"), "{msg}");
+    // With partial responses on: the reachable part, and a warning naming the missing peer.
+    let (status, v) = query(&peers[1], "sum(shard_value)").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(scalar_of(&v), Some(3.0));
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains(&peers[2]), "{v}");
+
+    // Back: whole answers again, without a restart of the others.
+    let a2 = start(2, false).await;
+    wait_for_sum(&peers[0], 6.0).await;
+    let (_, v) = query(&peers[1], "sum(shard_value)").await;
+    assert!(v.get("warnings").is_none(), "{v}");
+
+    // A peer that accepts connections but never answers costs its timeout, not the query's.
+    let silent = std::net::TcpListener::bind("127.0.0.30:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let mut with_silent = peers.clone();
+    with_silent.push(silent_addr.clone());
+    let other = free_port();
+    let t = Target::start().await;
+    t.set("/metrics", Page::text("shard_value{shard=\"x\"} 10\n"));
+    let yaml = agent_yaml(other, 5, &t.addr.to_string(), &with_silent, false);
+    let a5 = start_agent(&yaml).await;
+    let asked = Instant::now();
+    let (status, v) = query(&address(other, 5), "sum(shard_value)").await;
+    let took = asked.elapsed();
+    assert_eq!(status, 503, "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("peer {silent_addr}: no answer within")),
+        "{msg}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    eprintln!("a silent peer failed the query in {took:?} (peer timeout 500 ms)");
+    drop(silent);
+    for a in [a0, a1, a2, a5] {
+        a.shutdown(Duration::from_secs(2)).await;
+    }
+}
