@@ -108,6 +108,8 @@ async fn daemonset_config_scrapes_its_node_and_serves() {
             .env("KUBERNETES_SERVICE_PORT", api.addr.port().to_string())
             .env("MESHMETRICS_SERVICE_ACCOUNT_DIR", sa.path())
             .env("STORAGE_DIR", sa.path().join("queue"))
+            // The peers' headless Service, here: the one agent itself, by address.
+            .env("MESHMETRICS_PEERS", "127.0.0.1:9090")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
