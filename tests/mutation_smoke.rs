@@ -249,7 +249,7 @@ fn promql_survives_mutations() {
         &inputs,
         Duration::from_secs(5),
         |q| {
-            let Ok(expr) = promql_parser::parser::parse(&String::from_utf8_lossy(q)) else {
+            let Ok(expr) = meshmetrics::promql::parse(&String::from_utf8_lossy(q)) else {
                 return;
             };
             evaluated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

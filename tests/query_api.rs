@@ -353,6 +353,13 @@ async fn hostile_queries_end_by_limit_or_timeout_and_the_agent_keeps_working() {
     assert_eq!(s, 503, "{b}");
     assert_eq!(b, "{\"status\":\"error\",\"errorType\":\"timeout\",\"error\":\"query timed out in expression evaluation\"}");
 
+    // A duration too large for the parser (it panics on it; found by fuzzing): a clear
+    // bad_data answer, not a dropped connection.
+    let (s, b) = http_get(&q("up offset -50666666666666666666666666666666666"), &[]).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("\"errorType\":\"bad_data\""), "{b}");
+    assert!(b.contains("unparseable query"), "{b}");
+
     // The agent kept scraping meanwhile.
     let before = agent.stores()[0]
         .1

@@ -282,6 +282,23 @@ pub trait Queryable {
     ) -> Result<Vec<SeriesSamples>, String>;
 }
 
+/// Parses a query. promql-parser panics on some inputs (a duration literal too large for a
+/// `Duration`, found by fuzzing): such a panic becomes a parse error, so a hostile query
+/// costs its caller an error message, not the connection.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, String> {
+    match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+        Ok(parsed) => parsed,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the parser failed".into());
+            Err(format!("unparseable query: {why}"))
+        }
+    }
+}
+
 /// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus's API does.
 pub fn format_value(v: f64) -> String {
     if v.is_nan() {
@@ -298,6 +315,19 @@ pub fn format_value(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parser_panics_become_errors() {
+        for q in [
+            "x offset -50666666666666666666666666666666666",
+            "x @ 0 offset -50666666666666666666666666666666666",
+            "x[50666666666666666666666666666666666]",
+        ] {
+            let e = parse(q).expect_err("refused");
+            assert!(e.contains("unparseable query: cannot convert"), "{q}: {e}");
+        }
+        assert!(parse("sum(rate(x[1m]))").is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -43,7 +43,7 @@ impl ApiState {
         if let Some(e) = self.parsed.lock().ok().and_then(|c| c.get(query).cloned()) {
             return Ok(e);
         }
-        let e = promql_parser::parser::parse(query)?;
+        let e = crate::promql::parse(query)?;
         if let Ok(mut c) = self.parsed.lock() {
             if c.len() >= PARSE_CACHE_SIZE {
                 c.clear();
@@ -586,7 +586,7 @@ fn selectors(p: &Params, st: &ApiState) -> Result<Vec<Vec<LabelMatcher>>, Respon
         if k != "match[]" {
             continue;
         }
-        let expr = promql_parser::parser::parse(v)
+        let expr = crate::promql::parse(v)
             .map_err(|e| bad_data(format!("invalid parameter \"match[]\": {e}")))?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
             return Err(bad_data(format!(
