@@ -1,6 +1,7 @@
-//! Secrets never printed: an OTLP ingest key, a scrape bearer token, the façade's bearer token
-//! and basic password, passed through the environment, must not appear in debug-level logs,
-//! in any zpage (HTML or JSON), in /debug/queryz, or in `validate` output, valid or not.
+//! Secrets never printed: an OTLP ingest key, a scrape bearer token, the façade's bearer token,
+//! basic password and the OTLP receiver's token, passed through the environment, must not
+//! appear in debug-level logs, in any zpage (HTML or JSON), in /debug/queryz, or in `validate`
+//! output, valid or not.
 
 mod common;
 
@@ -9,11 +10,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
-const SECRETS: [(&str, &str); 4] = [
+const SECRETS: [(&str, &str); 5] = [
     ("HONEYCOMB_API_KEY", "hcaik_01hsecretKEYvalue123"),
     ("SCRAPE_TOKEN", "scrape-secret-TOKEN-456"),
     ("QUERY_TOKEN", "query-secret-TOKEN-789"),
     ("QUERY_PASSWORD", "basic-secret-PASSWORD-0ab"),
+    ("OTLP_TOKEN", "otlp-secret-TOKEN-cde"),
 ];
 
 fn assert_clean(what: &str, text: &str) {
@@ -36,7 +38,7 @@ async fn secrets_stay_out_of_logs_pages_and_validate() {
         retry_after: None,
         body: "unknown API key".into(),
     }));
-    let (facade, zpages, telemetry) = (free_port(), free_port(), free_port());
+    let (facade, zpages, telemetry, otlp) = (free_port(), free_port(), free_port(), free_port());
     let yaml = format!(
         "receivers:
   prometheus:
@@ -47,6 +49,9 @@ async fn secrets_stay_out_of_logs_pages_and_validate() {
           scrape_timeout: 200ms
           authorization: {{credentials: '${{env:SCRAPE_TOKEN}}'}}
           static_configs: [{{targets: ['{target}']}}]
+  otlp:
+    protocols:
+      http: {{endpoint: '127.0.0.1:{otlp}', auth: {{authenticator: bearertokenauth}}}}
 exporters:
   otlphttp:
     endpoint: http://{sink_addr}
@@ -58,10 +63,11 @@ exporters:
       basic: [{{username: flagger, password: '${{env:QUERY_PASSWORD}}'}}]
 extensions:
   zpages: {{endpoint: '127.0.0.1:{zpages}'}}
+  bearertokenauth: {{token: '${{env:OTLP_TOKEN}}'}}
 service:
-  extensions: [zpages]
+  extensions: [zpages, bearertokenauth]
   pipelines:
-    metrics: {{receivers: [prometheus], exporters: [otlphttp, promql]}}
+    metrics: {{receivers: [prometheus, otlp], exporters: [otlphttp, promql]}}
   telemetry:
     metrics: {{address: '127.0.0.1:{telemetry}'}}
     logs: {{level: debug}}
@@ -93,6 +99,24 @@ service:
     assert_eq!(status, 200);
     let (status, _) = http_get(&q, &[("authorization", "Bearer wrong")]).await;
     assert_eq!(status, 401);
+    // A push with the OTLP token, and one refused without it.
+    let push = |auth: String| {
+        let url = format!("http://127.0.0.1:{otlp}/v1/metrics");
+        async move {
+            http_post(
+                &url,
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &auth),
+                ],
+                br#"{"resourceMetrics":[]}"#.to_vec(),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(push(format!("Bearer {}", SECRETS[4].1)).await, 200);
+    assert_eq!(push("Bearer wrong".into()).await, 401);
     let headers = target.last_headers("/metrics").expect("scraped");
     assert_eq!(
         headers["authorization"].to_str().ok(),

@@ -349,6 +349,11 @@ impl Fanout {
         deadline: Instant,
     ) -> Result<Gathered, String> {
         let peers = self.peers().await?;
+        // Agents come and go with their pods: forget connections to addresses no longer listed.
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|addr, _| peers.contains(addr));
         let req = proto::SelectRequest {
             selectors: selections
                 .iter()
