@@ -11,92 +11,21 @@
 //!
 //! Needs `prometheus` on the PATH (Debian package `prometheus`).
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/workload.rs"]
 mod workload;
 
+use harness::{env_usize, free_port, rss_bytes, same_answer, time_query, Proc};
+
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const STEPS: u64 = 180; // 15 minutes at 5 s
 const STEP_MS: i64 = 5_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-async fn get(url: &str) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    match client.get(url.parse().expect("url")).await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        }
-        Err(_) => (0, String::new()),
-    }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -177,13 +106,9 @@ async fn main() {
             .expect("prometheus on PATH"),
     );
 
-    // meshmetrics, the release binary, with only the façade.
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--bin", "meshmetrics"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success());
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/meshmetrics");
+    // meshmetrics, optimised, with only the façade.
+    // Built by cargo for this benchmark, with its optimised profile.
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_meshmetrics"));
     let mm_port = free_port();
     let mm_cfg = dir.path().join("meshmetrics.yaml");
     std::fs::write(
@@ -232,55 +157,16 @@ async fn main() {
     println!("| query | meshmetrics median | Prometheus median | ratio | same answer |");
     println!("|---|---|---|---|---|");
     for (name, q) in queries {
-        let mut lat = [Vec::new(), Vec::new()];
-        let mut answers = [String::new(), String::new()];
-        for _ in 0..repeats {
-            for (i, port) in [mm_port, prom_port].iter().enumerate() {
-                let url = format!(
-                    "http://127.0.0.1:{port}/api/v1/query?query={}&time={at}",
-                    escape(q)
-                );
-                let t = Instant::now();
-                let (s, body) = get(&url).await;
-                lat[i].push(t.elapsed());
-                assert_eq!(s, 200, "{body}");
-                answers[i] = body;
-            }
-        }
-        let (a, b) = (median(lat[0].clone()), median(lat[1].clone()));
-        // Same series, values equal to 1e-9 relative (summation order may differ).
-        let value = |s: &str| -> Vec<(String, f64)> {
-            let v: serde_json::Value = serde_json::from_str(s).unwrap_or_default();
-            let mut out: Vec<(String, f64)> = v["data"]["result"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    (
-                        r["metric"].to_string(),
-                        r["value"][1]
-                            .as_str()
-                            .and_then(|x| x.parse().ok())
-                            .unwrap_or(f64::NAN),
-                    )
-                })
-                .collect();
-            out.sort_by(|a, b| a.0.cmp(&b.0));
-            out
-        };
-        let same = |a: &[(String, f64)], b: &[(String, f64)]| {
-            a.len() == b.len()
-                && a.iter().zip(b).all(|(x, y)| {
-                    x.0 == y.0
-                        && ((x.1.is_nan() && y.1.is_nan())
-                            || (x.1 - y.1).abs() <= 1e-9 * x.1.abs().max(y.1.abs()))
-                })
-        };
-        let agree = same(&value(&answers[0]), &value(&answers[1]));
+        let (ours, theirs) = (
+            format!("127.0.0.1:{mm_port}"),
+            format!("127.0.0.1:{prom_port}"),
+        );
+        let timed = time_query(&[&ours, &theirs], q, &at, repeats).await;
+        let ((a, mm_answer), (b, prom_answer)) = (&timed[0], &timed[1]);
+        let agree = same_answer(mm_answer, prom_answer);
         if !agree {
             eprintln!(
-                "{name}: answers differ\n  meshmetrics: {}\n  Prometheus:  {}",
-                answers[0], answers[1]
+                "{name}: answers differ\n  meshmetrics: {mm_answer}\n  Prometheus:  {prom_answer}"
             );
         }
         println!(

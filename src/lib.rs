@@ -5,6 +5,7 @@
 pub mod config;
 pub mod exporters;
 pub mod extensions;
+pub mod google_rpc;
 pub mod model;
 pub mod pipeline;
 pub mod processors;

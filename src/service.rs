@@ -130,6 +130,11 @@ fn serve(name: &str, listener: TcpListener, router: axum::Router) -> Server {
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     tracing::info!(server = %name, address = %addr, "listening");
+    // No Nagle: a peer's gRPC answer spans several frames, and waiting for the client's
+    // delayed ACK before the last one costs ~40 ms a query.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(
             listener,

@@ -466,7 +466,7 @@ service:
     )
     .await;
     assert_eq!(status, 400);
-    let st = RpcStatus::decode(resp.as_slice()).expect("google.rpc.Status");
+    let st = meshmetrics::google_rpc::Status::decode(resp.as_slice()).expect("google.rpc.Status");
     assert!(st.message.contains("cannot decode"), "{st:?}");
     let (status, _, _) = http_post(&url, &[("content-type", "text/plain"), auth], vec![]).await;
     assert_eq!(status, 415);
@@ -481,15 +481,6 @@ service:
     // The data that was accepted is still all there.
     assert_eq!(one_value(facade, "queue_depth").await, 7.0);
     running.shutdown(Duration::from_secs(2)).await;
-}
-
-/// `google.rpc.Status`, as OTLP/HTTP error bodies carry it.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 /// While a memory limiter of its pipeline refuses data, pushes get OTLP's retryable answer.

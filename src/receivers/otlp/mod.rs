@@ -455,15 +455,6 @@ impl HttpState {
     }
 }
 
-/// `google.rpc.Status`, which OTLP/HTTP error responses carry.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Encoding {
     Protobuf,
@@ -488,7 +479,12 @@ fn respond_error(enc: Encoding, refusal: Refusal) -> Response {
         Refusal::BadRequest(m) => (StatusCode::BAD_REQUEST, 3, m),
         Refusal::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, m),
     };
-    let s = RpcStatus { code, message };
+    // OTLP/HTTP error bodies are a `google.rpc.Status`.
+    let s = crate::google_rpc::Status {
+        code,
+        message,
+        details: Vec::new(),
+    };
     let mut resp = match enc {
         Encoding::Protobuf => (
             status,

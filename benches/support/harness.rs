@@ -1,0 +1,144 @@
+//! Helpers the end-to-end benchmarks share: child processes, ports, HTTP GETs, medians.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub async fn get(url: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    match client.get(url.parse().expect("url")).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Starts an agent binary on a config file, output discarded; killed when dropped.
+pub fn spawn_agent(bin: &std::path::Path, config: &std::path::Path) -> Proc {
+    Proc(
+        Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("meshmetrics"),
+    )
+}
+
+/// Asks each address the instant `query` at `at`, `repeats` times in turn; returns each one's
+/// median latency and last answer.
+pub async fn time_query(
+    addrs: &[&str],
+    query: &str,
+    at: &str,
+    repeats: usize,
+) -> Vec<(Duration, String)> {
+    let mut lat = vec![Vec::new(); addrs.len()];
+    let mut answers = vec![String::new(); addrs.len()];
+    for _ in 0..repeats {
+        for (i, addr) in addrs.iter().enumerate() {
+            let url = format!(
+                "http://{addr}/api/v1/query?query={}&time={at}",
+                escape(query)
+            );
+            let t = Instant::now();
+            let (s, body) = get(&url).await;
+            lat[i].push(t.elapsed());
+            assert_eq!(s, 200, "{body}");
+            answers[i] = body;
+        }
+    }
+    lat.into_iter().map(median).zip(answers).collect()
+}
+
+/// Same series with values equal to 1e-9 relative (summation order may differ).
+pub fn same_answer(a: &str, b: &str) -> bool {
+    let value = |s: &str| -> Vec<(String, f64)> {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap_or_default();
+        let mut out: Vec<(String, f64)> = v["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let x = r["value"][1].as_str().and_then(|x| x.parse().ok());
+                (r["metric"].to_string(), x.unwrap_or(f64::NAN))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let (a, b) = (value(a), value(b));
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| {
+            x.0 == y.0
+                && ((x.1.is_nan() && y.1.is_nan())
+                    || (x.1 - y.1).abs() <= 1e-9 * x.1.abs().max(y.1.abs()))
+        })
+}
