@@ -51,7 +51,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         };
         total += num * secs;
     }
-    Ok(Duration::from_secs_f64(total))
+    // Found by fuzzing: `from_secs_f64` panics past ~584 billion years, which a config
+    // reload must never do to a running agent.
+    Duration::try_from_secs_f64(total).map_err(|_| format!("invalid duration {s:?}: out of range"))
 }
 
 /// Parses `10MB`, `512KiB`, `1GB`, `100` (bytes). KB/MB/GB are powers of 1024, as in
@@ -136,6 +138,10 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("5x").is_err());
+        assert_eq!(
+            parse_duration("99999999999999999999y"),
+            Err("invalid duration \"99999999999999999999y\": out of range".into())
+        );
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
     }
 

@@ -161,8 +161,9 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 /// Parses a step or timeout: float seconds or a Prometheus duration.
 pub fn parse_duration_param(s: &str) -> Result<Duration, String> {
     if let Ok(f) = s.trim().parse::<f64>() {
-        if f.is_finite() && f >= 0.0 {
-            return Ok(Duration::from_secs_f64(f));
+        // `try_`: a step of 1e300 seconds is an error, not a panic in the handler.
+        if let Ok(d) = Duration::try_from_secs_f64(f) {
+            return Ok(d);
         }
         return Err(format!("cannot parse {s:?} to a valid duration"));
     }
@@ -489,9 +490,9 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
             }
         }
     };
-    let warnings = gathered
+    let (warnings, peers) = gathered
         .as_ref()
-        .map(|g| g.warnings.clone())
+        .map(|g| (g.warnings.clone(), g.peers))
         .unwrap_or_default();
     let st2 = st.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -515,6 +516,9 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
     match result {
         Ok(v) => {
             let mut summary = summarize(&v);
+            if peers > 0 {
+                summary.push_str(&format!(" (over {peers} peers)"));
+            }
             if !warnings.is_empty() {
                 summary.push_str(&format!(" (partial: {})", warnings.join("; ")));
             }
@@ -808,6 +812,8 @@ mod tests {
         assert!(parse_time("yesterday").is_err());
         assert_eq!(parse_duration_param("15s"), Ok(Duration::from_secs(15)));
         assert_eq!(parse_duration_param("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration_param("1e300").is_err());
+        assert!(parse_duration_param("-1").is_err());
         assert_eq!(ts_json(1_435_781_451_781), "1435781451.781");
         assert_eq!(ts_json(1_435_781_451_000), "1435781451");
         assert_eq!(ts_json(1_435_781_451_990), "1435781451.990");
