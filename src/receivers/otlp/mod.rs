@@ -233,7 +233,9 @@ impl Shared {
         req: &ExportMetricsServiceRequest,
     ) -> Option<ExportMetricsPartialSuccess> {
         let t = translate::translate(req, &self.interner);
-        let accepted = t.metrics.point_count() as f64;
+        // OTLP data points, as the collector counts them (a histogram point is one point
+        // here, though it becomes many series samples).
+        let accepted = point_count(req).saturating_sub(t.rejected as usize) as f64;
         let receiver = Telemetry::labels(&[("receiver", &self.name), ("transport", transport)]);
         self.telemetry
             .receiver_accepted
