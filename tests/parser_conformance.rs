@@ -159,3 +159,97 @@ fn node_exporter_textfile_cases_parse() {
         assert!(r.is_ok(), "{}: {:?}", path.display(), r);
     }
 }
+
+type Outcome = Result<Vec<(String, Vec<(String, String)>, u64)>, (usize, String)>;
+
+/// Every sample with its labels, or the first error and its line.
+fn parse_all(body: &[u8], format: Format, lazy: bool) -> Outcome {
+    let mut p = Parser::new(body, format);
+    if lazy {
+        p = p.with_lazy_labels();
+    }
+    let mut out = Vec::new();
+    loop {
+        let entry = p.next_entry().map_err(|e| (e.line, e.message.clone()))?;
+        let Some(Entry::Sample(s)) = entry else {
+            if entry.is_none() {
+                return Ok(out);
+            }
+            continue;
+        };
+        let (name, value) = (s.name.to_string(), s.value.to_bits());
+        let spans = p.take_labels().map_err(|e| (e.line, e.message))?.to_vec();
+        let labels = spans
+            .iter()
+            .map(|l| (p.label_name(l).to_string(), p.label_value(l).into_owned()))
+            .collect();
+        out.push((name, labels, value));
+    }
+}
+
+/// The scrape loop parses label sets only for series it has not seen (`with_lazy_labels`);
+/// that must find the same labels, and fail on the same line, as parsing every line does.
+#[test]
+fn lazy_label_parsing_agrees_with_eager_parsing() {
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut stack = vec![corpora()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("dir").flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_none_or(|x| x != "json" && x != "test")
+                && std::fs::metadata(&path)
+                    .map(|m| m.len() < 4 << 20)
+                    .unwrap_or(false)
+            {
+                bodies.push(std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    // Hand-made label sets at the edges of the syntax.
+    for extra in [
+        "a{x=\"}\",y=\"\\\"}\"} 1\n",
+        "a{x=\"1\"}} 1\n",
+        "a{x=\"1\" , y = \"2\" } 1\n",
+        "a{x=\"1\\\"} 1\n",
+        "a{x=\"1\",x=\"2\"} 1\n",
+        "a{x=1} 1\n",
+        "a{,} 1\n",
+        "a{x=\"1\"\n",
+        "a{x=\"\\\\\"} 1\n",
+    ] {
+        bodies.push(extra.as_bytes().to_vec());
+    }
+    // And each body with a byte changed here and there, to reach error paths.
+    let originals = bodies.len();
+    for i in 0..originals {
+        let b = bodies[i].clone();
+        if b.is_empty() {
+            continue;
+        }
+        for (k, c) in [b'"', b'}', b'\\', b',', b'{', b'='].iter().enumerate() {
+            let mut m = b.clone();
+            let at = (b.len() * (2 * k + 1) / 13).min(b.len() - 1);
+            m[at] = *c;
+            bodies.push(m);
+        }
+    }
+    let mut compared = 0;
+    for body in &bodies {
+        for format in [Format::Text, Format::OpenMetrics] {
+            // Errors must fall on the same line; the message may differ (a line with a bad
+            // label set and a bad value reports whichever its parser reached first).
+            let eager = parse_all(body, format, false).map_err(|e| e.0);
+            let lazy = parse_all(body, format, true).map_err(|e| e.0);
+            assert_eq!(
+                eager,
+                lazy,
+                "lazy and eager parsing disagree on:\n{}",
+                String::from_utf8_lossy(&body[..body.len().min(2000)])
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 1000, "only {compared} bodies compared");
+}

@@ -91,6 +91,11 @@ pub struct Parser<'a> {
     labels: Vec<LabelSpan>,
     seen_eof: bool,
     strict: Option<Box<StrictState>>,
+    /// Label sets are only delimited while scanning; `take_labels` parses them on request.
+    lazy_labels: bool,
+    /// The last sample's label set not parsed yet: (line start, line end, index after `{`,
+    /// index after `}`) as body offsets, and whether the line is OpenMetrics.
+    pending: Option<(usize, usize, usize, usize, bool)>,
 }
 
 impl<'a> Parser<'a> {
@@ -103,7 +108,31 @@ impl<'a> Parser<'a> {
             labels: Vec::with_capacity(32),
             seen_eof: false,
             strict: None,
+            lazy_labels: false,
+            pending: None,
         }
+    }
+
+    /// A parser that only finds where each label set ends. The scrape loop knows most series
+    /// from earlier scrapes by their exact bytes, which were validated when first seen, so it
+    /// asks for labels (`take_labels`, which validates them) only for series new to it.
+    pub fn with_lazy_labels(mut self) -> Self {
+        self.lazy_labels = self.strict.is_none();
+        self
+    }
+
+    /// The labels of the sample returned last, parsing them now if that was deferred.
+    pub fn take_labels(&mut self) -> Result<&[LabelSpan], ParseError> {
+        if let Some((line_start, line_end, open, close, om)) = self.pending.take() {
+            let body = self.body;
+            let line = &body[line_start..line_end];
+            self.labels.clear();
+            let end = self.parse_labels(line_start, line, open - line_start, om)?;
+            if line_start + end != close {
+                return self.err("malformed label set");
+            }
+        }
+        Ok(&self.labels)
     }
 
     /// A parser that also enforces the OpenMetrics 1.0 semantic rules.
@@ -392,8 +421,17 @@ impl<'a> Parser<'a> {
         let mut i = ne;
         // Text format allows blanks between the name and `{`.
         let k = if om { ne } else { skip_blank(line, ne) };
+        self.pending = None;
         if k < line.len() && line[k] == b'{' {
-            i = self.parse_labels(base, line, k + 1, om)?;
+            if self.lazy_labels {
+                i = match skip_label_set(line, k + 1) {
+                    Some(end) => end,
+                    None => return self.err("unterminated label set"),
+                };
+                self.pending = Some((base, base + line.len(), base + k + 1, base + i, om));
+            } else {
+                i = self.parse_labels(base, line, k + 1, om)?;
+            }
         }
         let series = &line[start..i.min(line.len())];
         let series = trim_end_blank(series);
@@ -974,6 +1012,27 @@ fn parse_le(le: &str) -> Option<f64> {
 fn ascii(b: &[u8]) -> &str {
     // Callers pass only bytes already checked to be ASCII name characters.
     std::str::from_utf8(b).unwrap_or("")
+}
+
+/// Index just after the `}` closing a label set that starts at `i` (after `{`), skipping
+/// quoted values with their escapes; `None` when the line ends first. Agrees with
+/// `parse_labels` on every label set that one accepts.
+fn skip_label_set(line: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        i += memchr::memchr2(b'"', b'}', line.get(i..)?)?;
+        if line[i] == b'}' {
+            return Some(i + 1);
+        }
+        i += 1;
+        loop {
+            i += memchr::memchr2(b'"', b'\\', line.get(i..)?)?;
+            if line[i] == b'"' {
+                i += 1;
+                break;
+            }
+            i += 2;
+        }
+    }
 }
 
 fn skip_blank(line: &[u8], mut i: usize) -> usize {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +59,35 @@ pub struct TargetStatus {
     pub interval: Duration,
 }
 
+/// Scrape bodies are large (a sidecar's is ~1.5 MB) and each target is scraped once per
+/// interval, so body buffers are lent per scrape from a small process-wide pool instead of
+/// being kept by every target: memory follows concurrent scrapes, not the number of targets.
+static BODY_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Spare buffers kept, and the largest capacity worth keeping (one huge body must not pin
+/// its size forever).
+const POOLED_BUFFERS: usize = 8;
+const POOLED_CAPACITY: usize = 16 << 20;
+
+fn take_buffer() -> Vec<u8> {
+    BODY_BUFFERS
+        .lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .unwrap_or_default()
+}
+
+fn give_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > POOLED_CAPACITY {
+        return;
+    }
+    buf.clear();
+    if let Ok(mut pool) = BODY_BUFFERS.lock() {
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    }
+}
+
 /// Status of every live target, by target key.
 pub type TargetRegistry = Arc<Mutex<std::collections::BTreeMap<u64, TargetStatus>>>;
 
@@ -73,6 +102,10 @@ struct SeriesEntry {
     hash: u64,
 }
 
+/// A sample's exposed name and the addresses of its series' final name, job and instance:
+/// samples equal in these belong to one family.
+type FamilyMemoKey<'a> = (&'a [u8], usize, usize, usize);
+
 /// A family within one target's output: (family name, job, instance).
 type FamilyKey = (Arc<str>, Arc<str>, Arc<str>);
 
@@ -80,13 +113,24 @@ type FamilyKey = (Arc<str>, Arc<str>, Arc<str>);
 #[derive(Debug, Clone)]
 pub struct ScrapeError(pub String);
 
-/// A series to mark stale if it does not show up again.
+/// A series of the last successful scrape, to mark stale if it does not show up again.
 #[derive(Clone)]
 struct Tracked {
     entry: Arc<SeriesEntry>,
     family: Arc<str>,
     kind: MetricKind,
+    /// Number of the scrape that saw it last (duplicates within one body are dropped).
+    seen: u64,
+    /// Scraped without an explicit timestamp last time: it gets a staleness marker when it
+    /// goes away (Prometheus leaves timestamped series alone).
+    marks: bool,
+    /// `marks` as the last successful scrape left it, while a scrape is under way.
+    marked_before: bool,
 }
+
+/// Maps keyed by values that are hashes already, or small keys: a fast non-DoS-resistant
+/// hasher is enough, and SipHash showed up in scrape profiles.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 pub struct ScrapeLoop {
     pub target: Target,
@@ -100,11 +144,16 @@ pub struct ScrapeLoop {
     receiver: String,
     /// Keyed by a 128-bit hash of the raw series bytes: keeping the bytes themselves would
     /// cost as much memory as the exposition (a collision needs ~2^64 series).
-    cache: HashMap<u128, Option<Arc<SeriesEntry>>>,
+    cache: FastMap<u128, Option<Arc<SeriesEntry>>>,
+    /// The format the cached series were validated in: a change empties the cache.
+    cache_format: Option<Format>,
     interner: Arc<Interner>,
     gates: crate::processors::memory_limiter::SharedGates,
-    /// Series of the last successful scrape (without explicit timestamps).
-    previous: HashMap<u64, Tracked>,
+    /// Series of the last successful scrape by final label hash.
+    previous: FastMap<u64, Tracked>,
+    /// Number of the current scrape, for `Tracked::seen`, and of the last successful one.
+    generation: u64,
+    completed: u64,
     target_labels: Vec<(String, String)>,
     resource_base: Vec<(String, String)>,
     body: Vec<u8>,
@@ -175,10 +224,13 @@ impl ScrapeLoop {
             telemetry,
             registry,
             receiver,
-            cache: HashMap::new(),
+            cache: FastMap::default(),
+            cache_format: None,
             interner,
             gates,
-            previous: HashMap::new(),
+            previous: FastMap::default(),
+            generation: 0,
+            completed: 0,
             target_labels,
             resource_base,
             body: Vec::new(),
@@ -233,7 +285,7 @@ impl ScrapeLoop {
                 self.telemetry
                     .receiver_refused
                     .get_or_create(&Telemetry::labels(&[("receiver", &self.receiver)]))
-                    .inc_by(self.previous.len() as f64);
+                    .inc_by(self.previous.values().filter(|t| t.marks).count() as f64);
                 self.update_status(|s| {
                     s.last_error = Some("scrape skipped: memory limiter is refusing data".into())
                 });
@@ -282,6 +334,9 @@ impl ScrapeLoop {
                 crate::config::units::format_duration(self.target.timeout)
             ))),
         };
+        // Back to the pool: a target holds no body between scrapes.
+        give_buffer(std::mem::take(&mut self.body));
+        give_buffer(std::mem::take(&mut self.inflated));
         let duration = started.elapsed();
         let mut m = match result {
             Ok(built) => {
@@ -399,13 +454,8 @@ impl ScrapeLoop {
             .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
         let limit = self.cfg.body_size_limit;
         let over = |n: usize| limit > 0 && n as u64 > limit;
-        // Buffers are reused across scrapes; one huge body must not pin its size forever.
-        for buf in [&mut self.body, &mut self.inflated] {
-            if buf.capacity() > (8 << 20) && buf.len() < buf.capacity() / 4 {
-                buf.shrink_to(buf.len().max(1 << 20));
-            }
-        }
-        self.body.clear();
+        self.body = take_buffer();
+        self.inflated = take_buffer();
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("reading body: {}", error_chain(&e))))?;
@@ -532,12 +582,21 @@ impl ScrapeLoop {
 
     fn build_from(&mut self, body: &[u8], format: Format, ts: i64) -> Result<Built, ScrapeError> {
         let url = self.target.url.clone();
-        let mut parser = Parser::new(body, format);
+        let mut parser = Parser::new(body, format).with_lazy_labels();
+        // Cached series were validated as `format`; under another format they must be again.
+        if self.cache_format != Some(format) {
+            self.cache.clear();
+            self.cache_format = Some(format);
+        }
+        self.generation += 1;
+        let generation = self.generation;
         let mut meta: HashMap<String, (MetricKind, Arc<str>, Arc<str>)> = HashMap::new();
         let mut families: Vec<MetricFamily> = Vec::new();
         let mut family_index: HashMap<FamilyKey, usize> = HashMap::new();
-        let mut current: HashMap<u64, Tracked> = HashMap::with_capacity(self.previous.len());
-        let mut seen_in_scrape: HashSet<u64> = HashSet::new();
+        // Family of each (exposed name, final name, job, instance) seen in this body; the last
+        // one is checked first, as samples of one family usually come together.
+        let mut family_memo: FastMap<FamilyMemoKey, usize> = FastMap::default();
+        let mut last_family: Option<(FamilyMemoKey, usize)> = None;
         let mut scraped = 0usize;
         let mut post = 0usize;
         let mut added = 0usize;
@@ -580,6 +639,12 @@ impl ScrapeLoop {
                     let entry = match self.cache.get(&key) {
                         Some(e) => e.clone(),
                         None => {
+                            parser.take_labels().map_err(|e| {
+                                ScrapeError(format!(
+                                    "scrape of {url} failed: parse error at line {}: {}",
+                                    e.line, e.message
+                                ))
+                            })?;
                             let labels: Vec<(String, String)> = parser
                                 .labels()
                                 .iter()
@@ -601,8 +666,71 @@ impl ScrapeLoop {
                         }
                     };
                     let Some(entry) = entry else { continue };
-                    if !seen_in_scrape.insert(entry.hash) {
-                        continue; // a duplicate series in one body: the first sample wins
+                    let memo_key = (
+                        s.name.as_bytes(),
+                        Arc::as_ptr(&entry.name) as *const u8 as usize,
+                        Arc::as_ptr(&entry.job) as *const u8 as usize,
+                        Arc::as_ptr(&entry.instance) as *const u8 as usize,
+                    );
+                    let idx = match last_family {
+                        Some((k, i)) if k == memo_key => i,
+                        _ => {
+                            let i = *family_memo.entry(memo_key).or_insert_with(|| {
+                                let (fam_name, kind, help, unit) =
+                                    family_of(&meta, s.name, &entry.name);
+                                let fkey =
+                                    (fam_name.clone(), entry.job.clone(), entry.instance.clone());
+                                *family_index.entry(fkey).or_insert_with(|| {
+                                    families.push(MetricFamily {
+                                        name: fam_name,
+                                        kind,
+                                        help,
+                                        unit,
+                                        samples: Vec::new(),
+                                    });
+                                    families.len() - 1
+                                })
+                            });
+                            last_family = Some((memo_key, i));
+                            i
+                        }
+                    };
+                    let explicit = s.timestamp_ms.is_some() && self.cfg.honor_timestamps;
+                    match self.previous.get_mut(&entry.hash) {
+                        // A duplicate series in one body: the first sample wins.
+                        Some(t) if t.seen == generation => continue,
+                        Some(t) => {
+                            t.marked_before = t.seen == self.completed && t.marks;
+                            if !explicit && !t.marked_before {
+                                added += 1;
+                            }
+                            t.seen = generation;
+                            t.marks = !explicit;
+                            if !Arc::ptr_eq(&t.entry, &entry) {
+                                t.entry = entry.clone();
+                            }
+                            let f = &families[idx];
+                            if t.kind != f.kind || *t.family != *f.name {
+                                t.family = f.name.clone();
+                                t.kind = f.kind;
+                            }
+                        }
+                        None => {
+                            if !explicit {
+                                added += 1;
+                            }
+                            self.previous.insert(
+                                entry.hash,
+                                Tracked {
+                                    entry: entry.clone(),
+                                    family: families[idx].name.clone(),
+                                    kind: families[idx].kind,
+                                    seen: generation,
+                                    marks: !explicit,
+                                    marked_before: false,
+                                },
+                            );
+                        }
                     }
                     post += 1;
                     if self.cfg.sample_limit > 0 && post as u64 > self.cfg.sample_limit {
@@ -611,19 +739,6 @@ impl ScrapeLoop {
                             self.cfg.sample_limit
                         )));
                     }
-                    let (fam_name, kind, help, unit) = family_of(&meta, s.name, &entry.name);
-                    let fkey = (fam_name.clone(), entry.job.clone(), entry.instance.clone());
-                    let idx = *family_index.entry(fkey).or_insert_with(|| {
-                        families.push(MetricFamily {
-                            name: fam_name.clone(),
-                            kind,
-                            help,
-                            unit,
-                            samples: Vec::new(),
-                        });
-                        families.len() - 1
-                    });
-                    let explicit = s.timestamp_ms.is_some() && self.cfg.honor_timestamps;
                     let t = if explicit {
                         s.timestamp_ms.unwrap_or(ts)
                     } else {
@@ -635,30 +750,25 @@ impl ScrapeLoop {
                         value: s.value,
                         timestamp_ms: t,
                     });
-                    if !explicit {
-                        if !self.previous.contains_key(&entry.hash) {
-                            added += 1;
-                        }
-                        current.insert(
-                            entry.hash,
-                            Tracked {
-                                entry: entry.clone(),
-                                family: fam_name,
-                                kind,
-                            },
-                        );
-                    }
                 }
             }
         }
-        // Series gone since the last scrape get a staleness marker.
+        // Series gone since the last scrape get a staleness marker, as do series that now
+        // carry explicit timestamps (Prometheus stops tracking those).
         let mut stale: Vec<Tracked> = Vec::new();
-        for (h, t) in self.previous.drain() {
-            if !current.contains_key(&h) {
-                stale.push(t);
+        self.previous.retain(|_, t| {
+            if t.seen != generation {
+                if t.marks {
+                    stale.push(t.clone());
+                }
+                return false;
             }
-        }
-        self.previous = current;
+            if !t.marks && t.marked_before {
+                stale.push(t.clone());
+            }
+            true
+        });
+        self.completed = generation;
         // Keep the cache from growing without bound on churning series.
         if self.cache.len() > 2 * (scraped + 64) {
             self.cache.clear();
@@ -686,7 +796,21 @@ impl ScrapeLoop {
 
     /// Staleness markers for every series of the last scrape (failed scrape or removal).
     fn stale_all(&mut self, ts: i64, with_report: bool) -> Metrics {
-        let stale: Vec<Tracked> = self.previous.drain().map(|(_, t)| t).collect();
+        // A failed scrape may have touched entries: what counts is how the last successful
+        // one left them.
+        let completed = self.completed;
+        let stale: Vec<Tracked> = self
+            .previous
+            .drain()
+            .map(|(_, t)| t)
+            .filter(|t| {
+                if t.seen == completed {
+                    t.marks
+                } else {
+                    t.marked_before
+                }
+            })
+            .collect();
         let mut m = Metrics::default();
         append_stale(&mut m, stale, ts, &self.resource_base, &self.target.scheme);
         if with_report {
@@ -869,6 +993,9 @@ fn assemble(
 ) -> Metrics {
     let mut m = Metrics::default();
     for (f, (job, inst)) in families.into_iter().zip(owners) {
+        if f.samples.is_empty() {
+            continue; // its only sample was a duplicate
+        }
         resource_slot(&mut m, job, inst, scheme, base)
             .families
             .push(f);
