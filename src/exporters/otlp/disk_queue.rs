@@ -15,8 +15,6 @@
 //! instead, up to `memory_capacity`, and the condition is logged; beyond that they are refused.
 //! Without `storage` the same queue runs in memory only ([`DiskQueue::in_memory`]).
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use prost::Message;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -283,7 +281,7 @@ impl DiskQueue {
     }
 
     fn write_record(&self, g: &mut Inner, seq: u64, batch: &Batch) -> std::io::Result<Item> {
-        let payload = batch.request.encode_to_vec();
+        let payload = &batch.request;
         let points = u32::try_from(batch.points).unwrap_or(u32::MAX);
         let size = (HEADER + payload.len()) as u64;
         if g.bytes + size > self.max_bytes {
@@ -315,10 +313,10 @@ impl DiskQueue {
         let w = g.writer.as_mut().ok_or(std::io::ErrorKind::Other)?;
         let mut rec = Vec::with_capacity(size as usize);
         rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc(seq, points, &payload).to_le_bytes());
+        rec.extend_from_slice(&crc(seq, points, payload).to_le_bytes());
         rec.extend_from_slice(&seq.to_le_bytes());
         rec.extend_from_slice(&points.to_le_bytes());
-        rec.extend_from_slice(&payload);
+        rec.extend_from_slice(payload);
         let offset = w.size;
         let written = w.file.write_all(&rec).and_then(|_| {
             if self.fsync {
@@ -412,10 +410,9 @@ impl DiskQueue {
         if u32::from_le_bytes([head[4], head[5], head[6], head[7]]) != crc(seq, points, &payload) {
             return Err(format!("{}: checksum mismatch at {offset}", path.display()));
         }
-        let request = ExportMetricsServiceRequest::decode(payload.as_slice())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // Sent as it is: the checksum vouches that these are the bytes that were queued.
         Ok(Batch {
-            request,
+            request: payload.into(),
             points: points as usize,
         })
     }
@@ -521,7 +518,9 @@ impl DiskQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+    use prost::Message;
 
     fn batch(n: usize) -> Batch {
         Batch {
@@ -530,13 +529,19 @@ mod tests {
                     schema_url: format!("batch-{n}"),
                     ..Default::default()
                 }],
-            },
+            }
+            .encode_to_vec()
+            .into(),
             points: n,
         }
     }
 
     fn id(b: &Batch) -> String {
-        b.request.resource_metrics[0].schema_url.clone()
+        ExportMetricsServiceRequest::decode(b.request.clone())
+            .expect("a request")
+            .resource_metrics[0]
+            .schema_url
+            .clone()
     }
 
     #[tokio::test]
@@ -604,7 +609,7 @@ mod tests {
     #[tokio::test]
     async fn over_the_disk_bound_batches_go_to_memory_then_are_refused() {
         let dir = tempfile::tempdir().expect("tmp");
-        let one = (HEADER + batch(0).request.encode_to_vec().len()) as u64;
+        let one = (HEADER + batch(0).request.len()) as u64;
         let (q, _) = DiskQueue::open(dir.path(), false, one * 2, 1).expect("open");
         assert_eq!(q.push(batch(0)).ok(), Some(Stored::Disk));
         assert_eq!(q.push(batch(1)).ok(), Some(Stored::Disk));

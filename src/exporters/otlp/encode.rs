@@ -5,11 +5,14 @@
 //! summary → Summary; info/stateset → non-monotonic Sum; `_created` → start time;
 //! `target_info` → resource attributes; `otel_scope_*` labels → scope;
 //! staleness marker → a point flagged NoRecordedValue with no value.
+//!
+//! The request is written as protobuf bytes directly from the model: building prost structs
+//! first cost two `String`s per attribute per point, and allocation dominated the export
+//! path (`cargo bench --bench agents`). `encode` decodes those bytes with prost, for the
+//! JSON encoding and for tests, so every check of the structure also checks the writer.
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1 as pb;
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
 use std::collections::HashMap;
 
 use crate::model::{
@@ -17,15 +20,101 @@ use crate::model::{
 };
 
 const NO_RECORDED_VALUE: u32 = 1;
-const CUMULATIVE: i32 = pb::AggregationTemporality::Cumulative as i32;
+/// `AGGREGATION_TEMPORALITY_CUMULATIVE`.
+const CUMULATIVE: u64 = 2;
 
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_string())),
-        }),
-        key_strindex: 0,
+/// Protobuf wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn key(out: &mut Vec<u8>, field: u32, wire: u32) {
+    varint(out, u64::from(field << 3 | wire));
+}
+
+/// A string field, omitted when empty as proto3 does.
+fn string(out: &mut Vec<u8>, field: u32, s: &str) {
+    if !s.is_empty() {
+        key(out, field, LEN);
+        varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
+    if v != 0 {
+        key(out, field, FIXED64);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn double(out: &mut Vec<u8>, field: u32, v: f64) {
+    key(out, field, FIXED64);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
+    if v != 0 {
+        key(out, field, VARINT);
+        varint(out, v);
+    }
+}
+
+/// A `KeyValue` with a string value, its size computed up front: attributes are most of the
+/// bytes, and need no scratch buffer.
+fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &str) {
+    let any_value = 1 + varint_len(v.len() as u64) + v.len();
+    let key_field = if k.is_empty() {
+        0
+    } else {
+        1 + varint_len(k.len() as u64) + k.len()
+    };
+    let key_value = key_field + 1 + varint_len(any_value as u64) + any_value;
+    key(out, field, LEN);
+    varint(out, key_value as u64);
+    string(out, 1, k);
+    key(out, 2, LEN);
+    varint(out, any_value as u64);
+    // The oneof is set even for an empty string.
+    key(out, 1, LEN);
+    varint(out, v.len() as u64);
+    out.extend_from_slice(v.as_bytes());
+}
+
+/// Writes nested messages: each is written into a scratch buffer, then copied into its
+/// parent after its length. A byte is copied once per nesting level, much cheaper than the
+/// allocations it replaces; buffers are reused.
+#[derive(Default)]
+struct Writer {
+    spare: Vec<Vec<u8>>,
+}
+
+impl Writer {
+    fn message(
+        &mut self,
+        out: &mut Vec<u8>,
+        field: u32,
+        body: impl FnOnce(&mut Self, &mut Vec<u8>),
+    ) {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        body(self, &mut buf);
+        key(out, field, LEN);
+        varint(out, buf.len() as u64);
+        out.extend_from_slice(&buf);
+        self.spare.push(buf);
     }
 }
 
@@ -57,12 +146,10 @@ fn is_structural(name: &str, kind: MetricKind) -> bool {
     }
 }
 
-fn attributes(labels: &Labels, kind: MetricKind) -> Vec<KeyValue> {
-    labels
-        .iter()
-        .filter(|l| !is_structural(&l.name, kind))
-        .map(|l| kv(&l.name, &l.value))
-        .collect()
+fn attributes(out: &mut Vec<u8>, field: u32, labels: &Labels, kind: MetricKind) {
+    for l in labels.iter().filter(|l| !is_structural(&l.name, kind)) {
+        key_value(out, field, &l.name, &l.value);
+    }
 }
 
 /// Identity of a data point: its labels without the structural ones.
@@ -81,45 +168,66 @@ fn scope_of(s: &Sample) -> (Option<&str>, Option<&str>) {
     )
 }
 
-/// Encodes a batch as one export request.
-pub fn encode(metrics: &Metrics) -> ExportMetricsServiceRequest {
-    ExportMetricsServiceRequest {
-        resource_metrics: metrics.resources.iter().map(encode_resource).collect(),
+/// Encodes a batch as the protobuf bytes of one `ExportMetricsServiceRequest`, appended to
+/// `out`.
+pub fn encode_to(metrics: &Metrics, out: &mut Vec<u8>) {
+    let mut w = Writer::default();
+    for r in &metrics.resources {
+        w.message(out, 1, |w, out| encode_resource(w, out, r));
     }
+}
+
+/// The same request as prost's struct (for the JSON encoding and tests).
+pub fn encode(metrics: &Metrics) -> ExportMetricsServiceRequest {
+    let mut bytes = Vec::new();
+    encode_to(metrics, &mut bytes);
+    ExportMetricsServiceRequest::decode(bytes.as_slice())
+        .expect("the writer produces valid ExportMetricsServiceRequest bytes")
 }
 
 fn is_target_info(f: &MetricFamily) -> bool {
     &*f.name == "target_info" || (&*f.name == "target" && f.kind == MetricKind::Info)
 }
 
-fn encode_resource(r: &ResourceMetrics) -> pb::ResourceMetrics {
-    let mut resource: Vec<KeyValue> = r.resource.iter().map(|(k, v)| kv(k, v)).collect();
+fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
     // target_info's labels describe the resource; the metric itself is not exported.
+    let mut extra: Vec<(&str, &str)> = Vec::new();
     for f in r.families.iter().filter(|f| is_target_info(f)) {
         if let Some(s) = f.samples.iter().find(|s| !s.is_stale()) {
             for l in s.labels.iter() {
-                if !resource.iter().any(|kv| kv.key == *l.name) {
-                    resource.push(kv(&l.name, &l.value));
+                let known = r.resource.iter().any(|(k, _)| *k == *l.name)
+                    || extra.iter().any(|(k, _)| *k == &*l.name);
+                if !known {
+                    extra.push((&l.name, &l.value));
                 }
             }
         }
     }
-    // Scopes: the receiver's own, plus one per distinct otel_scope_name/version.
-    let mut scopes: Vec<((String, String), Vec<pb::Metric>)> = Vec::new();
-    let default_scope = (r.scope_name.clone(), r.scope_version.clone());
+    w.message(out, 1, |_, out| {
+        for (k, v) in &r.resource {
+            key_value(out, 1, k, v);
+        }
+        for (k, v) in &extra {
+            key_value(out, 1, k, v);
+        }
+    });
+    // Scopes: the receiver's own, plus one per distinct otel_scope_name/version, in order
+    // of first appearance; each scope's metrics are written into its own buffer.
+    let mut scopes: Vec<((&str, &str), Vec<u8>)> = Vec::new();
+    let default_scope = (r.scope_name.as_str(), r.scope_version.as_str());
     for f in r.families.iter().filter(|f| !is_target_info(f)) {
         let has_scope_labels = f.samples.iter().any(|s| scope_of(s).0.is_some());
         if !has_scope_labels {
-            if let Some(m) = encode_family(f, &f.samples.iter().collect::<Vec<_>>()) {
-                push_scoped(&mut scopes, default_scope.clone(), m);
-            }
+            let samples: Vec<&Sample> = f.samples.iter().collect();
+            let i = scope_index(&mut scopes, default_scope);
+            encode_family(w, &mut scopes[i].1, f, &samples);
             continue;
         }
-        let mut by_scope: Vec<((String, String), Vec<&Sample>)> = Vec::new();
+        let mut by_scope: Vec<((&str, &str), Vec<&Sample>)> = Vec::new();
         for s in &f.samples {
             let key = match scope_of(s) {
-                (Some(n), v) => (n.to_string(), v.unwrap_or("").to_string()),
-                (None, _) => default_scope.clone(),
+                (Some(n), v) => (n, v.unwrap_or("")),
+                (None, _) => default_scope,
             };
             match by_scope.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, v)) => v.push(s),
@@ -127,69 +235,77 @@ fn encode_resource(r: &ResourceMetrics) -> pb::ResourceMetrics {
             }
         }
         for (key, samples) in by_scope {
-            if let Some(m) = encode_family(f, &samples) {
-                push_scoped(&mut scopes, key, m);
-            }
+            let i = scope_index(&mut scopes, key);
+            encode_family(w, &mut scopes[i].1, f, &samples);
         }
     }
-    pb::ResourceMetrics {
-        resource: Some(Resource {
-            attributes: resource,
-            dropped_attributes_count: 0,
-            entity_refs: Vec::new(),
-        }),
-        scope_metrics: scopes
-            .into_iter()
-            .map(|((name, version), metrics)| pb::ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name,
-                    version,
-                    attributes: Vec::new(),
-                    dropped_attributes_count: 0,
-                }),
-                metrics,
-                schema_url: String::new(),
-            })
-            .collect(),
-        schema_url: String::new(),
+    for ((name, version), metrics) in &scopes {
+        if metrics.is_empty() {
+            continue; // every family of the scope was dropped
+        }
+        w.message(out, 2, |w, out| {
+            w.message(out, 1, |_, out| {
+                string(out, 1, name);
+                string(out, 2, version);
+            });
+            out.extend_from_slice(metrics);
+        });
     }
 }
 
-fn push_scoped(
-    scopes: &mut Vec<((String, String), Vec<pb::Metric>)>,
-    key: (String, String),
-    m: pb::Metric,
-) {
-    match scopes.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, v)) => v.push(m),
-        None => scopes.push((key, vec![m])),
+fn scope_index<'a>(
+    scopes: &mut Vec<((&'a str, &'a str), Vec<u8>)>,
+    key: (&'a str, &'a str),
+) -> usize {
+    match scopes.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            scopes.push((key, Vec::new()));
+            scopes.len() - 1
+        }
     }
 }
 
-fn number_point(s: &Sample, kind: MetricKind, start_ns: u64) -> pb::NumberDataPoint {
+/// A `NumberDataPoint` (field `field` of its Gauge or Sum).
+fn number_point(out: &mut Vec<u8>, s: &Sample, kind: MetricKind, start_ns: u64) {
     let stale = is_stale_nan(s.value);
-    pb::NumberDataPoint {
-        attributes: attributes(&s.labels, kind),
-        start_time_unix_nano: start_ns,
-        time_unix_nano: ms_to_ns(s.timestamp_ms),
-        exemplars: Vec::new(),
-        flags: if stale { NO_RECORDED_VALUE } else { 0 },
-        value: if stale {
-            None
-        } else {
-            Some(pb::number_data_point::Value::AsDouble(s.value))
-        },
+    fixed64(out, 2, start_ns);
+    fixed64(out, 3, ms_to_ns(s.timestamp_ms));
+    if !stale {
+        double(out, 4, s.value);
     }
+    attributes(out, 7, &s.labels, kind);
+    uint(
+        out,
+        8,
+        if stale {
+            u64::from(NO_RECORDED_VALUE)
+        } else {
+            0
+        },
+    );
 }
 
-fn metric(f: &MetricFamily, name: String, data: pb::metric::Data) -> pb::Metric {
-    pb::Metric {
-        name,
-        description: f.help.to_string(),
-        unit: f.unit.to_string(),
-        metadata: Vec::new(),
-        data: Some(data),
+/// A `Metric` (field 2 of its ScopeMetrics) with the header fields; `data` writes its
+/// oneof and reports whether it wrote any point (a metric without points is left out).
+fn metric(
+    w: &mut Writer,
+    out: &mut Vec<u8>,
+    f: &MetricFamily,
+    name: &str,
+    data: impl FnOnce(&mut Writer, &mut Vec<u8>) -> bool,
+) {
+    let mut body = w.spare.pop().unwrap_or_default();
+    body.clear();
+    string(&mut body, 1, name);
+    string(&mut body, 2, &f.help);
+    string(&mut body, 3, &f.unit);
+    if data(w, &mut body) {
+        key(out, 2, LEN);
+        varint(out, body.len() as u64);
+        out.extend_from_slice(&body);
     }
+    w.spare.push(body);
 }
 
 /// Start times from `<family>_created` samples, by point identity.
@@ -208,57 +324,53 @@ fn created_times<'a>(
         .collect()
 }
 
-fn encode_family(f: &MetricFamily, samples: &[&Sample]) -> Option<pb::Metric> {
+fn encode_family(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
     if samples.is_empty() {
-        return None;
+        return;
     }
     match f.kind {
-        MetricKind::Gauge | MetricKind::Unknown | MetricKind::GaugeHistogram => {
-            // Unknown families hold one name; gauge histograms have no OTLP equivalent that
-            // Honeycomb accepts, so their series travel as gauges under their own names.
-            if f.kind == MetricKind::GaugeHistogram {
-                return None;
-            }
-            let points = samples.iter().map(|s| number_point(s, f.kind, 0)).collect();
-            Some(metric(
-                f,
-                f.name.to_string(),
-                pb::metric::Data::Gauge(pb::Gauge {
-                    data_points: points,
-                }),
-            ))
-        }
+        // Gauge histograms have no OTLP equivalent that Honeycomb accepts.
+        MetricKind::GaugeHistogram => {}
+        MetricKind::Gauge | MetricKind::Unknown => metric(w, out, f, &f.name, |w, out| {
+            w.message(out, 5, |w, out| {
+                for s in samples {
+                    w.message(out, 1, |_, out| number_point(out, s, f.kind, 0));
+                }
+            });
+            true
+        }),
         MetricKind::Counter | MetricKind::Info | MetricKind::StateSet => {
             let created = created_times(f, samples);
-            let points: Vec<pb::NumberDataPoint> = samples
+            let points: Vec<&&Sample> = samples
                 .iter()
                 .filter(|s| !s.name.ends_with("_created") || f.kind != MetricKind::Counter)
-                .map(|s| {
-                    let start = created
-                        .get(&point_key(&s.labels, f.kind))
-                        .copied()
-                        .unwrap_or(0);
-                    number_point(s, f.kind, start)
-                })
                 .collect();
             if points.is_empty() {
-                return None;
+                return;
             }
-            Some(metric(
-                f,
-                f.otlp_name(),
-                pb::metric::Data::Sum(pb::Sum {
-                    data_points: points,
-                    aggregation_temporality: CUMULATIVE,
-                    is_monotonic: f.kind == MetricKind::Counter,
-                }),
-            ))
+            metric(w, out, f, &f.otlp_name(), |w, out| {
+                w.message(out, 7, |w, out| {
+                    for s in points {
+                        let start = if created.is_empty() {
+                            0
+                        } else {
+                            created
+                                .get(&point_key(&s.labels, f.kind))
+                                .copied()
+                                .unwrap_or(0)
+                        };
+                        w.message(out, 1, |_, out| number_point(out, s, f.kind, start));
+                    }
+                    uint(out, 2, CUMULATIVE);
+                    uint(out, 3, u64::from(f.kind == MetricKind::Counter));
+                });
+                true
+            })
         }
-        MetricKind::Histogram => encode_histogram(f, samples),
-        MetricKind::Summary => encode_summary(f, samples),
+        MetricKind::Histogram => encode_histogram(w, out, f, samples),
+        MetricKind::Summary => encode_summary(w, out, f, samples),
     }
 }
-
 #[derive(Default)]
 struct Group<'a> {
     attrs: Option<&'a Labels>,
@@ -271,16 +383,50 @@ struct Group<'a> {
     stale: bool,
 }
 
+/// Whether two label sets name the same data point (equal but for structural labels).
+fn same_point(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
+    let mut a = a.iter().filter(|l| !is_structural(&l.name, kind));
+    let mut b = b.iter().filter(|l| !is_structural(&l.name, kind));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) => {
+                let same = |p: &std::sync::Arc<str>, q: &std::sync::Arc<str>| {
+                    std::sync::Arc::ptr_eq(p, q) || p == q
+                };
+                if !same(&x.name, &y.name) || !same(&x.value, &y.value) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
 fn group<'a>(f: &MetricFamily, samples: &[&'a Sample]) -> Vec<Group<'a>> {
     let base = &*f.name;
     let mut groups: Vec<Group<'a>> = Vec::new();
     let mut index: HashMap<Vec<(&'a str, &'a str)>, usize> = HashMap::new();
+    let mut last: Option<usize> = None;
     for s in samples {
-        let key = point_key(&s.labels, f.kind);
-        let i = *index.entry(key).or_insert_with(|| {
-            groups.push(Group::default());
-            groups.len() - 1
-        });
+        // Series of one point (a histogram's buckets, _sum and _count) are usually adjacent:
+        // compare with the last point before building a key.
+        let i = match last {
+            Some(i)
+                if groups[i]
+                    .attrs
+                    .is_some_and(|a| same_point(a, &s.labels, f.kind)) =>
+            {
+                i
+            }
+            _ => *index
+                .entry(point_key(&s.labels, f.kind))
+                .or_insert_with(|| {
+                    groups.push(Group::default());
+                    groups.len() - 1
+                }),
+        };
+        last = Some(i);
         let g = &mut groups[i];
         g.attrs.get_or_insert(&s.labels);
         g.ts = g.ts.max(s.timestamp_ms);
@@ -316,113 +462,132 @@ fn parse_bound(s: &str) -> Option<f64> {
     }
 }
 
-fn encode_histogram(f: &MetricFamily, samples: &[&Sample]) -> Option<pb::Metric> {
-    let mut points = Vec::new();
-    for mut g in group(f, samples) {
-        let attrs = g.attrs.map(|l| attributes(l, f.kind)).unwrap_or_default();
-        if g.stale {
-            points.push(pb::HistogramDataPoint {
-                attributes: attrs,
-                time_unix_nano: ms_to_ns(g.ts),
-                flags: NO_RECORDED_VALUE,
-                ..Default::default()
-            });
-            continue;
-        }
-        // A histogram without _count cannot be represented.
-        let Some(count) = g.count else { continue };
-        g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut bounds = Vec::new();
-        let mut counts = Vec::new();
-        let mut prev = 0f64;
-        for &(le, cum) in &g.buckets {
-            if le.is_infinite() {
-                continue;
+fn encode_histogram(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
+    let groups = group(f, samples);
+    metric(w, out, f, &f.name, |w, out| {
+        let mut any = false;
+        w.message(out, 9, |w, out| {
+            for mut g in groups {
+                if g.stale {
+                    w.message(out, 1, |_, out| {
+                        fixed64(out, 3, ms_to_ns(g.ts));
+                        if let Some(l) = g.attrs {
+                            attributes(out, 9, l, f.kind);
+                        }
+                        uint(out, 10, u64::from(NO_RECORDED_VALUE));
+                    });
+                    any = true;
+                    continue;
+                }
+                // A histogram without _count cannot be represented.
+                let Some(count) = g.count else { continue };
+                any = true;
+                g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                w.message(out, 1, |_, out| {
+                    fixed64(out, 2, g.created);
+                    fixed64(out, 3, ms_to_ns(g.ts));
+                    fixed64(out, 4, count.max(0.0) as u64);
+                    if let Some(sum) = g.sum {
+                        double(out, 5, sum);
+                    }
+                    // bucket_counts (packed fixed64): one per finite bound, plus +Inf's.
+                    let finite = g.buckets.iter().filter(|b| !b.0.is_infinite()).count();
+                    key(out, 6, LEN);
+                    varint(out, 8 * (finite as u64 + 1));
+                    let mut prev = 0f64;
+                    for &(le, cum) in &g.buckets {
+                        if le.is_infinite() {
+                            continue;
+                        }
+                        out.extend_from_slice(&((cum - prev).max(0.0) as u64).to_le_bytes());
+                        prev = cum.max(prev);
+                    }
+                    // The +Inf bucket: whatever the count holds beyond the last finite bound.
+                    out.extend_from_slice(&((count - prev).max(0.0) as u64).to_le_bytes());
+                    if finite > 0 {
+                        key(out, 7, LEN);
+                        varint(out, 8 * finite as u64);
+                        for &(le, _) in g.buckets.iter().filter(|b| !b.0.is_infinite()) {
+                            out.extend_from_slice(&le.to_le_bytes());
+                        }
+                    }
+                    if let Some(l) = g.attrs {
+                        attributes(out, 9, l, f.kind);
+                    }
+                });
             }
-            bounds.push(le);
-            counts.push((cum - prev).max(0.0) as u64);
-            prev = cum.max(prev);
-        }
-        // The +Inf bucket: whatever the count holds beyond the last finite bound.
-        counts.push((count - prev).max(0.0) as u64);
-        points.push(pb::HistogramDataPoint {
-            attributes: attrs,
-            start_time_unix_nano: g.created,
-            time_unix_nano: ms_to_ns(g.ts),
-            count: count.max(0.0) as u64,
-            sum: g.sum,
-            bucket_counts: counts,
-            explicit_bounds: bounds,
-            exemplars: Vec::new(),
-            flags: 0,
-            min: None,
-            max: None,
+            uint(out, 2, CUMULATIVE);
         });
-    }
-    if points.is_empty() {
-        return None;
-    }
-    Some(metric(
-        f,
-        f.name.to_string(),
-        pb::metric::Data::Histogram(pb::Histogram {
-            data_points: points,
-            aggregation_temporality: CUMULATIVE,
-        }),
-    ))
+        any
+    })
 }
 
-fn encode_summary(f: &MetricFamily, samples: &[&Sample]) -> Option<pb::Metric> {
-    let mut points = Vec::new();
-    for mut g in group(f, samples) {
-        let attrs = g.attrs.map(|l| attributes(l, f.kind)).unwrap_or_default();
-        if g.stale {
-            points.push(pb::SummaryDataPoint {
-                attributes: attrs,
-                time_unix_nano: ms_to_ns(g.ts),
-                flags: NO_RECORDED_VALUE,
-                ..Default::default()
-            });
-            continue;
-        }
-        let Some(count) = g.count else { continue };
-        g.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-        points.push(pb::SummaryDataPoint {
-            attributes: attrs,
-            start_time_unix_nano: g.created,
-            time_unix_nano: ms_to_ns(g.ts),
-            count: count.max(0.0) as u64,
-            sum: g.sum.unwrap_or(0.0),
-            quantile_values: g
-                .quantiles
-                .iter()
-                .map(
-                    |&(quantile, value)| pb::summary_data_point::ValueAtQuantile {
-                        quantile,
-                        value,
-                    },
-                )
-                .collect(),
-            flags: 0,
+fn encode_summary(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
+    let groups = group(f, samples);
+    metric(w, out, f, &f.name, |w, out| {
+        let mut any = false;
+        w.message(out, 11, |w, out| {
+            for mut g in groups {
+                if g.stale {
+                    w.message(out, 1, |_, out| {
+                        fixed64(out, 3, ms_to_ns(g.ts));
+                        if let Some(l) = g.attrs {
+                            attributes(out, 7, l, f.kind);
+                        }
+                        uint(out, 8, u64::from(NO_RECORDED_VALUE));
+                    });
+                    any = true;
+                    continue;
+                }
+                let Some(count) = g.count else { continue };
+                any = true;
+                g.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+                w.message(out, 1, |w, out| {
+                    fixed64(out, 2, g.created);
+                    fixed64(out, 3, ms_to_ns(g.ts));
+                    fixed64(out, 4, count.max(0.0) as u64);
+                    // A plain double: omitted at zero, as proto3 does.
+                    let sum = g.sum.unwrap_or(0.0);
+                    if sum != 0.0 {
+                        double(out, 5, sum);
+                    }
+                    for &(quantile, value) in &g.quantiles {
+                        w.message(out, 6, |_, out| {
+                            if quantile != 0.0 {
+                                double(out, 1, quantile);
+                            }
+                            if value != 0.0 {
+                                double(out, 2, value);
+                            }
+                        });
+                    }
+                    if let Some(l) = g.attrs {
+                        attributes(out, 7, l, f.kind);
+                    }
+                });
+            }
         });
-    }
-    if points.is_empty() {
-        return None;
-    }
-    Some(metric(
-        f,
-        f.name.to_string(),
-        pb::metric::Data::Summary(pb::Summary {
-            data_points: points,
-        }),
-    ))
+        any
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::stale_nan;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1 as pb;
     use std::sync::Arc;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_string())),
+            }),
+            key_strindex: 0,
+        }
+    }
 
     fn s(name: &str, labels: &[(&str, &str)], v: f64) -> Sample {
         Sample {
@@ -452,7 +617,56 @@ mod tests {
                 families,
             }],
         };
-        encode(&m).resource_metrics.remove(0)
+        // The writer's bytes are exactly what prost writes for the same message: canonical
+        // varints, fields in order, defaults left out.
+        let mut bytes = Vec::new();
+        encode_to(&m, &mut bytes);
+        let decoded = encode(&m);
+        assert_eq!(decoded.encode_to_vec(), bytes, "not prost's encoding");
+        decoded
+            .resource_metrics
+            .into_iter()
+            .next()
+            .expect("one resource")
+    }
+
+    #[test]
+    fn summaries_stale_points_and_long_attributes() {
+        let long = "v".repeat(300); // lengths past one varint byte
+        let r = one(vec![
+            fam(
+                "rpc",
+                MetricKind::Summary,
+                vec![
+                    s("rpc", &[("quantile", "0"), ("m", &long)], 0.0),
+                    s("rpc", &[("quantile", "0.99"), ("m", &long)], 7.5),
+                    s("rpc_sum", &[("m", &long)], 0.0),
+                    s("rpc_count", &[("m", &long)], 3.0),
+                    s("rpc", &[("quantile", "0.5"), ("m", "gone")], stale_nan()),
+                ],
+            ),
+            fam(
+                "h",
+                MetricKind::Histogram,
+                vec![s("h_bucket", &[("le", "+Inf"), ("x", "")], stale_nan())],
+            ),
+        ]);
+        let ms = &r.scope_metrics[0].metrics;
+        let Some(pb::metric::Data::Summary(sm)) = &ms[0].data else {
+            panic!("not a summary")
+        };
+        let p = &sm.data_points[0];
+        assert_eq!((p.count, p.sum), (3, 0.0));
+        assert_eq!(p.quantile_values.len(), 2);
+        assert_eq!(p.quantile_values[1].quantile, 0.99);
+        assert_eq!(p.quantile_values[1].value, 7.5);
+        assert_eq!(p.attributes, vec![kv("m", &long)]);
+        assert_eq!(sm.data_points[1].flags, 1);
+        let Some(pb::metric::Data::Histogram(h)) = &ms[1].data else {
+            panic!("not a histogram")
+        };
+        assert_eq!(h.data_points[0].flags, 1);
+        assert!(h.data_points[0].bucket_counts.is_empty());
     }
 
     #[test]

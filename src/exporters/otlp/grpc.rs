@@ -1,6 +1,7 @@
 //! OTLP over gRPC (tonic), with gzip or zstd and TLS through rustls.
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
@@ -25,8 +26,46 @@ fn retry_delay(status: &tonic::Status) -> Option<Duration> {
     None
 }
 
+/// Sends requests already encoded (`Batch::request`) and decodes the response with prost:
+/// the generated client would want the request as a struct.
+#[derive(Default)]
+struct PreEncodedCodec;
+
+struct PreEncodedEncoder;
+
+impl tonic::codec::Encoder for PreEncodedEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for PreEncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportMetricsServiceResponse;
+    type Encoder = PreEncodedEncoder;
+    type Decoder = tonic_prost::ProstDecoder<ExportMetricsServiceResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
 pub struct GrpcTransport {
-    client: MetricsServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     headers: MetadataMap,
     timeout: Duration,
 }
@@ -67,7 +106,7 @@ impl GrpcTransport {
                 .wrap_connector(http)
         };
         let channel = endpoint.connect_with_connector_lazy(connector);
-        let mut client = MetricsServiceClient::new(channel)
+        let mut client = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(usize::MAX);
         client = match cfg.compression() {
@@ -111,7 +150,26 @@ impl Transport for GrpcTransport {
         let mut req = tonic::Request::new(batch.request.clone());
         *req.metadata_mut() = self.headers.clone();
         req.set_timeout(self.timeout);
-        match self.client.clone().export(req).await {
+        req.extensions_mut().insert(tonic::GrpcMethod::new(
+            "opentelemetry.proto.collector.metrics.v1.MetricsService",
+            "Export",
+        ));
+        let mut client = self.client.clone();
+        let sent = match client.ready().await {
+            Ok(()) => {
+                client
+                    .unary(
+                        req,
+                        http::uri::PathAndQuery::from_static(EXPORT_PATH),
+                        PreEncodedCodec,
+                    )
+                    .await
+            }
+            Err(e) => Err(tonic::Status::unavailable(format!(
+                "channel not ready: {e}"
+            ))),
+        };
+        match sent {
             Ok(resp) => {
                 if let Some(ps) = &resp.get_ref().partial_success {
                     if ps.rejected_data_points > 0 {

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use std::io::Write;
 use std::time::Duration;
@@ -64,9 +65,11 @@ impl HttpTransport {
 
     fn body(&self, batch: &Batch) -> Result<Vec<u8>, String> {
         let raw = if self.json {
-            serde_json::to_vec(&batch.request).map_err(|e| e.to_string())?
+            let request = ExportMetricsServiceRequest::decode(batch.request.clone())
+                .map_err(|e| e.to_string())?;
+            serde_json::to_vec(&request).map_err(|e| e.to_string())?
         } else {
-            batch.request.encode_to_vec()
+            batch.request.to_vec()
         };
         match self.compression {
             Compression::None => Ok(raw),

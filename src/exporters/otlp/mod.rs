@@ -6,7 +6,6 @@ pub mod encode;
 pub mod grpc;
 pub mod http;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -216,8 +215,20 @@ pub enum SendError {
 /// A queued batch: encoded once, retried as is.
 #[derive(Debug)]
 pub struct Batch {
-    pub request: ExportMetricsServiceRequest,
+    /// The protobuf bytes of one `ExportMetricsServiceRequest`.
+    pub request: bytes::Bytes,
     pub points: usize,
+}
+
+impl Batch {
+    pub fn encode(m: &Metrics) -> Batch {
+        let mut request = Vec::new();
+        encode::encode_to(m, &mut request);
+        Batch {
+            request: request.into(),
+            points: m.point_count(),
+        }
+    }
 }
 
 /// One transport.
@@ -350,10 +361,7 @@ pub async fn run(
     let log = Arc::new(OnceLogger::default());
     if !cfg.sending_queue.enabled {
         while let Some(m) = input.recv().await {
-            let batch = Batch {
-                points: m.point_count(),
-                request: encode::encode(&m),
-            };
+            let batch = Batch::encode(&m);
             deliver(
                 &name,
                 transport.as_ref(),
@@ -440,10 +448,7 @@ pub async fn run(
         if points == 0 {
             continue;
         }
-        let batch = Batch {
-            points,
-            request: encode::encode(&m),
-        };
+        let batch = Batch::encode(&m);
         if queue.push(batch).is_err() {
             tracing::warn!(exporter = %name, points, "sending queue is full; refusing the new batch");
             telemetry
