@@ -12,8 +12,18 @@ fn corpus(path: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// Every line parsed in full, labels included (the parser as the scrape loop used it before
+/// labels were deferred).
 fn ours(body: &[u8]) -> usize {
-    let mut p = Parser::new(body, Format::Text);
+    scan(Parser::new(body, Format::Text))
+}
+
+/// Label sets only delimited: what the scrape loop does for series it already knows.
+fn ours_lazy(body: &[u8]) -> usize {
+    scan(Parser::new(body, Format::Text).with_lazy_labels())
+}
+
+fn scan(mut p: Parser<'_>) -> usize {
     let mut n = 0;
     while let Ok(Some(e)) = p.next_entry() {
         if let Entry::Sample(s) = e {
@@ -66,6 +76,11 @@ fn bench(c: &mut Criterion) {
             |b, body| b.iter(|| ours(black_box(body))),
         );
         g.bench_with_input(
+            BenchmarkId::new("meshmetrics", "known-series"),
+            body,
+            |b, body| b.iter(|| ours_lazy(black_box(body))),
+        );
+        g.bench_with_input(
             BenchmarkId::new("meshmetrics", "labels"),
             body,
             |b, body| b.iter(|| ours_with_labels(black_box(body))),
@@ -82,6 +97,11 @@ fn bench(c: &mut Criterion) {
             BenchmarkId::new("meshmetrics", "offsets"),
             body,
             |b, body| b.iter(|| ours(black_box(body))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("meshmetrics", "known-series"),
+            body,
+            |b, body| b.iter(|| ours_lazy(black_box(body))),
         );
         g.finish();
     }

@@ -1018,6 +1018,14 @@ fn ascii(b: &[u8]) -> &str {
 /// quoted values with their escapes; `None` when the line ends first. Agrees with
 /// `parse_labels` on every label set that one accepts.
 fn skip_label_set(line: &[u8], mut i: usize) -> Option<usize> {
+    // The usual case, in two vectorised passes: up to the first `}` there is no escape and
+    // an even number of quotes, so that `}` is outside any value and closes the set.
+    if let Some(k) = memchr::memchr(b'}', line.get(i..)?) {
+        let span = &line[i..i + k];
+        if !odd_quotes(span) && memchr::memchr(b'\\', span).is_none() {
+            return Some(i + k + 1);
+        }
+    }
     loop {
         i += memchr::memchr2(b'"', b'}', line.get(i..)?)?;
         if line[i] == b'}' {
@@ -1033,6 +1041,23 @@ fn skip_label_set(line: &[u8], mut i: usize) -> Option<usize> {
             i += 2;
         }
     }
+}
+
+/// Whether `span` holds an odd number of `"`. Lanes of a fixed-width accumulator, so the
+/// compiler turns the loop into full-width vector compares.
+fn odd_quotes(span: &[u8]) -> bool {
+    let mut lanes = [0u8; 32];
+    let mut chunks = span.chunks_exact(32);
+    for chunk in &mut chunks {
+        for (lane, b) in lanes.iter_mut().zip(chunk) {
+            *lane ^= u8::from(*b == b'"');
+        }
+    }
+    let mut odd = lanes.iter().fold(0u8, |a, l| a ^ l);
+    for b in chunks.remainder() {
+        odd ^= u8::from(*b == b'"');
+    }
+    odd != 0
 }
 
 fn skip_blank(line: &[u8], mut i: usize) -> usize {
@@ -1061,8 +1086,20 @@ fn is_name_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b == b':'
 }
 
+/// Metric-name bytes by table: the name loop runs once per line of every scrape.
+const NAME_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+        b += 1;
+    }
+    t
+};
+
 fn is_name_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+    NAME_CHARS[b as usize]
 }
 
 fn scan_metric_name(line: &[u8], i: usize) -> usize {
@@ -1090,6 +1127,11 @@ fn scan_label_name(line: &[u8], i: usize) -> usize {
 /// Parses a sample value. Text format follows Go's `ParseFloat` (which Prometheus uses);
 /// OpenMetrics allows only decimal numbers, `NaN` and `±Inf`.
 pub fn parse_value(b: &[u8], om: bool) -> Option<f64> {
+    // Most values are counters: up to 15 plain digits convert exactly, in either format.
+    if !b.is_empty() && b.len() <= 15 && b.iter().all(u8::is_ascii_digit) {
+        let n = b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        return Some(n as f64);
+    }
     let s = std::str::from_utf8(b).ok()?;
     if om {
         match s {
@@ -1300,6 +1342,18 @@ mod tests {
         assert_eq!(parse_value(b"0x1p-3", false), Some(0.125));
         assert_eq!(parse_value(b"1e3", false), Some(1000.0));
         assert_eq!(parse_value(b"abc", false), None);
+        // Plain digits take a shortcut; it must agree with the general path.
+        for digits in [
+            "0",
+            "007",
+            "123456789012345",
+            "1234567890123456",
+            "9007199254740993",
+        ] {
+            let general: f64 = digits.parse().expect("digits");
+            assert_eq!(parse_value(digits.as_bytes(), false), Some(general));
+            assert_eq!(parse_value(digits.as_bytes(), true), Some(general));
+        }
         assert_eq!(parse_value(b"0x1p-3", true), None);
         assert_eq!(
             parse_value(b"16440392441958861461", false),
