@@ -462,6 +462,16 @@ fn parse_bound(s: &str) -> Option<f64> {
     }
 }
 
+/// A histogram or summary point that went stale: its time, attributes and the
+/// NoRecordedValue flag (the two messages number those fields differently).
+fn stale_point(out: &mut Vec<u8>, g: &Group<'_>, kind: MetricKind, attrs: u32, flags: u32) {
+    fixed64(out, 3, ms_to_ns(g.ts));
+    if let Some(l) = g.attrs {
+        attributes(out, attrs, l, kind);
+    }
+    uint(out, flags, u64::from(NO_RECORDED_VALUE));
+}
+
 fn encode_histogram(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
     let groups = group(f, samples);
     metric(w, out, f, &f.name, |w, out| {
@@ -469,13 +479,7 @@ fn encode_histogram(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples
         w.message(out, 9, |w, out| {
             for mut g in groups {
                 if g.stale {
-                    w.message(out, 1, |_, out| {
-                        fixed64(out, 3, ms_to_ns(g.ts));
-                        if let Some(l) = g.attrs {
-                            attributes(out, 9, l, f.kind);
-                        }
-                        uint(out, 10, u64::from(NO_RECORDED_VALUE));
-                    });
+                    w.message(out, 1, |_, out| stale_point(out, &g, f.kind, 9, 10));
                     any = true;
                     continue;
                 }
@@ -529,13 +533,7 @@ fn encode_summary(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: 
         w.message(out, 11, |w, out| {
             for mut g in groups {
                 if g.stale {
-                    w.message(out, 1, |_, out| {
-                        fixed64(out, 3, ms_to_ns(g.ts));
-                        if let Some(l) = g.attrs {
-                            attributes(out, 7, l, f.kind);
-                        }
-                        uint(out, 8, u64::from(NO_RECORDED_VALUE));
-                    });
+                    w.message(out, 1, |_, out| stale_point(out, &g, f.kind, 7, 8));
                     any = true;
                     continue;
                 }
