@@ -22,7 +22,7 @@ mod harness;
 #[path = "support/workload.rs"]
 mod workload;
 
-use harness::{env_usize, free_port, Proc};
+use harness::{cpu_seconds, env_usize, free_port, status_kib, Proc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -55,42 +55,54 @@ fn sidecar_addr(i: usize, port: u16) -> SocketAddr {
     ))
 }
 
+type Response = hyper::Response<Full<Bytes>>;
+
+/// Serves HTTP/1.1 on `listener` with `handler`, one task per connection.
+fn serve<F, Fut>(listener: tokio::net::TcpListener, handler: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let reply = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(reply.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
 async fn serve_sidecars(sidecars: Arc<Sidecars>, count: usize, port: u16) {
     for i in 0..count {
         let listener = tokio::net::TcpListener::bind(sidecar_addr(i, port))
             .await
             .expect("bind sidecar address (127.x.y.z must route to lo)");
         let sidecars = sidecars.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let sidecars = sidecars.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req| {
-                        let body = sidecars.bodies[i]
-                            .read()
-                            .map(|b| b.clone())
-                            .unwrap_or_default();
-                        sidecars.served.fetch_add(1, Ordering::Relaxed);
-                        sidecars
-                            .served_samples
-                            .fetch_add(sidecars.series[i], Ordering::Relaxed);
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "text/plain; version=0.0.4")
-                                    .body(Full::new(body))
-                                    .expect("response"),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+        serve(listener, move |_req| {
+            let body = sidecars.bodies[i]
+                .read()
+                .map(|b| b.clone())
+                .unwrap_or_default();
+            sidecars.served.fetch_add(1, Ordering::Relaxed);
+            sidecars
+                .served_samples
+                .fetch_add(sidecars.series[i], Ordering::Relaxed);
+            async move {
+                hyper::Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(Full::new(body))
+                    .expect("response")
             }
         });
     }
@@ -101,67 +113,28 @@ async fn serve_sink(sink: Arc<Sink>) -> u16 {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
+    serve(
+        listener,
+        move |req: hyper::Request<hyper::body::Incoming>| {
             let sink = sink.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let sink = sink.clone();
-                        async move {
-                            let n = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes().len())
-                                .unwrap_or(0);
-                            sink.requests.fetch_add(1, Ordering::Relaxed);
-                            sink.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                            // An empty ExportMetricsServiceResponse, and an empty remote-write OK.
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(Full::new(Bytes::new()))
-                                    .expect("response"),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+            async move {
+                let n = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().len())
+                    .unwrap_or(0);
+                sink.requests.fetch_add(1, Ordering::Relaxed);
+                sink.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                // An empty ExportMetricsServiceResponse, and an empty remote-write OK.
+                hyper::Response::builder()
+                    .header("content-type", "application/x-protobuf")
+                    .body(Full::new(Bytes::new()))
+                    .expect("response")
+            }
+        },
+    );
     port
-}
-
-/// utime + stime of a process (all its threads), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
-    let hz = 100.0; // USER_HZ on Linux
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -382,10 +355,10 @@ impl Run {
 async fn main() {
     let count = env_usize("MM_SIDECARS", 100);
     let interval_ms = env_usize("MM_INTERVAL_MS", 5000) as u64;
-    let warm = Duration::from_secs(env_usize("MM_WARMUP_S", 20) as u64);
-    let measure = Duration::from_secs(env_usize("MM_MEASURE_S", 45) as u64);
+    let warm = Duration::from_secs(env_usize("MM_WARMUP_S", 15) as u64);
+    let measure = Duration::from_secs(env_usize("MM_MEASURE_S", 30) as u64);
     let sat_count = env_usize("MM_SAT_SIDECARS", 200);
-    let sat_interval_ms = env_usize("MM_SAT_INTERVAL_MS", 500) as u64;
+    let sat_interval_ms = env_usize("MM_SAT_INTERVAL_MS", 250) as u64;
     let sat_measure = Duration::from_secs(env_usize("MM_SAT_MEASURE_S", 15) as u64);
     let only: Option<String> = std::env::var("MM_AGENTS").ok();
     let total = count.max(sat_count);
@@ -398,12 +371,12 @@ async fn main() {
         served_samples: AtomicU64::new(0),
         series,
     });
-    // Counters advance once per interval (and once per saturation interval while that runs),
-    // rendered on a thread of their own so serving a body is one clone of `Bytes`.
-    let render_every = Arc::new(AtomicU64::new(interval_ms));
+    // Counters advance once per steady interval (also during the saturation phase: rendering
+    // every body that often would take a core from the agents), on a thread of their own so
+    // serving a body is one clone of `Bytes`.
     let stop = Arc::new(AtomicBool::new(false));
     {
-        let (sidecars, render_every, stop) = (sidecars.clone(), render_every.clone(), stop.clone());
+        let (sidecars, stop) = (sidecars.clone(), stop.clone());
         let mut text = String::new();
         let mut render = move |step: u64| {
             for (i, m) in models.iter().enumerate() {
@@ -417,7 +390,7 @@ async fn main() {
         std::thread::spawn(move || {
             let mut step = 1;
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(render_every.load(Ordering::Relaxed)));
+                std::thread::sleep(Duration::from_millis(interval_ms));
                 step += 1;
                 render(step);
             }
@@ -452,7 +425,6 @@ async fn main() {
                 continue;
             }
         }
-        render_every.store(interval_ms, Ordering::Relaxed);
         let mut f = run.steady(agent, interval_ms, warm, measure).await;
         println!(
             "  {:<26} {:6.2} CPU-s per million samples, steady {:6.1} MiB, peak {:6.1} MiB, sink {} requests {:.1} MiB",
@@ -464,7 +436,6 @@ async fn main() {
             f.sink_bytes as f64 / 1048576.0
         );
         if agent != Scraper::MeshmetricsGzip && sat_count > 0 {
-            render_every.store(sat_interval_ms, Ordering::Relaxed);
             f.behind_at = run
                 .ceiling(agent, sat_count, sat_interval_ms, sat_measure)
                 .await;

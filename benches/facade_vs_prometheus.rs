@@ -16,7 +16,7 @@ mod harness;
 #[path = "support/workload.rs"]
 mod workload;
 
-use harness::{env_usize, free_port, rss_bytes, same_answer, time_query, Proc};
+use harness::{env_usize, free_port, rss_bytes, same_answer, settle, time_query, Proc};
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -144,7 +144,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ingest_s = t0.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    settle(&[mm.0.id(), prom.0.id()], Duration::from_secs(120)).await;
     let end_ms = base_ms + STEPS as i64 * STEP_MS;
     let at = format!("{:.3}", end_ms as f64 / 1000.0);
 
@@ -154,6 +154,7 @@ async fn main() {
         ("heavy aggregation", "histogram_quantile(0.5, sum by (le, destination_workload) (rate(istio_request_duration_milliseconds_bucket[1m])))"),
     ];
     println!();
+    let mut report = Vec::new();
     println!("| query | meshmetrics median | Prometheus median | ratio | same answer |");
     println!("|---|---|---|---|---|");
     for (name, q) in queries {
@@ -169,6 +170,12 @@ async fn main() {
                 "{name}: answers differ\n  meshmetrics: {mm_answer}\n  Prometheus:  {prom_answer}"
             );
         }
+        report.push(serde_json::json!({
+            "query": name,
+            "meshmetrics_ms": a.as_secs_f64() * 1000.0,
+            "prometheus_ms": b.as_secs_f64() * 1000.0,
+            "same_answer": agree,
+        }));
         println!(
             "| {name} | {:.2} ms | {:.2} ms | {:.2}× | {} |",
             a.as_secs_f64() * 1000.0,
@@ -195,4 +202,16 @@ async fn main() {
         "memory ratio meshmetrics/Prometheus: {:.2}×  (ingest took {ingest_s:.0} s)",
         mm_rss as f64 / prom_rss.max(1) as f64
     );
+    if let Ok(path) = std::env::var("MM_BENCH_JSON") {
+        let json = serde_json::json!({
+            "sidecars": sidecars,
+            "series": series,
+            "samples": samples,
+            "queries": report,
+            "meshmetrics_rss": mm_rss,
+            "prometheus_rss": prom_rss,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json"))
+            .expect("write json");
+    }
 }

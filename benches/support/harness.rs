@@ -24,6 +24,47 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// utime + stime of a process (all its threads), in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+    let hz = 100.0; // USER_HZ on Linux
+    (ticks(11) + ticks(12)) / hz
+}
+
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until each process uses under 5 % of a core over a second (at most `limit`):
+/// a server still digesting an ingest answers queries slower than it would in service.
+pub async fn settle(pids: &[u32], limit: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        let before: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let busy = pids
+            .iter()
+            .zip(&before)
+            .any(|(p, b)| cpu_seconds(*p) - b > 0.05);
+        if !busy {
+            return;
+        }
+    }
+}
+
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
