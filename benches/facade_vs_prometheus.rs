@@ -147,6 +147,34 @@ async fn main() {
     settle(&[mm.0.id(), prom.0.id()], Duration::from_secs(120)).await;
     let end_ms = base_ms + STEPS as i64 * STEP_MS;
     let at = format!("{:.3}", end_ms as f64 / 1000.0);
+    // A scrape that failed (a timeout under load) still advanced its target's step, so that
+    // scraper misses those samples and its answers may differ slightly: say how many.
+    let now = format!(
+        "{:.3}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64()
+    );
+    let mut failed_scrapes = Vec::new();
+    for addr in [
+        format!("127.0.0.1:{mm_port}"),
+        format!("127.0.0.1:{prom_port}"),
+    ] {
+        let q =
+            "sum(count_over_time(up{job=\"mesh\"}[1h])) - sum(sum_over_time(up{job=\"mesh\"}[1h]))";
+        let timed = time_query(&[&addr], q, &now, 1).await;
+        let v: serde_json::Value = serde_json::from_str(&timed[0].1).unwrap_or_default();
+        let failed = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+        failed_scrapes.push(failed);
+    }
+    println!(
+        "failed scrapes during ingest: meshmetrics {}, Prometheus {}",
+        failed_scrapes[0], failed_scrapes[1]
+    );
 
     let queries = [
         ("flagger success rate", "sum(rate(istio_requests_total{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"podinfo-canary\",response_code!~\"5.*\"}[1m])) / sum(rate(istio_requests_total{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"podinfo-canary\"}[1m])) * 100"),
@@ -208,6 +236,7 @@ async fn main() {
             "series": series,
             "samples": samples,
             "queries": report,
+            "failed_scrapes": {"meshmetrics": failed_scrapes[0], "prometheus": failed_scrapes[1]},
             "meshmetrics_rss": mm_rss,
             "prometheus_rss": prom_rss,
         });

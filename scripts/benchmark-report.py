@@ -118,7 +118,8 @@ def main():
         "",
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores, Linux {platform.release()}",
-        f"- meshmetrics: {version(['target/release/meshmetrics', '--version'])}",
+        f"- meshmetrics: {version(['target/release/meshmetrics', '--version'])}, commit "
+        + version(["git", "rev-parse", "--short", "HEAD"]),
         "- vmagent: Debian victoria-metrics "
         + version(["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"]),
         f"- Prometheus: {version(['prometheus', '--version'])}",
@@ -204,7 +205,8 @@ def main():
         for q in facade["queries"]:
             lines.append(
                 f"| {q['query']} | {q['meshmetrics_ms']:.2f} ms | {q['prometheus_ms']:.2f} ms "
-                f"| {q['meshmetrics_ms'] / q['prometheus_ms']:.2f}× | {q['same_answer']} |"
+                f"| {q['meshmetrics_ms'] / q['prometheus_ms']:.2f}× "
+                f"| {'yes' if q['same_answer'] else 'no'} |"
             )
         series, samples = facade["series"], facade["samples"]
         lines += [
@@ -219,6 +221,15 @@ def main():
             lines.append(
                 f"| {name} | {rss / MIB:.1f} MiB | {rss / series:,.0f} | {rss / samples:.2f} |"
             )
+        failed = facade.get("failed_scrapes", {})
+        if failed:
+            lines += [
+                "",
+                f"Scrapes that failed during the ingest (timeouts under load): meshmetrics "
+                f"{failed.get('meshmetrics', 0):g}, Prometheus {failed.get('prometheus', 0):g}.",
+                "Each target's step advances on every request, so a failed scrape leaves a gap",
+                "in that scraper's data (fewer samples held, answers that may differ slightly).",
+            ]
         lines += [
             "",
             f"Memory ratio: {facade['meshmetrics_rss'] / facade['prometheus_rss']:.2f}× "
