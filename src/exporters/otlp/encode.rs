@@ -8,11 +8,10 @@
 //!
 //! The request is written as protobuf bytes directly from the model: building prost structs
 //! first cost two `String`s per attribute per point, and allocation dominated the export
-//! path (`cargo bench --bench agents`). `encode` decodes those bytes with prost, for the
-//! JSON encoding and for tests, so every check of the structure also checks the writer.
+//! path (`cargo bench --bench agents`). The tests decode the bytes with prost and compare
+//! them with prost's own encoding, so every check of the structure also checks the writer;
+//! the JSON encoding decodes them the same way (`http.rs`).
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use prost::Message;
 use std::collections::HashMap;
 
 use crate::model::{
@@ -175,14 +174,6 @@ pub fn encode_to(metrics: &Metrics, out: &mut Vec<u8>) {
     for r in &metrics.resources {
         w.message(out, 1, |w, out| encode_resource(w, out, r));
     }
-}
-
-/// The same request as prost's struct (for the JSON encoding and tests).
-pub fn encode(metrics: &Metrics) -> ExportMetricsServiceRequest {
-    let mut bytes = Vec::new();
-    encode_to(metrics, &mut bytes);
-    ExportMetricsServiceRequest::decode(bytes.as_slice())
-        .expect("the writer produces valid ExportMetricsServiceRequest bytes")
 }
 
 fn is_target_info(f: &MetricFamily) -> bool {
@@ -573,9 +564,18 @@ fn encode_summary(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: 
 mod tests {
     use super::*;
     use crate::model::stale_nan;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::metrics::v1 as pb;
+    use prost::Message;
     use std::sync::Arc;
+
+    /// The request as prost decodes it.
+    fn encode(metrics: &Metrics) -> ExportMetricsServiceRequest {
+        let mut bytes = Vec::new();
+        encode_to(metrics, &mut bytes);
+        ExportMetricsServiceRequest::decode(bytes.as_slice()).expect("a valid request")
+    }
 
     fn kv(key: &str, value: &str) -> KeyValue {
         KeyValue {
