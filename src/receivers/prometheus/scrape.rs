@@ -41,6 +41,9 @@ pub fn http_client(cfg: &ResolvedScrapeConfig) -> Result<HttpClient, String> {
         .wrap_connector(http);
     Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        // Each kept-alive connection holds its read buffer between scrapes; hyper lets it
+        // grow to ~400 KB on a large body, which per target adds up.
+        .http1_max_buf_size(64 << 10)
         .build(https))
 }
 
