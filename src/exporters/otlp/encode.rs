@@ -257,7 +257,7 @@ fn scope_index<'a>(
     }
 }
 
-/// A `NumberDataPoint` (field `field` of its Gauge or Sum).
+/// The fields of a `NumberDataPoint` (its caller writes the tag and length).
 fn number_point(out: &mut Vec<u8>, s: &Sample, kind: MetricKind, start_ns: u64) {
     let stale = is_stale_nan(s.value);
     fixed64(out, 2, start_ns);
