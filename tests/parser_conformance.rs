@@ -178,11 +178,8 @@ fn parse_all(body: &[u8], format: Format, lazy: bool) -> Outcome {
             continue;
         };
         let (name, value) = (s.name.to_string(), s.value.to_bits());
-        let spans = p.take_labels().map_err(|e| (e.line, e.message))?.to_vec();
-        let labels = spans
-            .iter()
-            .map(|l| (p.label_name(l).to_string(), p.label_value(l).into_owned()))
-            .collect();
+        p.take_labels().map_err(|e| (e.line, e.message))?;
+        let labels = p.label_pairs();
         out.push((name, labels, value));
     }
 }

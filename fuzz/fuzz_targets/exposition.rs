@@ -23,16 +23,7 @@ fn parse(body: &[u8], format: Format, lazy: bool) -> Outcome {
         match parser.next_entry() {
             Ok(Some(Entry::Sample(_))) => {
                 parser.take_labels().map_err(|e| e.line)?;
-                let labels = parser
-                    .labels()
-                    .iter()
-                    .map(|l| {
-                        (
-                            parser.label_name(l).to_string(),
-                            parser.label_value(l).into_owned(),
-                        )
-                    })
-                    .collect();
+                let labels = parser.label_pairs();
                 samples.push(labels);
             }
             Ok(Some(_)) => {}

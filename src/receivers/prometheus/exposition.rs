@@ -152,6 +152,19 @@ impl<'a> Parser<'a> {
         &self.labels
     }
 
+    /// The labels of the sample returned last, as owned (name, value) pairs in written order.
+    pub fn label_pairs(&self) -> Vec<(String, String)> {
+        self.labels
+            .iter()
+            .map(|l| {
+                (
+                    self.label_name(l).to_string(),
+                    self.label_value(l).into_owned(),
+                )
+            })
+            .collect()
+    }
+
     pub fn label_name(&self, l: &LabelSpan) -> &'a str {
         // Label names are validated ASCII.
         std::str::from_utf8(&self.body[l.name.0..l.name.1]).unwrap_or("")
@@ -213,17 +226,8 @@ impl<'a> Parser<'a> {
     }
 
     fn check_strict(&mut self, e: &Entry<'a>) -> Result<(), ParseError> {
-        let labels: Vec<(String, String)> = match e {
-            Entry::Sample(_) => self
-                .labels
-                .iter()
-                .map(|l| {
-                    (
-                        self.label_name(l).to_string(),
-                        self.label_value(l).into_owned(),
-                    )
-                })
-                .collect(),
+        let labels = match e {
+            Entry::Sample(_) => self.label_pairs(),
             _ => Vec::new(),
         };
         let strict = self.strict.as_mut().expect("checked by caller");

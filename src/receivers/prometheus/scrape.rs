@@ -648,16 +648,7 @@ impl ScrapeLoop {
                                     e.line, e.message
                                 ))
                             })?;
-                            let labels: Vec<(String, String)> = parser
-                                .labels()
-                                .iter()
-                                .map(|l| {
-                                    (
-                                        parser.label_name(l).to_string(),
-                                        parser.label_value(l).into_owned(),
-                                    )
-                                })
-                                .collect();
+                            let labels = parser.label_pairs();
                             let e = self.label_series(s.name, labels).map_err(|m| {
                                 ScrapeError(format!(
                                     "scrape of {url} failed at line {}: {m}",
