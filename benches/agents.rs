@@ -33,10 +33,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// What the sidecars serve: per sidecar, its current body, replaced each interval with
-/// counters advanced, and a count of bodies served.
+/// counters advanced, and the count of samples served (what the agents fetched).
 struct Sidecars {
     bodies: Vec<RwLock<Bytes>>,
-    served: AtomicU64,
     served_samples: AtomicU64,
     series: Vec<u64>,
 }
@@ -94,7 +93,6 @@ async fn serve_sidecars(sidecars: Arc<Sidecars>, count: usize, port: u16) {
                 .read()
                 .map(|b| b.clone())
                 .unwrap_or_default();
-            sidecars.served.fetch_add(1, Ordering::Relaxed);
             sidecars
                 .served_samples
                 .fetch_add(sidecars.series[i], Ordering::Relaxed);
@@ -367,7 +365,6 @@ async fn main() {
     let series: Vec<u64> = models.iter().map(|m| m.series() as u64).collect();
     let sidecars = Arc::new(Sidecars {
         bodies: (0..total).map(|_| RwLock::new(Bytes::new())).collect(),
-        served: AtomicU64::new(0),
         served_samples: AtomicU64::new(0),
         series,
     });
