@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs meshmetrics side by side with vmagent and Prometheus (agent mode, and a server for the
 # query façade) on the same synthetic Istio sidecars, then regenerates docs/benchmarks.md and
-# docs/benchmarks.svg from the results. About 7 minutes on 2 cores, after the build.
+# docs/benchmarks.svg from the results. About 8 minutes on 2 cores, after the build.
 #
 #   scripts/bench.sh
 #   MM_SIDECARS=50 MM_FACADE_SIDECARS=20 scripts/bench.sh   # lighter

@@ -1,6 +1,6 @@
 //! The `google.rpc` messages OTLP carries in errors: `Status` (the body of an OTLP/HTTP error
 //! and the details of a gRPC one) and `RetryInfo` (a server's retry hint). Declared with
-//! prost's derive: three small messages do not justify another generated crate.
+//! prost's derive: four small messages do not justify another generated crate.
 
 /// `google.rpc.Status`.
 #[derive(Clone, PartialEq, prost::Message)]

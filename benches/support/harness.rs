@@ -101,19 +101,10 @@ pub async fn get(url: &str) -> (u16, String) {
     }
 }
 
-pub fn escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+#[path = "../../tests/common/query_escape.rs"]
+mod query_escape;
+/// Query parameters escaped as Flagger's Go client does.
+pub use query_escape::go_query_escape as escape;
 
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -315,6 +315,8 @@ pub fn format_value(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn parser_panics_become_errors() {
         for q in [
@@ -327,8 +329,6 @@ mod tests {
         }
         assert!(parse("sum(rate(x[1m]))").is_ok());
     }
-
-    use super::*;
 
     #[test]
     fn go_float_formatting() {

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod kube_api;
+mod query_escape;
+pub use query_escape::go_query_escape;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -482,21 +484,6 @@ pub fn istio_like_body(pod: usize, step: u64, ts_ms: Option<i64>) -> String {
         "envoy_cluster_upstream_cx_active{{cluster_name=\"xds-grpc\"}} {}{ts}\n",
         (step % 7) + pod as u64
     ));
-    out
-}
-
-/// Go's `url.QueryEscape`, which Flagger's client uses for the query parameter.
-pub fn go_query_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
     out
 }
 

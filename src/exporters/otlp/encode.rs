@@ -107,12 +107,26 @@ impl Writer {
         field: u32,
         body: impl FnOnce(&mut Self, &mut Vec<u8>),
     ) {
+        self.message_if(out, field, |w, buf| {
+            body(w, buf);
+            true
+        });
+    }
+
+    /// A message left out when `body` says it wrote nothing worth sending.
+    fn message_if(
+        &mut self,
+        out: &mut Vec<u8>,
+        field: u32,
+        body: impl FnOnce(&mut Self, &mut Vec<u8>) -> bool,
+    ) {
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
-        body(self, &mut buf);
-        key(out, field, LEN);
-        varint(out, buf.len() as u64);
-        out.extend_from_slice(&buf);
+        if body(self, &mut buf) {
+            key(out, field, LEN);
+            varint(out, buf.len() as u64);
+            out.extend_from_slice(&buf);
+        }
         self.spare.push(buf);
     }
 }
@@ -266,15 +280,9 @@ fn number_point(out: &mut Vec<u8>, s: &Sample, kind: MetricKind, start_ns: u64) 
         double(out, 4, s.value);
     }
     attributes(out, 7, &s.labels, kind);
-    uint(
-        out,
-        8,
-        if stale {
-            u64::from(NO_RECORDED_VALUE)
-        } else {
-            0
-        },
-    );
+    if stale {
+        uint(out, 8, u64::from(NO_RECORDED_VALUE));
+    }
 }
 
 /// A `Metric` (field 2 of its ScopeMetrics) with the header fields; `data` writes its
@@ -286,17 +294,12 @@ fn metric(
     name: &str,
     data: impl FnOnce(&mut Writer, &mut Vec<u8>) -> bool,
 ) {
-    let mut body = w.spare.pop().unwrap_or_default();
-    body.clear();
-    string(&mut body, 1, name);
-    string(&mut body, 2, &f.help);
-    string(&mut body, 3, &f.unit);
-    if data(w, &mut body) {
-        key(out, 2, LEN);
-        varint(out, body.len() as u64);
-        out.extend_from_slice(&body);
-    }
-    w.spare.push(body);
+    w.message_if(out, 2, |w, body| {
+        string(body, 1, name);
+        string(body, 2, &f.help);
+        string(body, 3, &f.unit);
+        data(w, body)
+    });
 }
 
 /// Start times from `<family>_created` samples, by point identity.

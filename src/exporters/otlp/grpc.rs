@@ -28,7 +28,6 @@ fn retry_delay(status: &tonic::Status) -> Option<Duration> {
 
 /// Sends requests already encoded (`Batch::request`) and decodes the response with prost:
 /// the generated client would want the request as a struct.
-#[derive(Default)]
 struct PreEncodedCodec;
 
 struct PreEncodedEncoder;

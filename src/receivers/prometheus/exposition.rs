@@ -121,8 +121,9 @@ impl<'a> Parser<'a> {
         self
     }
 
-    /// The labels of the sample returned last, parsing them now if that was deferred.
-    pub fn take_labels(&mut self) -> Result<&[LabelSpan], ParseError> {
+    /// Parses the labels of the sample returned last if that was deferred; `labels` and
+    /// `label_pairs` then hold them.
+    pub fn take_labels(&mut self) -> Result<(), ParseError> {
         if let Some((line_start, line_end, open, close, om)) = self.pending.take() {
             let body = self.body;
             let line = &body[line_start..line_end];
@@ -132,7 +133,7 @@ impl<'a> Parser<'a> {
                 return self.err("malformed label set");
             }
         }
-        Ok(&self.labels)
+        Ok(())
     }
 
     /// A parser that also enforces the OpenMetrics 1.0 semantic rules.

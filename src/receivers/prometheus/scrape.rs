@@ -694,7 +694,9 @@ impl ScrapeLoop {
                         // A duplicate series in one body: the first sample wins.
                         Some(t) if t.seen == generation => continue,
                         Some(t) => {
-                            t.marked_before = t.seen == self.completed && t.marks;
+                            // Untouched so far in this scrape, so as the last one left it
+                            // (a failed scrape empties the map).
+                            t.marked_before = t.marks;
                             if !explicit && !t.marked_before {
                                 added += 1;
                             }
