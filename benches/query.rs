@@ -5,42 +5,30 @@
 mod workload;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use meshmetrics::model::{Label, Labels};
+use meshmetrics::model::{Interner, Label, Labels};
 use meshmetrics::promql::{instant_query, Compat, EvalOptions};
 use meshmetrics::receivers::prometheus::exposition::{Entry, Format, Parser};
 use meshmetrics::store::Store;
 use std::hint::black_box;
-use std::sync::Arc;
 
 const SIDECARS: usize = 4;
 const STEPS: u64 = 180;
 
 /// Parses one rendered body into (labels, value) pairs with job/instance attached.
-fn samples(body: &str, instance: &str) -> Vec<(Labels, f64)> {
+fn samples(body: &str, instance: &str, interner: &Interner) -> Vec<(Labels, f64)> {
     let mut p = Parser::new(body.as_bytes(), Format::Text);
     let mut out = Vec::new();
     while let Ok(Some(e)) = p.next_entry() {
         if let Entry::Sample(s) = e {
+            // Interned as the scrape loop interns them, so the store holds what it would.
             let mut v: Vec<Label> = p
                 .labels()
                 .iter()
-                .map(|l| Label {
-                    name: Arc::from(p.label_name(l)),
-                    value: Arc::from(&*p.label_value(l)),
-                })
+                .map(|l| interner.label(p.label_name(l), &p.label_value(l)))
                 .collect();
-            v.push(Label {
-                name: Arc::from("__name__"),
-                value: Arc::from(s.name),
-            });
-            v.push(Label {
-                name: Arc::from("job"),
-                value: Arc::from("mesh"),
-            });
-            v.push(Label {
-                name: Arc::from("instance"),
-                value: Arc::from(instance),
-            });
+            v.push(interner.label("__name__", s.name));
+            v.push(interner.label("job", "mesh"));
+            v.push(interner.label("instance", instance));
             out.push((Labels::from_vec(v), s.value));
         }
     }
@@ -50,6 +38,7 @@ fn samples(body: &str, instance: &str) -> Vec<(Labels, f64)> {
 fn bench(c: &mut Criterion) {
     let sidecars: Vec<workload::Sidecar> = (0..SIDECARS).map(workload::Sidecar::new).collect();
     let store = Store::new(0);
+    let interner = Interner::default();
     let mut body = String::new();
     // Series labels once; values per step from a fresh render.
     let label_sets: Vec<Vec<Labels>> = sidecars
@@ -57,7 +46,7 @@ fn bench(c: &mut Criterion) {
         .enumerate()
         .map(|(i, s)| {
             s.render(1, None, &mut body);
-            samples(&body, &format!("10.0.0.{i}:15090"))
+            samples(&body, &format!("10.0.0.{i}:15090"), &interner)
                 .into_iter()
                 .map(|(l, _)| l)
                 .collect()
@@ -70,7 +59,10 @@ fn bench(c: &mut Criterion) {
                 .iter()
                 .map(|s| {
                     s.render(step, None, &mut body);
-                    samples(&body, "x").into_iter().map(|(_, v)| v).collect()
+                    samples(&body, "x", &interner)
+                        .into_iter()
+                        .map(|(_, v)| v)
+                        .collect()
                 })
                 .collect(),
         );

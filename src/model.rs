@@ -3,7 +3,8 @@
 //! It is Prometheus-shaped (metric families of samples with label sets) because that is what
 //! the agent scrapes and what the query façade stores; the OTLP exporter maps it to OTLP at
 //! the edge. Label sets are `Arc`-shared so a series' labels are built once per scrape cache
-//! entry and then only reference-counted.
+//! entry and then only reference-counted; each label is one pointer to a (name, value) pair
+//! that the series with that label share.
 
 use std::sync::Arc;
 
@@ -48,11 +49,68 @@ impl MetricKind {
     }
 }
 
-/// One label.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Label {
+/// One label: a pointer to a shared (name, value) pair.
+///
+/// Most pairs repeat across series (`reporter="destination"`, a namespace, a workload), so
+/// with pairs interned a series pays 8 bytes per label instead of two fat `Arc<str>`s (32).
+/// Fields read through `Deref`: `label.name`, `label.value`.
+#[derive(Clone)]
+pub struct Label(Arc<LabelPair>);
+
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelPair {
     pub name: Arc<str>,
     pub value: Arc<str>,
+}
+
+impl Label {
+    /// A label of its own (not shared); `Interner::label` shares pairs between series.
+    pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Label {
+        Label(Arc::new(LabelPair {
+            name: name.into(),
+            value: value.into(),
+        }))
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = LabelPair;
+    fn deref(&self) -> &LabelPair {
+        &self.0
+    }
+}
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Label) -> bool {
+        // Interned pairs compare by address; equal content in two allocations is still equal.
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for Label {}
+
+impl std::hash::Hash for Label {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl PartialOrd for Label {
+    fn partial_cmp(&self, other: &Label) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Label {
+    fn cmp(&self, other: &Label) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl std::fmt::Debug for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={:?}", self.name, &*self.value)
+    }
 }
 
 /// A label set, sorted by name, names unique. Cheap to clone.
@@ -70,10 +128,7 @@ impl Labels {
     ) -> Self {
         let mut v: Vec<Label> = pairs
             .into_iter()
-            .map(|(n, v)| Label {
-                name: Arc::from(n.as_ref()),
-                value: Arc::from(v.as_ref()),
-            })
+            .map(|(n, v)| Label::new(n.as_ref(), v.as_ref()))
             .collect();
         Self::from_vec(std::mem::take(&mut v))
     }
@@ -129,10 +184,7 @@ impl Labels {
             .cloned()
             .collect();
         if !value.is_empty() {
-            v.push(Label {
-                name: Arc::from(name),
-                value: Arc::from(value),
-            });
+            v.push(Label::new(name, value));
         }
         Labels::from_vec(v)
     }
@@ -165,37 +217,87 @@ impl std::fmt::Display for Labels {
     }
 }
 
-/// Shares one allocation per distinct label string: most label names and values repeat
-/// across series (`reporter="destination"`, namespaces, workloads), so a series costs a
-/// pointer per label instead of two strings. Used on the slow path only (new series).
+/// Shares one allocation per distinct label string and per distinct label pair: most label
+/// names and values repeat across series (`reporter="destination"`, namespaces, workloads), so
+/// a series costs a pointer per label instead of two strings. Used on the slow path only (new
+/// series).
 #[derive(Default)]
 pub struct Interner {
-    strings: std::sync::Mutex<InternerState>,
+    state: std::sync::Mutex<InternerState>,
 }
 
 #[derive(Default)]
 struct InternerState {
-    set: std::collections::HashSet<Arc<str>>,
-    /// Size after the last sweep; the next sweep happens when the set doubles.
-    swept_at: usize,
+    strings: std::collections::HashSet<Arc<str>>,
+    /// Pairs by the hash of (name, value); `hashbrown`'s table finds them from borrowed
+    /// strings without building a key.
+    pairs: hashbrown::HashTable<Label>,
+    /// Sizes after the last sweep; the next sweep happens when a table doubles.
+    strings_swept_at: usize,
+    pairs_swept_at: usize,
 }
 
-impl Interner {
-    pub fn intern(&self, s: &str) -> Arc<str> {
-        let Ok(mut st) = self.strings.lock() else {
-            return Arc::from(s);
-        };
-        if let Some(a) = st.set.get(s) {
+fn pair_hash(name: &str, value: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
+    h.write(name.as_bytes());
+    h.write_u8(0xff);
+    h.write(value.as_bytes());
+    h.finish()
+}
+
+impl InternerState {
+    fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
             return a.clone();
         }
         // Forget strings nobody else holds any more (series that went away).
-        if st.set.len() >= 2 * st.swept_at.max(1024) {
-            st.set.retain(|a| Arc::strong_count(a) > 1);
-            st.swept_at = st.set.len();
+        if self.strings.len() >= 2 * self.strings_swept_at.max(1024) {
+            self.strings.retain(|a| Arc::strong_count(a) > 1);
+            self.strings_swept_at = self.strings.len();
         }
         let a: Arc<str> = Arc::from(s);
-        st.set.insert(a.clone());
+        self.strings.insert(a.clone());
         a
+    }
+}
+
+impl Interner {
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, InternerState>> {
+        self.state.lock().ok()
+    }
+
+    pub fn intern(&self, s: &str) -> Arc<str> {
+        match self.lock() {
+            Some(mut st) => st.string(s),
+            None => Arc::from(s),
+        }
+    }
+
+    /// The shared label `name=value`.
+    pub fn label(&self, name: &str, value: &str) -> Label {
+        let Some(mut st) = self.lock() else {
+            return Label::new(name, value);
+        };
+        let hash = pair_hash(name, value);
+        if let Some(l) = st
+            .pairs
+            .find(hash, |l| &*l.name == name && &*l.value == value)
+        {
+            return l.clone();
+        }
+        // Forget pairs nobody else holds any more (their strings follow at a later sweep).
+        if st.pairs.len() >= 2 * st.pairs_swept_at.max(1024) {
+            st.pairs.retain(|l| Arc::strong_count(&l.0) > 1);
+            st.pairs_swept_at = st.pairs.len();
+        }
+        let label = Label(Arc::new(LabelPair {
+            name: st.string(name),
+            value: st.string(value),
+        }));
+        st.pairs
+            .insert_unique(hash, label.clone(), |l| pair_hash(&l.name, &l.value));
+        label
     }
 }
 
@@ -287,6 +389,27 @@ mod tests {
         assert_eq!(l.get("b"), Some("3"));
         assert_eq!(l.get("c"), None);
         assert_eq!(l.to_string(), "{a=\"1\", b=\"3\"}");
+    }
+
+    #[test]
+    fn interned_labels_share_one_pair() {
+        let i = Interner::default();
+        let a = i.label("reporter", "destination");
+        let b = i.label("reporter", "destination");
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, Label::new("reporter", "destination"));
+        assert_ne!(a, i.label("reporter", "source"));
+        assert_eq!(std::mem::size_of::<Label>(), 8);
+        // Pairs nobody holds any more are forgotten once the table has doubled.
+        for n in 0..5000 {
+            i.label("n", &n.to_string());
+        }
+        let st = i.lock().expect("lock");
+        assert!(st.pairs.len() < 5000, "{} pairs kept", st.pairs.len());
+        let kept = st.pairs.find(pair_hash("reporter", "destination"), |l| {
+            &*l.value == "destination"
+        });
+        assert!(kept.is_some(), "a pair still held stays");
     }
 
     #[test]

@@ -329,10 +329,7 @@ fn absent_labels(e: &Expr) -> Labels {
             continue;
         }
         if matches!(m.op, MatchOp::Equal) && !seen.contains(&m.name.as_str()) {
-            out.push(Label {
-                name: m.name.as_str().into(),
-                value: m.value.as_str().into(),
-            });
+            out.push(Label::new(m.name.as_str(), m.value.as_str()));
         } else {
             out.retain(|l| *l.name != *m.name);
         }

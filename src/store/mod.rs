@@ -53,8 +53,8 @@ struct Shard {
     series: HashMap<u64, MemSeries>,
     /// Label-set hash → series ids with that hash (collisions are checked).
     by_hash: HashMap<u64, Vec<u64>>,
-    /// (name, value) → sorted series ids.
-    postings: HashMap<(Arc<str>, Arc<str>), Vec<u64>>,
+    /// Label → sorted series ids.
+    postings: HashMap<Label, Vec<u64>>,
 }
 
 impl Shard {
@@ -69,11 +69,10 @@ impl Shard {
     fn remove(&mut self, id: u64, hash: u64) {
         if let Some(s) = self.series.remove(&id) {
             for l in s.labels.iter() {
-                let key = (l.name.clone(), l.value.clone());
-                if let Some(p) = self.postings.get_mut(&key) {
+                if let Some(p) = self.postings.get_mut(l) {
                     p.retain(|x| *x != id);
                     if p.is_empty() {
-                        self.postings.remove(&key);
+                        self.postings.remove(l);
                     }
                 }
             }
@@ -94,10 +93,7 @@ impl Shard {
                 if v.is_empty() {
                     continue;
                 }
-                match self
-                    .postings
-                    .get(&(Arc::from(m.name.as_str()), Arc::from(v)))
-                {
+                match self.postings.get(&Label::new(m.name.as_str(), v)) {
                     Some(p) => lists.push(p),
                     None => return Vec::new(),
                 }
@@ -181,10 +177,7 @@ impl Store {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 for l in labels.iter() {
                     // Ids grow, so pushing keeps each postings list sorted.
-                    s.postings
-                        .entry((l.name.clone(), l.value.clone()))
-                        .or_default()
-                        .push(id);
+                    s.postings.entry(l.clone()).or_default().push(id);
                 }
                 s.by_hash.entry(hash).or_default().push(id);
                 s.series.insert(
@@ -253,21 +246,12 @@ impl Store {
                     let labels = cache.entry(key).or_insert_with(|| {
                         let i = &self.interner;
                         let mut v: Vec<Label> = s.labels.to_vec();
-                        v.push(Label {
-                            name: i.intern("__name__"),
-                            value: s.name.clone(),
-                        });
+                        v.push(i.label("__name__", &s.name));
                         if !job.is_empty() {
-                            v.push(Label {
-                                name: i.intern("job"),
-                                value: i.intern(job),
-                            });
+                            v.push(i.label("job", job));
                         }
                         if !instance.is_empty() {
-                            v.push(Label {
-                                name: i.intern("instance"),
-                                value: i.intern(instance),
-                            });
+                            v.push(i.label("instance", instance));
                         }
                         Labels::from_vec(v)
                     });

@@ -390,10 +390,7 @@ impl Fanout {
                         let labels = Labels::from_vec(
                             s.labels
                                 .into_iter()
-                                .map(|l| Label {
-                                    name: l.name.into(),
-                                    value: l.value.into(),
-                                })
+                                .map(|l| Label::new(l.name, l.value))
                                 .collect(),
                         );
                         let samples = s.timestamps_ms.into_iter().zip(s.values).collect();

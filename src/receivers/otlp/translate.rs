@@ -294,17 +294,11 @@ impl LabelBuilder<'_> {
             .iter()
             // job and instance come from the resource, the name from the metric.
             .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
-            .map(|(k, val)| Label {
-                name: self.interner.intern(k),
-                value: self.interner.intern(val),
-            })
+            .map(|(k, val)| self.interner.label(k, val))
             .collect();
         if let Some((k, val)) = extra {
             v.retain(|l| &*l.name != k);
-            v.push(Label {
-                name: self.interner.intern(k),
-                value: self.interner.intern(val),
-            });
+            v.push(self.interner.label(k, val));
         }
         Labels::from_vec(v)
     }

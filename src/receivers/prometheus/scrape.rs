@@ -17,7 +17,7 @@ use super::exposition::{Entry, Format, Parser};
 use super::relabel::{relabel, LabelMap};
 use super::target::Target;
 use crate::model::{
-    stale_nan, Interner, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
+    stale_nan, Interner, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
 };
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
@@ -561,10 +561,7 @@ impl ScrapeLoop {
         }
         let labels = Labels::from_vec(
             lset.into_iter()
-                .map(|(k, v)| Label {
-                    name: self.interner.intern(&k),
-                    value: self.interner.intern(&v),
-                })
+                .map(|(k, v)| self.interner.label(&k, &v))
                 .collect(),
         );
         Ok(Some(Arc::new(SeriesEntry {
