@@ -114,6 +114,22 @@ async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// glibc's malloc gives threads that allocate at the same time arenas of their own, up to
+/// eight per core, and memory freed in one arena serves only that arena. The store's series
+/// are allocated on whichever blocking thread appends them, so their memory spread over many
+/// half-used arenas: one arena per core held the façade benchmark's window in 28 MiB less
+/// (166.7 vs 194.5 MiB). An explicit `MALLOC_ARENA_MAX` still wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, cores.clamp(1, 64) as libc::c_int);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -140,6 +156,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg);
+            limit_malloc_arenas();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

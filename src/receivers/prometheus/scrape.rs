@@ -17,7 +17,7 @@ use super::exposition::{Entry, Format, Parser};
 use super::relabel::{relabel, LabelMap};
 use super::target::Target;
 use crate::model::{
-    stale_nan, Interner, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
+    stale_nan, Interner, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
 };
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
@@ -68,7 +68,7 @@ pub struct TargetStatus {
 static BODY_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// Spare buffers kept, and the largest capacity worth keeping (one huge body must not pin
 /// its size forever).
-const POOLED_BUFFERS: usize = 8;
+const POOLED_BUFFERS: usize = 4;
 const POOLED_CAPACITY: usize = 16 << 20;
 
 fn take_buffer() -> Vec<u8> {
@@ -99,8 +99,9 @@ pub type TargetRegistry = Arc<Mutex<std::collections::BTreeMap<u64, TargetStatus
 struct SeriesEntry {
     name: Arc<str>,
     labels: Labels,
-    job: Arc<str>,
-    instance: Arc<str>,
+    /// `job` and `instance` as shared labels: one pointer each instead of a fat `Arc<str>`.
+    job: Label,
+    instance: Label,
     /// Identity for staleness tracking.
     hash: u64,
 }
@@ -123,7 +124,8 @@ struct Tracked {
     family: Arc<str>,
     kind: MetricKind,
     /// Number of the scrape that saw it last (duplicates within one body are dropped).
-    seen: u64,
+    /// Wrapping: only equality with the current or the last completed scrape matters.
+    seen: u32,
     /// Scraped without an explicit timestamp last time: it gets a staleness marker when it
     /// goes away (Prometheus leaves timestamped series alone).
     marks: bool,
@@ -147,7 +149,9 @@ pub struct ScrapeLoop {
     receiver: String,
     /// Keyed by a 128-bit hash of the raw series bytes: keeping the bytes themselves would
     /// cost as much memory as the exposition (a collision needs ~2^64 series).
-    cache: FastMap<u128, Option<Arc<SeriesEntry>>>,
+    /// The hash is kept as two `u64`s: a `u128` key would be 16-byte aligned, and every
+    /// entry 8 bytes larger.
+    cache: FastMap<[u64; 2], Option<Arc<SeriesEntry>>>,
     /// The format the cached series were validated in: a change empties the cache.
     cache_format: Option<Format>,
     interner: Arc<Interner>,
@@ -155,8 +159,8 @@ pub struct ScrapeLoop {
     /// Series of the last successful scrape by final label hash.
     previous: FastMap<u64, Tracked>,
     /// Number of the current scrape, for `Tracked::seen`, and of the last successful one.
-    generation: u64,
-    completed: u64,
+    generation: u32,
+    completed: u32,
     target_labels: Vec<(String, String)>,
     resource_base: Vec<(String, String)>,
     body: Vec<u8>,
@@ -459,6 +463,14 @@ impl ScrapeLoop {
         let over = |n: usize| limit > 0 && n as u64 > limit;
         self.body = take_buffer();
         self.inflated = take_buffer();
+        // A known length is allocated once and exactly, rather than doubled up to it.
+        let announced = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if let Some(n) = announced.filter(|&n| !over(n)) {
+            self.body.reserve_exact(n);
+        }
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| fail(format!("reading body: {}", error_chain(&e))))?;
@@ -542,14 +554,14 @@ impl ScrapeLoop {
                 ));
             }
         }
-        let job: Arc<str> = self
+        let job = self
             .interner
-            .intern(&lset.remove("job").unwrap_or_default());
-        let instance: Arc<str> = self
+            .label("job", &lset.remove("job").unwrap_or_default());
+        let instance = self
             .interner
-            .intern(&lset.remove("instance").unwrap_or_default());
+            .label("instance", &lset.remove("instance").unwrap_or_default());
         let mut hash_src = String::with_capacity(128);
-        for part in [&*job, &*instance, name.as_str()] {
+        for part in [&*job.value, &*instance.value, name.as_str()] {
             hash_src.push_str(part);
             hash_src.push('\u{ff}');
         }
@@ -588,7 +600,7 @@ impl ScrapeLoop {
             self.cache.clear();
             self.cache_format = Some(format);
         }
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let mut meta: HashMap<String, (MetricKind, Arc<str>, Arc<str>)> = HashMap::new();
         let mut families: Vec<MetricFamily> = Vec::new();
@@ -635,7 +647,8 @@ impl ScrapeLoop {
                 }
                 Entry::Sample(s) => {
                     scraped += 1;
-                    let key = xxhash_rust::xxh3::xxh3_128(s.series);
+                    let hash = xxhash_rust::xxh3::xxh3_128(s.series);
+                    let key = [(hash >> 64) as u64, hash as u64];
                     let entry = match self.cache.get(&key) {
                         Some(e) => e.clone(),
                         None => {
@@ -660,8 +673,8 @@ impl ScrapeLoop {
                     let memo_key = (
                         s.name.as_bytes(),
                         Arc::as_ptr(&entry.name) as *const u8 as usize,
-                        Arc::as_ptr(&entry.job) as *const u8 as usize,
-                        Arc::as_ptr(&entry.instance) as *const u8 as usize,
+                        Arc::as_ptr(&entry.job.value) as *const u8 as usize,
+                        Arc::as_ptr(&entry.instance.value) as *const u8 as usize,
                     );
                     let idx = match last_family {
                         Some((k, i)) if k == memo_key => i,
@@ -669,8 +682,11 @@ impl ScrapeLoop {
                             let i = *family_memo.entry(memo_key).or_insert_with(|| {
                                 let (fam_name, kind, help, unit) =
                                     family_of(&meta, s.name, &entry.name);
-                                let fkey =
-                                    (fam_name.clone(), entry.job.clone(), entry.instance.clone());
+                                let fkey = (
+                                    fam_name.clone(),
+                                    entry.job.value.clone(),
+                                    entry.instance.value.clone(),
+                                );
                                 *family_index.entry(fkey).or_insert_with(|| {
                                     families.push(MetricFamily {
                                         name: fam_name,
@@ -1042,7 +1058,7 @@ fn append_stale(
     scheme: &str,
 ) {
     for t in stale {
-        let rm = resource_slot(m, &t.entry.job, &t.entry.instance, scheme, base);
+        let rm = resource_slot(m, &t.entry.job.value, &t.entry.instance.value, scheme, base);
         let sample = Sample {
             name: t.entry.name.clone(),
             labels: t.entry.labels.clone(),
