@@ -27,7 +27,14 @@ pub enum AppendError {
 }
 
 struct MemSeries {
+    /// The labels as the pipeline carried them: for a scraped series the very set its scrape
+    /// cache entry holds, so the store keeps no copy of its own.
     labels: Labels,
+    /// `__name__`, `instance` and `job` when they arrived apart from `labels` (the sample's
+    /// name and its resource); `None` when `labels` is the whole set.
+    name: Option<Label>,
+    instance: Option<Label>,
+    job: Option<Label>,
     chunks: Vec<Chunk>,
     last_t: i64,
     last_v: u64,
@@ -37,6 +44,49 @@ struct MemSeries {
 }
 
 impl MemSeries {
+    /// The full label set, in name order, without building it.
+    fn pairs(&self) -> MergedPairs<'_> {
+        fn value(l: &Option<Label>) -> &str {
+            l.as_ref().map_or("", |l| &*l.value)
+        }
+        MergedPairs::new(
+            &self.labels,
+            value(&self.name),
+            value(&self.instance),
+            value(&self.job),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        let apart = match name {
+            "__name__" => &self.name,
+            "instance" => &self.instance,
+            "job" => &self.job,
+            _ => &None,
+        };
+        match apart {
+            Some(l) => Some(&l.value),
+            None => self.labels.get(name),
+        }
+    }
+
+    /// Every label (`labels` never holds a name kept apart: see `append_metrics`).
+    fn each_label(&self) -> impl Iterator<Item = &Label> {
+        self.labels
+            .iter()
+            .chain(self.name.iter())
+            .chain(self.instance.iter())
+            .chain(self.job.iter())
+    }
+
+    /// The full label set, built for a query's answer.
+    fn full_labels(&self) -> Labels {
+        if self.name.is_none() && self.instance.is_none() && self.job.is_none() {
+            return self.labels.clone();
+        }
+        Labels::from_vec(self.each_label().cloned().collect())
+    }
+
     fn samples_in(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         for c in &self.chunks {
             if c.count == 0 || c.max_t < mint || c.min_t > maxt {
@@ -74,15 +124,12 @@ impl Shard {
         hash: u64,
         pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     ) -> Option<u32> {
-        let same = |labels: &Labels| {
+        let same = |series: &MemSeries| {
             let mut pairs = pairs.clone();
-            labels
-                .iter()
-                .all(|l| pairs.next() == Some((&*l.name, &*l.value)))
-                && pairs.next().is_none()
+            series.pairs().all(|p| pairs.next() == Some(p)) && pairs.next().is_none()
         };
         self.by_hash
-            .find(hash, |&id| self.get(id).is_some_and(|s| same(&s.labels)))
+            .find(hash, |&id| self.get(id).is_some_and(same))
             .copied()
     }
 
@@ -94,7 +141,7 @@ impl Shard {
                 (self.slots.len() - 1) as u32
             }
         };
-        for l in series.labels.iter() {
+        for l in series.each_label() {
             let p = self.postings.entry(l.clone()).or_default();
             // Fresh ids come last; a reused one goes to its place.
             match p.last() {
@@ -111,7 +158,7 @@ impl Shard {
         by_hash.insert_unique(hash, id, |&other| {
             slots[other as usize]
                 .as_ref()
-                .map_or(0, |s| hash_labels(&s.labels))
+                .map_or(0, |s| hash_pairs(s.pairs()))
         });
         id
     }
@@ -120,7 +167,7 @@ impl Shard {
         let Some(s) = self.slots.get_mut(id as usize).and_then(Option::take) else {
             return;
         };
-        for l in s.labels.iter() {
+        for l in s.each_label() {
             if let Some(p) = self.postings.get_mut(l) {
                 if let Ok(at) = p.binary_search(&id) {
                     p.remove(at);
@@ -173,10 +220,6 @@ fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
         h.update(&[0xff]);
     }
     h.digest()
-}
-
-fn hash_labels(labels: &Labels) -> u64 {
-    hash_pairs(labels.iter().map(|l| (&*l.name, &*l.value)))
 }
 
 /// A pipeline sample's full label set without building it: its labels merged, in name order,
@@ -286,15 +329,16 @@ impl Store {
     /// Appends one sample of the series with these labels (including `__name__`).
     pub fn append(&self, labels: &Labels, t: i64, v: f64) -> Result<(), AppendError> {
         let pairs = labels.iter().map(|l| (&*l.name, &*l.value));
-        self.append_pairs(pairs, || labels.clone(), t, v)
+        self.append_pairs(pairs, || (labels.clone(), [None, None, None]), t, v)
     }
 
     /// Appends one sample of the series whose full label set is `pairs` (sorted by name);
-    /// `build` makes that label set, called only when the series is new.
+    /// `build` makes the series' labels and its `__name__`/`instance`/`job` kept apart,
+    /// called only when the series is new.
     fn append_pairs<'a>(
         &self,
         pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-        build: impl FnOnce() -> Labels,
+        build: impl FnOnce() -> (Labels, [Option<Label>; 3]),
         t: i64,
         v: f64,
     ) -> Result<(), AppendError> {
@@ -310,8 +354,12 @@ impl Store {
                     self.stats.series_refused.fetch_add(1, Ordering::Relaxed);
                     return Err(AppendError::SeriesLimit);
                 }
+                let (labels, [name, instance, job]) = build();
                 let series = MemSeries {
-                    labels: build(),
+                    labels,
+                    name,
+                    instance,
+                    job,
                     chunks: Vec::new(),
                     last_t: i64::MIN,
                     last_v: 0,
@@ -372,15 +420,23 @@ impl Store {
                     let pairs = MergedPairs::new(&s.labels, &s.name, instance, job);
                     let build = || {
                         let i = &self.interner;
-                        let mut v: Vec<Label> = s.labels.to_vec();
-                        v.push(i.label("__name__", &s.name));
-                        if !job.is_empty() {
-                            v.push(i.label("job", job));
+                        let apart = [
+                            Some(i.label("__name__", &s.name)),
+                            (!instance.is_empty()).then(|| i.label("instance", instance)),
+                            (!job.is_empty()).then(|| i.label("job", job)),
+                        ];
+                        let shadowed = ["__name__", "instance", "job"]
+                            .iter()
+                            .any(|n| s.labels.get(n).is_some());
+                        if shadowed {
+                            // Not from our receivers, which keep these names out of sample
+                            // labels; the merged set is stored whole, as `pairs` sees it.
+                            let mut v = s.labels.to_vec();
+                            v.extend(apart.into_iter().flatten());
+                            (Labels::from_vec(v), [None, None, None])
+                        } else {
+                            (s.labels.clone(), apart)
                         }
-                        if !instance.is_empty() {
-                            v.push(i.label("instance", instance));
-                        }
-                        Labels::from_vec(v)
                     };
                     if self
                         .append_pairs(pairs, build, s.timestamp_ms, s.value)
@@ -404,7 +460,7 @@ impl Store {
                 // Keep the chunk being appended to unless it is entirely old too.
                 series.chunks.retain(|c| c.max_t >= min_t);
                 if series.chunks.is_empty() {
-                    dead.push((id as u32, hash_labels(&series.labels)));
+                    dead.push((id as u32, hash_pairs(series.pairs())));
                 }
             }
             for (id, hash) in dead {
@@ -431,7 +487,7 @@ impl Store {
                 };
                 if !matchers
                     .iter()
-                    .all(|m| m.matches(series.labels.get(&m.name).unwrap_or("")))
+                    .all(|m| m.matches(series.get(&m.name).unwrap_or("")))
                 {
                     continue;
                 }
@@ -453,7 +509,7 @@ impl Store {
                 out.push((
                     series.created,
                     SeriesSamples {
-                        labels: series.labels.clone(),
+                        labels: series.full_labels(),
                         samples,
                     },
                 ));
@@ -498,6 +554,10 @@ mod tests {
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied())
+    }
+
+    fn hash_labels(labels: &Labels) -> u64 {
+        hash_pairs(labels.iter().map(|l| (&*l.name, &*l.value)))
     }
 
     #[test]
@@ -617,6 +677,28 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].labels, full);
         assert_eq!(got[0].samples, vec![(1000, 1.0), (2000, 1.0), (3000, 2.0)]);
+        // The stored series holds the sample's own label set, not a copy.
+        let shard = s.shards.iter().find_map(|sh| {
+            let sh = sh.read().expect("lock");
+            sh.slots.iter().flatten().next().map(|x| x.labels.clone())
+        });
+        let held = shard.expect("one series");
+        assert!(std::ptr::eq(held.as_slice(), sample_labels.as_slice()));
+
+        // A sample label named like the resource's loses to it, as in a built set.
+        let odd = l(&[("job", "from-sample"), ("k", "v")]);
+        let m = batch("mesh", "", &[("odd", odd, 1000, 5.0)]);
+        assert_eq!(s.append_metrics(&m), 1);
+        let job = LabelMatcher::new("job", MatchKind::Equal, "mesh").expect("m");
+        let k = LabelMatcher::new("k", MatchKind::Equal, "v").expect("m");
+        let got = s.select(&[job, k], 0, 5000).expect("select");
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].labels,
+            l(&[("__name__", "odd"), ("job", "mesh"), ("k", "v")])
+        );
+        let shadowed = LabelMatcher::new("job", MatchKind::Equal, "from-sample").expect("m");
+        assert!(s.select(&[shadowed], 0, 5000).expect("select").is_empty());
     }
 
     #[test]
