@@ -463,12 +463,13 @@ impl ScrapeLoop {
         let over = |n: usize| limit > 0 && n as u64 > limit;
         self.body = take_buffer();
         self.inflated = take_buffer();
-        // A known length is allocated once and exactly, rather than doubled up to it.
+        // A known length is allocated once and exactly, rather than doubled up to it; only
+        // up to what the pool keeps, as the header is the target's word, not its bytes.
         let announced = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if let Some(n) = announced.filter(|&n| !over(n)) {
+        if let Some(n) = announced.filter(|&n| n <= POOLED_CAPACITY && !over(n)) {
             self.body.reserve_exact(n);
         }
         let mut body = resp.into_body();
