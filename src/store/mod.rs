@@ -30,11 +30,9 @@ struct MemSeries {
     /// The labels as the pipeline carried them: for a scraped series the very set its scrape
     /// cache entry holds, so the store keeps no copy of its own.
     labels: Labels,
-    /// `__name__`, `instance` and `job` when they arrived apart from `labels` (the sample's
-    /// name and its resource); `None` when `labels` is the whole set.
-    name: Option<Label>,
-    instance: Option<Label>,
-    job: Option<Label>,
+    /// `__name__`, `instance` and `job`, in that (name) order, when they arrived apart from
+    /// `labels` (the sample's name and its resource); `None` when `labels` holds them.
+    apart: [Option<Label>; 3],
     chunks: Vec<Chunk>,
     last_t: i64,
     last_v: u64,
@@ -46,25 +44,15 @@ struct MemSeries {
 impl MemSeries {
     /// The full label set, in name order, without building it.
     fn pairs(&self) -> MergedPairs<'_> {
-        fn value(l: &Option<Label>) -> &str {
-            l.as_ref().map_or("", |l| &*l.value)
-        }
-        MergedPairs::new(
-            &self.labels,
-            value(&self.name),
-            value(&self.instance),
-            value(&self.job),
-        )
+        let [name, instance, job] = self
+            .apart
+            .each_ref()
+            .map(|l| l.as_ref().map_or("", |l| &*l.value));
+        MergedPairs::new(&self.labels, name, instance, job)
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        let apart = match name {
-            "__name__" => &self.name,
-            "instance" => &self.instance,
-            "job" => &self.job,
-            _ => &None,
-        };
-        match apart {
+        match self.apart.iter().flatten().find(|l| &*l.name == name) {
             Some(l) => Some(&l.value),
             None => self.labels.get(name),
         }
@@ -72,16 +60,12 @@ impl MemSeries {
 
     /// Every label (`labels` never holds a name kept apart: see `append_metrics`).
     fn each_label(&self) -> impl Iterator<Item = &Label> {
-        self.labels
-            .iter()
-            .chain(self.name.iter())
-            .chain(self.instance.iter())
-            .chain(self.job.iter())
+        self.labels.iter().chain(self.apart.iter().flatten())
     }
 
     /// The full label set, built for a query's answer.
     fn full_labels(&self) -> Labels {
-        if self.name.is_none() && self.instance.is_none() && self.job.is_none() {
+        if self.apart.iter().all(Option::is_none) {
             return self.labels.clone();
         }
         Labels::from_vec(self.each_label().cloned().collect())
@@ -354,12 +338,10 @@ impl Store {
                     self.stats.series_refused.fetch_add(1, Ordering::Relaxed);
                     return Err(AppendError::SeriesLimit);
                 }
-                let (labels, [name, instance, job]) = build();
+                let (labels, apart) = build();
                 let series = MemSeries {
                     labels,
-                    name,
-                    instance,
-                    job,
+                    apart,
                     chunks: Vec::new(),
                     last_t: i64::MIN,
                     last_v: 0,

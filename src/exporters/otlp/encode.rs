@@ -466,54 +466,73 @@ fn stale_point(out: &mut Vec<u8>, g: &Group<'_>, kind: MetricKind, attrs: u32, f
     uint(out, flags, u64::from(NO_RECORDED_VALUE));
 }
 
+/// Writes each group as a data point (field 1 of the histogram or summary message): stale
+/// ones by `stale_point` with the point message's (attributes, flags) field numbers; the
+/// others as start time, time and `_count` (fields 2-4 in both), then what `point` writes
+/// (fields 5 on), then the attributes. A group without `_count` cannot be represented and is
+/// left out. Returns whether any point was written.
+fn grouped_points(
+    w: &mut Writer,
+    out: &mut Vec<u8>,
+    groups: Vec<Group<'_>>,
+    kind: MetricKind,
+    (attrs, flags): (u32, u32),
+    mut point: impl FnMut(&mut Writer, &mut Vec<u8>, &mut Group<'_>, f64),
+) -> bool {
+    let mut any = false;
+    for mut g in groups {
+        if g.stale {
+            w.message(out, 1, |_, out| stale_point(out, &g, kind, attrs, flags));
+            any = true;
+            continue;
+        }
+        let Some(count) = g.count else { continue };
+        any = true;
+        w.message(out, 1, |w, out| {
+            fixed64(out, 2, g.created);
+            fixed64(out, 3, ms_to_ns(g.ts));
+            fixed64(out, 4, count.max(0.0) as u64);
+            point(w, out, &mut g, count);
+            if let Some(l) = g.attrs {
+                attributes(out, attrs, l, kind);
+            }
+        });
+    }
+    any
+}
+
 fn encode_histogram(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
     let groups = group(f, samples);
     metric(w, out, f, &f.name, |w, out| {
         let mut any = false;
         w.message(out, 9, |w, out| {
-            for mut g in groups {
-                if g.stale {
-                    w.message(out, 1, |_, out| stale_point(out, &g, f.kind, 9, 10));
-                    any = true;
-                    continue;
-                }
-                // A histogram without _count cannot be represented.
-                let Some(count) = g.count else { continue };
-                any = true;
+            any = grouped_points(w, out, groups, f.kind, (9, 10), |_, out, g, count| {
                 g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                w.message(out, 1, |_, out| {
-                    fixed64(out, 2, g.created);
-                    fixed64(out, 3, ms_to_ns(g.ts));
-                    fixed64(out, 4, count.max(0.0) as u64);
-                    if let Some(sum) = g.sum {
-                        double(out, 5, sum);
+                if let Some(sum) = g.sum {
+                    double(out, 5, sum);
+                }
+                // bucket_counts (packed fixed64): one per finite bound, plus +Inf's.
+                let finite = g.buckets.iter().filter(|b| !b.0.is_infinite()).count();
+                key(out, 6, LEN);
+                varint(out, 8 * (finite as u64 + 1));
+                let mut prev = 0f64;
+                for &(le, cum) in &g.buckets {
+                    if le.is_infinite() {
+                        continue;
                     }
-                    // bucket_counts (packed fixed64): one per finite bound, plus +Inf's.
-                    let finite = g.buckets.iter().filter(|b| !b.0.is_infinite()).count();
-                    key(out, 6, LEN);
-                    varint(out, 8 * (finite as u64 + 1));
-                    let mut prev = 0f64;
-                    for &(le, cum) in &g.buckets {
-                        if le.is_infinite() {
-                            continue;
-                        }
-                        out.extend_from_slice(&((cum - prev).max(0.0) as u64).to_le_bytes());
-                        prev = cum.max(prev);
+                    out.extend_from_slice(&((cum - prev).max(0.0) as u64).to_le_bytes());
+                    prev = cum.max(prev);
+                }
+                // The +Inf bucket: whatever the count holds beyond the last finite bound.
+                out.extend_from_slice(&((count - prev).max(0.0) as u64).to_le_bytes());
+                if finite > 0 {
+                    key(out, 7, LEN);
+                    varint(out, 8 * finite as u64);
+                    for &(le, _) in g.buckets.iter().filter(|b| !b.0.is_infinite()) {
+                        out.extend_from_slice(&le.to_le_bytes());
                     }
-                    // The +Inf bucket: whatever the count holds beyond the last finite bound.
-                    out.extend_from_slice(&((count - prev).max(0.0) as u64).to_le_bytes());
-                    if finite > 0 {
-                        key(out, 7, LEN);
-                        varint(out, 8 * finite as u64);
-                        for &(le, _) in g.buckets.iter().filter(|b| !b.0.is_infinite()) {
-                            out.extend_from_slice(&le.to_le_bytes());
-                        }
-                    }
-                    if let Some(l) = g.attrs {
-                        attributes(out, 9, l, f.kind);
-                    }
-                });
-            }
+                }
+            });
             uint(out, 2, CUMULATIVE);
         });
         any
@@ -525,39 +544,24 @@ fn encode_summary(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: 
     metric(w, out, f, &f.name, |w, out| {
         let mut any = false;
         w.message(out, 11, |w, out| {
-            for mut g in groups {
-                if g.stale {
-                    w.message(out, 1, |_, out| stale_point(out, &g, f.kind, 7, 8));
-                    any = true;
-                    continue;
-                }
-                let Some(count) = g.count else { continue };
-                any = true;
+            any = grouped_points(w, out, groups, f.kind, (7, 8), |w, out, g, _| {
                 g.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-                w.message(out, 1, |w, out| {
-                    fixed64(out, 2, g.created);
-                    fixed64(out, 3, ms_to_ns(g.ts));
-                    fixed64(out, 4, count.max(0.0) as u64);
-                    // A plain double: omitted at zero, as proto3 does.
-                    let sum = g.sum.unwrap_or(0.0);
-                    if sum != 0.0 {
-                        double(out, 5, sum);
-                    }
-                    for &(quantile, value) in &g.quantiles {
-                        w.message(out, 6, |_, out| {
-                            if quantile != 0.0 {
-                                double(out, 1, quantile);
-                            }
-                            if value != 0.0 {
-                                double(out, 2, value);
-                            }
-                        });
-                    }
-                    if let Some(l) = g.attrs {
-                        attributes(out, 7, l, f.kind);
-                    }
-                });
-            }
+                // A plain double: omitted at zero, as proto3 does.
+                let sum = g.sum.unwrap_or(0.0);
+                if sum != 0.0 {
+                    double(out, 5, sum);
+                }
+                for &(quantile, value) in &g.quantiles {
+                    w.message(out, 6, |_, out| {
+                        if quantile != 0.0 {
+                            double(out, 1, quantile);
+                        }
+                        if value != 0.0 {
+                            double(out, 2, value);
+                        }
+                    });
+                }
+            });
         });
         any
     })
