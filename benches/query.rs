@@ -4,78 +4,113 @@
 #[path = "support/workload.rs"]
 mod workload;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use meshmetrics::model::{Interner, Label, Labels};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use meshmetrics::model::{
+    Interner, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
+};
 use meshmetrics::promql::{instant_query, Compat, EvalOptions};
 use meshmetrics::receivers::prometheus::exposition::{Entry, Format, Parser};
 use meshmetrics::store::Store;
 use std::hint::black_box;
+use std::sync::Arc;
 
-const SIDECARS: usize = 4;
+/// Sidecars in the store: `MM_QUERY_SIDECARS` (default 4; the façade benchmark uses 30).
+fn sidecar_count() -> usize {
+    std::env::var("MM_QUERY_SIDECARS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
 const STEPS: u64 = 180;
 
-/// Parses one rendered body into (labels, value) pairs with job/instance attached.
-fn samples(body: &str, instance: &str, interner: &Interner) -> Vec<(Labels, f64)> {
+/// One scrape of a sidecar as the scrape loop hands it to the pipeline: sample labels
+/// interned as the loop interns them, `job`/`instance` on the resource.
+fn scrape(body: &str, instance: &str, t: i64, interner: &Interner) -> Metrics {
     let mut p = Parser::new(body.as_bytes(), Format::Text);
-    let mut out = Vec::new();
+    let mut samples = Vec::new();
     while let Ok(Some(e)) = p.next_entry() {
         if let Entry::Sample(s) = e {
-            // Interned as the scrape loop interns them, so the store holds what it would.
-            let mut v: Vec<Label> = p
+            let v: Vec<Label> = p
                 .labels()
                 .iter()
                 .map(|l| interner.label(p.label_name(l), &p.label_value(l)))
                 .collect();
-            v.push(interner.label("__name__", s.name));
-            v.push(interner.label("job", "mesh"));
-            v.push(interner.label("instance", instance));
-            out.push((Labels::from_vec(v), s.value));
+            samples.push(Sample {
+                name: Arc::from(s.name),
+                labels: Labels::from_vec(v),
+                value: s.value,
+                timestamp_ms: t,
+            });
         }
     }
-    out
+    Metrics {
+        resources: vec![ResourceMetrics {
+            resource: vec![
+                ("service.name".into(), "mesh".into()),
+                ("service.instance.id".into(), instance.into()),
+            ],
+            scope_name: String::new(),
+            scope_version: String::new(),
+            families: vec![MetricFamily {
+                name: Arc::from("mixed"),
+                kind: MetricKind::Unknown,
+                help: Arc::from(""),
+                unit: Arc::from(""),
+                samples,
+            }],
+        }],
+    }
+}
+
+/// The same scrape at another time with other values: one label set, as the scrape cache
+/// keeps it across scrapes.
+fn restamped(first: &Metrics, values: &Metrics, t: i64) -> Metrics {
+    let mut m = first.clone();
+    let fresh = values.resources[0].families[0].samples.iter();
+    for (s, v) in m.resources[0].families[0].samples.iter_mut().zip(fresh) {
+        s.value = v.value;
+        s.timestamp_ms = t;
+    }
+    m
 }
 
 fn bench(c: &mut Criterion) {
-    let sidecars: Vec<workload::Sidecar> = (0..SIDECARS).map(workload::Sidecar::new).collect();
+    let sidecars: Vec<workload::Sidecar> =
+        (0..sidecar_count()).map(workload::Sidecar::new).collect();
     let store = Store::new(0);
     let interner = Interner::default();
     let mut body = String::new();
-    // Series labels once; values per step from a fresh render.
-    let label_sets: Vec<Vec<Labels>> = sidecars
+    let instance = |i: usize| format!("10.0.0.{i}:15090");
+    let first: Vec<Metrics> = sidecars
         .iter()
         .enumerate()
         .map(|(i, s)| {
             s.render(1, None, &mut body);
-            samples(&body, &format!("10.0.0.{i}:15090"), &interner)
-                .into_iter()
-                .map(|(l, _)| l)
-                .collect()
+            scrape(&body, &instance(i), 0, &interner)
         })
         .collect();
-    let mut per_step: Vec<Vec<Vec<f64>>> = Vec::new();
+    // Every scrape of every sidecar, as the pipeline would hand them over.
+    let mut per_step: Vec<Vec<Metrics>> = Vec::new();
     for step in 1..=STEPS {
+        let t = (step as i64 - 1) * 5000;
         per_step.push(
             sidecars
                 .iter()
-                .map(|s| {
+                .enumerate()
+                .map(|(i, s)| {
                     s.render(step, None, &mut body);
-                    samples(&body, "x", &interner)
-                        .into_iter()
-                        .map(|(_, v)| v)
-                        .collect()
+                    let values = scrape(&body, &instance(i), t, &interner);
+                    restamped(&first[i], &values, t)
                 })
                 .collect(),
         );
     }
-    for (step, values) in per_step.iter().enumerate() {
-        let t = step as i64 * 5000;
-        for (pod, vals) in values.iter().enumerate() {
-            for (l, v) in label_sets[pod].iter().zip(vals) {
-                let _ = store.append(l, t, *v);
-            }
+    for scrapes in &per_step {
+        for m in scrapes {
+            store.append_metrics(m);
         }
     }
-    let series: usize = label_sets.iter().map(Vec::len).sum();
+    let series: usize = first.iter().map(Metrics::point_count).sum();
     println!(
         "store: {series} series × {STEPS} samples, {} bytes of chunks",
         store.chunk_bytes()
@@ -85,18 +120,28 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(series as u64));
     g.bench_function("append one scrape of every sidecar", |b| {
         let extra = Store::new(0);
-        let mut t = 0i64;
-        b.iter(|| {
-            t += 5000;
-            for (pod, vals) in per_step[(t / 5000) as usize % per_step.len()]
-                .iter()
-                .enumerate()
-            {
-                for (l, v) in label_sets[pod].iter().zip(vals) {
-                    let _ = extra.append(l, t, *v);
+        let mut step = 0usize;
+        let mut batches = per_step.iter().cycle();
+        b.iter_batched(
+            || {
+                // Later times than any before, for the same series.
+                step += 1;
+                let t = step as i64 * 5000;
+                let scrapes = batches.next().expect("cycles");
+                scrapes
+                    .iter()
+                    .zip(&first)
+                    .map(|(m, f)| restamped(f, m, t))
+                    .collect::<Vec<_>>()
+            },
+            |scrapes| {
+                for m in &scrapes {
+                    extra.append_metrics(m);
                 }
-            }
-        })
+                scrapes
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 

@@ -148,6 +148,16 @@ impl Labels {
         Labels(Arc::from(out))
     }
 
+    /// A label set from labels already in name order, names unique and values non-empty
+    /// (checked in debug builds): what `from_vec` gives without its sort. An iterator of
+    /// known length (chained slices) is collected in a single allocation.
+    pub fn from_sorted(labels: impl IntoIterator<Item = Label>) -> Self {
+        let set: Arc<[Label]> = labels.into_iter().collect();
+        debug_assert!(set.windows(2).all(|w| w[0].name < w[1].name));
+        debug_assert!(set.iter().all(|l| !l.value.is_empty()));
+        Labels(set)
+    }
+
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
         self.0.iter()
     }
@@ -161,10 +171,11 @@ impl Labels {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|l| (*l.name).cmp(name))
-            .ok()
-            .map(|i| &*self.0[i].value)
+        self.position(name).map(|i| &*self.0[i].value)
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0.binary_search_by(|l| (*l.name).cmp(name)).ok()
     }
 
     pub fn as_slice(&self) -> &[Label] {
@@ -191,13 +202,24 @@ impl Labels {
 
     /// A copy without `name`.
     pub fn without(&self, name: &str) -> Labels {
-        if self.get(name).is_none() {
+        self.without_any(&[name])
+    }
+
+    /// A copy without any of `names`, in one pass (the set itself when it has none).
+    pub fn without_any(&self, names: &[&str]) -> Labels {
+        let mut found = names.iter().filter_map(|n| self.position(n));
+        let Some(first) = found.next() else {
             return self.clone();
+        };
+        if found.next().is_none() {
+            // The usual case (only `__name__`): the two slices around it, one allocation.
+            let (before, after) = (&self.0[..first], &self.0[first + 1..]);
+            return Labels::from_sorted(before.iter().chain(after).cloned());
         }
         Labels(
             self.0
                 .iter()
-                .filter(|l| &*l.name != name)
+                .filter(|l| !names.contains(&&*l.name))
                 .cloned()
                 .collect(),
         )

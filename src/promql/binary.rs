@@ -1,8 +1,8 @@
 //! Binary operators: arithmetic, comparisons (with and without `bool`), set operators, and
 //! vector matching (`on`/`ignoring`, `group_left`/`group_right`), as Prometheus's engine.
 
+use foldhash::{HashMap, HashMapExt, HashSet};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
-use std::collections::{HashMap, HashSet};
 
 use super::eval::{check_duplicates, Ctx, Result};
 use super::{EvalError, Sample, Value};

@@ -3,11 +3,11 @@
 //! Each selector's samples are loaded once for the whole query window, then sliced per
 //! evaluation step; a range query evaluates its expression at every step.
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
     AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
 };
-use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
@@ -422,10 +422,7 @@ fn step_samples(v: Value, t: i64, what: &str) -> Result<Vec<Sample>> {
 /// Drops the metric name, and with it the `__type__`/`__unit__` labels Prometheus's
 /// type-and-unit feature attaches (they describe the name).
 pub(super) fn without_name(labels: &Labels) -> Labels {
-    labels
-        .without("__name__")
-        .without("__type__")
-        .without("__unit__")
+    labels.without_any(&["__name__", "__type__", "__unit__"])
 }
 
 /// Prometheus's "vector cannot contain metrics with the same labelset". With delayed name
@@ -435,7 +432,7 @@ pub(super) fn check_duplicates(v: &[Sample]) -> Result<()> {
     if v.len() < 2 {
         return Ok(());
     }
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    let mut seen = HashSet::with_capacity(v.len());
     for s in v {
         if !seen.insert(&s.labels) {
             return Err(EvalError::Execution(
@@ -468,7 +465,7 @@ fn finish_matrix(mut m: Vec<Series>, delayed: bool) -> Result<Vec<Series>> {
             }
         }
     }
-    let mut seen = std::collections::HashSet::with_capacity(m.len());
+    let mut seen = HashSet::with_capacity(m.len());
     for s in &m {
         if !seen.insert(s.labels.clone()) {
             return Err(EvalError::Execution(

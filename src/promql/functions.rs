@@ -665,7 +665,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
             let q = ctx.eval_scalar(arg(c, 0)?, ts)?;
             let v = ctx.eval_vector(arg(c, 1)?, ts)?;
             let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-            let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+            let mut index: foldhash::HashMap<Labels, usize> = Default::default();
             for s in v {
                 let Some(le) = s.labels.get("le").and_then(|x| match x {
                     "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),

@@ -55,20 +55,31 @@ impl BitReader<'_> {
         Some(bit)
     }
 
-    /// Reads `n` bits, most significant first, a byte at a time.
+    /// Reads `n` (≤ 64) bits, most significant first. The bits sit in the 16 bytes from the
+    /// current one (at most 7 + 64 are needed), read as one big-endian word: decoding is
+    /// most of a query's time, and a byte-at-a-time loop was half of that.
     fn read_bits(&mut self, n: u8) -> Option<u64> {
-        let mut v = 0u64;
-        let mut need = n as u32;
-        while need > 0 {
-            let byte = *self.bytes.get(self.pos / 8)? as u32;
-            let avail = 8 - (self.pos % 8) as u32;
-            let take = avail.min(need);
-            let bits = (byte >> (avail - take)) & ((1u32 << take) - 1);
-            v = (v << take) | bits as u64;
-            need -= take;
-            self.pos += take as usize;
+        if n == 0 {
+            return Some(0);
         }
-        Some(v)
+        let end = self.pos + n as usize;
+        if end > self.bytes.len() * 8 {
+            return None;
+        }
+        let byte = self.pos / 8;
+        let word = match self.bytes.get(byte..byte + 16) {
+            Some(w) => u128::from_be_bytes(w.try_into().ok()?),
+            None => {
+                // Near the end: the missing bytes read as zeros (never used: `end` fits).
+                let mut w = [0u8; 16];
+                let tail = &self.bytes[byte..];
+                w[..tail.len()].copy_from_slice(tail);
+                u128::from_be_bytes(w)
+            }
+        };
+        let v = (word << (self.pos % 8)) >> (128 - u32::from(n));
+        self.pos = end;
+        Some(v as u64)
     }
 }
 

@@ -63,19 +63,44 @@ impl MemSeries {
         self.labels.iter().chain(self.apart.iter().flatten())
     }
 
-    /// The full label set, built for a query's answer.
+    /// The full label set, built for a query's answer. Both parts are in name order, so the
+    /// set is `labels` cut where each of the three belongs (no sort), and the chained
+    /// slices are collected in one allocation.
     fn full_labels(&self) -> Labels {
         if self.apart.iter().all(Option::is_none) {
             return self.labels.clone();
         }
-        Labels::from_vec(self.each_label().cloned().collect())
+        let all = self.labels.as_slice();
+        let cut = |a: &Option<Label>| {
+            a.as_ref()
+                .map_or(0, |a| all.partition_point(|l| l.name < a.name))
+        };
+        let [n, i, j] = self.apart.each_ref().map(cut);
+        // An absent one cuts at 0 (and adds nothing), so the cuts need not be ascending.
+        let (c1, c2) = (n.max(i), n.max(i).max(j));
+        let [an, ai, aj] = self.apart.each_ref().map(|a| a.iter());
+        let labels = all[..n]
+            .iter()
+            .chain(an)
+            .chain(&all[n..c1])
+            .chain(ai)
+            .chain(&all[c1..c2])
+            .chain(aj)
+            .chain(&all[c2..]);
+        Labels::from_sorted(labels.cloned())
     }
 
     fn samples_in(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
-        for c in &self.chunks {
-            if c.count == 0 || c.max_t < mint || c.min_t > maxt {
-                continue;
-            }
+        let overlaps = |c: &&Chunk| c.count > 0 && c.max_t >= mint && c.min_t <= maxt;
+        // Sized once: a query allocates per series, and growing doubled the calls.
+        out.reserve(
+            self.chunks
+                .iter()
+                .filter(overlaps)
+                .map(|c| c.count as usize)
+                .sum(),
+        );
+        for c in self.chunks.iter().filter(overlaps) {
             c.for_each(|t, v| {
                 if t >= mint && t <= maxt {
                     out.push((t, v));
@@ -168,6 +193,8 @@ impl Shard {
     }
 
     /// Candidate ids from the equality matchers (all series when there are none).
+    /// Ids holding every non-empty equal value of `matchers` (all ids if there is none);
+    /// `select_series` relies on this to check only the other matchers.
     fn candidates(&self, matchers: &[LabelMatcher]) -> Vec<u32> {
         let mut lists: Vec<&Vec<u32>> = Vec::new();
         for m in matchers {
@@ -461,13 +488,19 @@ impl Store {
         with_samples: bool,
     ) -> Vec<SeriesSamples> {
         let mut out: Vec<(u64, SeriesSamples)> = Vec::new();
+        // Candidates come from the postings of every matcher with a non-empty equal value
+        // (see `candidates`): only the others need checking per series.
+        let rest: Vec<&LabelMatcher> = matchers
+            .iter()
+            .filter(|m| m.equal_value().is_none_or(str::is_empty))
+            .collect();
         for shard in self.shards.iter() {
             let s = shard.read().unwrap_or_else(|e| e.into_inner());
             for id in s.candidates(matchers) {
                 let Some(series) = s.get(id) else {
                     continue;
                 };
-                if !matchers
+                if !rest
                     .iter()
                     .all(|m| m.matches(series.get(&m.name).unwrap_or("")))
                 {
@@ -681,6 +714,18 @@ mod tests {
         );
         let shadowed = LabelMatcher::new("job", MatchKind::Equal, "from-sample").expect("m");
         assert!(s.select(&[shadowed], 0, 5000).expect("select").is_empty());
+
+        // The answer's label set is merged in name order around the three kept apart.
+        let around = l(&[("A", "x"), ("_b", "y"), ("instancf", "z"), ("zz", "w")]);
+        let m = batch("mesh", "i:1", &[("around", around.clone(), 1000, 6.0)]);
+        assert_eq!(s.append_metrics(&m), 1);
+        let zz = LabelMatcher::new("zz", MatchKind::Equal, "w").expect("m");
+        let got = s.select(&[zz], 0, 5000).expect("select");
+        let mut want = around.to_vec();
+        for (k, v) in [("__name__", "around"), ("instance", "i:1"), ("job", "mesh")] {
+            want.push(Label::new(k, v));
+        }
+        assert_eq!(got[0].labels, Labels::from_vec(want));
     }
 
     #[test]
