@@ -186,7 +186,7 @@ fn scope_of(s: &Sample) -> (Option<&str>, Option<&str>) {
 pub fn encode_to(metrics: &Metrics, out: &mut Vec<u8>) {
     let mut w = Writer::default();
     for r in &metrics.resources {
-        w.message(out, 1, |w, out| encode_resource(w, out, r));
+        encode_resource(&mut w, out, r);
     }
 }
 
@@ -194,6 +194,9 @@ fn is_target_info(f: &MetricFamily) -> bool {
     &*f.name == "target_info" || (&*f.name == "target" && f.kind == MetricKind::Info)
 }
 
+/// One `ResourceMetrics` (field 1 of the request), tag and length included. Its scopes'
+/// metrics are most of a batch's bytes: their lengths are known before the resource's
+/// header is written, so they are copied into `out` once, not through two scratch buffers.
 fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
     // target_info's labels describe the resource; the metric itself is not exported.
     let mut extra: Vec<(&str, &str)> = Vec::new();
@@ -208,7 +211,8 @@ fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
             }
         }
     }
-    w.message(out, 1, |_, out| {
+    let mut head = Vec::new();
+    w.message(&mut head, 1, |_, out| {
         for (k, v) in &r.resource {
             key_value(out, 1, k, v);
         }
@@ -221,7 +225,11 @@ fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
     let mut scopes: Vec<((&str, &str), Vec<u8>)> = Vec::new();
     let default_scope = (r.scope_name.as_str(), r.scope_version.as_str());
     for f in r.families.iter().filter(|f| !is_target_info(f)) {
-        let has_scope_labels = f.samples.iter().any(|s| scope_of(s).0.is_some());
+        // One lookup per sample: only `otel_scope_name` makes a sample leave the default scope.
+        let has_scope_labels = f
+            .samples
+            .iter()
+            .any(|s| s.labels.get("otel_scope_name").is_some());
         if !has_scope_labels {
             let samples: Vec<&Sample> = f.samples.iter().collect();
             let i = scope_index(&mut scopes, default_scope);
@@ -244,17 +252,30 @@ fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
             encode_family(w, &mut scopes[i].1, f, &samples);
         }
     }
-    for ((name, version), metrics) in &scopes {
-        if metrics.is_empty() {
-            continue; // every family of the scope was dropped
-        }
-        w.message(out, 2, |w, out| {
-            w.message(out, 1, |_, out| {
-                string(out, 1, name);
-                string(out, 2, version);
-            });
-            out.extend_from_slice(metrics);
-        });
+    // Every family of a scope may have been dropped: such a scope is left out.
+    let scopes: Vec<(Vec<u8>, &Vec<u8>)> = scopes
+        .iter()
+        .filter(|(_, metrics)| !metrics.is_empty())
+        .map(|((name, version), metrics)| {
+            let mut scope = Vec::new();
+            string(&mut scope, 1, name);
+            string(&mut scope, 2, version);
+            (scope, metrics)
+        })
+        .collect();
+    let field = |len: usize| 1 + varint_len(len as u64) + len;
+    let scope_len = |(scope, metrics): &(Vec<u8>, &Vec<u8>)| field(scope.len()) + metrics.len();
+    let body = head.len() + scopes.iter().map(|s| field(scope_len(s))).sum::<usize>();
+    key(out, 1, LEN);
+    varint(out, body as u64);
+    out.extend_from_slice(&head);
+    for s in &scopes {
+        key(out, 2, LEN);
+        varint(out, scope_len(s) as u64);
+        key(out, 1, LEN);
+        varint(out, s.0.len() as u64);
+        out.extend_from_slice(&s.0);
+        out.extend_from_slice(s.1);
     }
 }
 
@@ -379,6 +400,16 @@ struct Group<'a> {
 
 /// Whether two label sets name the same data point (equal but for structural labels).
 fn same_point(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
+    // Usually the same labels in the same places (shared pairs: compared by address) but
+    // for `le` or `quantile`; anything else gets the full comparison.
+    let (x, y) = (a.as_slice(), b.as_slice());
+    if x.len() == y.len()
+        && x.iter()
+            .zip(y)
+            .all(|(p, q)| p == q || (p.name == q.name && is_structural(&p.name, kind)))
+    {
+        return true;
+    }
     let mut a = a.iter().filter(|l| !is_structural(&l.name, kind));
     let mut b = b.iter().filter(|l| !is_structural(&l.name, kind));
     loop {
