@@ -92,7 +92,7 @@ impl MemSeries {
 
     fn samples_in(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         let overlaps = |c: &&Chunk| c.count > 0 && c.max_t >= mint && c.min_t <= maxt;
-        // Sized once: a query allocates per series, and growing doubled the calls.
+        // Sized once: growing the buffer reallocated it several times per series.
         out.reserve(
             self.chunks
                 .iter()
@@ -192,7 +192,6 @@ impl Shard {
         self.free.push(id);
     }
 
-    /// Candidate ids from the equality matchers (all series when there are none).
     /// Ids holding every non-empty equal value of `matchers` (all ids if there is none);
     /// `select_series` relies on this to check only the other matchers.
     fn candidates(&self, matchers: &[LabelMatcher]) -> Vec<u32> {
