@@ -57,19 +57,118 @@ impl MetricKind {
 #[derive(Clone)]
 pub struct Label(Arc<LabelPair>);
 
-#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A (name, value) pair, with what the exporters need per pair worked out once: a pair is
+/// shared by every series that carries it, so per-sample work becomes per-pair work.
 pub struct LabelPair {
     pub name: Arc<str>,
     pub value: Arc<str>,
+    role: LabelRole,
+    /// The value as a bucket bound or quantile, parsed once (`le` and `quantile` only).
+    bound: Option<f64>,
+    /// The pair as an OTLP `KeyValue`, length-prefixed, built on first use.
+    otlp: std::sync::OnceLock<Box<[u8]>>,
+}
+
+/// Names that mean something to the model beyond being an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelRole {
+    Plain,
+    /// `le`: a histogram bucket's upper bound.
+    Le,
+    /// `quantile`: a summary's quantile.
+    Quantile,
+    /// `otel_scope_name` / `otel_scope_version`: the OTel instrumentation scope.
+    ScopeName,
+    ScopeVersion,
+}
+
+impl LabelPair {
+    fn new(name: Arc<str>, value: Arc<str>) -> LabelPair {
+        let role = match &*name {
+            "le" => LabelRole::Le,
+            "quantile" => LabelRole::Quantile,
+            "otel_scope_name" => LabelRole::ScopeName,
+            "otel_scope_version" => LabelRole::ScopeVersion,
+            _ => LabelRole::Plain,
+        };
+        let bound = match role {
+            LabelRole::Le | LabelRole::Quantile => parse_bound(&value),
+            _ => None,
+        };
+        LabelPair {
+            name,
+            value,
+            role,
+            bound,
+            otlp: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn role(&self) -> LabelRole {
+        self.role
+    }
+
+    /// The value as a number, for `le` and `quantile` (`+Inf` included); `None` for other
+    /// names or a value that is not a number.
+    pub fn bound(&self) -> Option<f64> {
+        self.bound
+    }
+
+    /// The pair as the bytes of an OTLP `KeyValue` with a string value, preceded by their
+    /// length: a field holding it is its tag followed by these bytes.
+    pub fn otlp_key_value(&self) -> &[u8] {
+        self.otlp.get_or_init(|| {
+            crate::exporters::otlp::encode::key_value_bytes(&self.name, &self.value)
+        })
+    }
+}
+
+/// A bucket bound or quantile as Prometheus writes them (`+Inf` for the last bucket).
+pub fn parse_bound(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+// Identity is the (name, value) pair; the rest is derived from it.
+impl PartialEq for LabelPair {
+    fn eq(&self, other: &LabelPair) -> bool {
+        self.name == other.name && self.value == other.value
+    }
+}
+
+impl Eq for LabelPair {}
+
+impl std::hash::Hash for LabelPair {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.value.hash(state);
+    }
+}
+
+impl PartialOrd for LabelPair {
+    fn partial_cmp(&self, other: &LabelPair) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for LabelPair {
+    fn cmp(&self, other: &LabelPair) -> std::cmp::Ordering {
+        (&self.name, &self.value).cmp(&(&other.name, &other.value))
+    }
+}
+
+impl std::fmt::Debug for LabelPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={:?}", self.name, &*self.value)
+    }
 }
 
 impl Label {
     /// A label of its own (not shared); `Interner::label` shares pairs between series.
     pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Label {
-        Label(Arc::new(LabelPair {
-            name: name.into(),
-            value: value.into(),
-        }))
+        Label(Arc::new(LabelPair::new(name.into(), value.into())))
     }
 }
 
@@ -313,10 +412,7 @@ impl Interner {
             st.pairs.retain(|l| Arc::strong_count(&l.0) > 1);
             st.pairs_swept_at = st.pairs.len();
         }
-        let label = Label(Arc::new(LabelPair {
-            name: st.string(name),
-            value: st.string(value),
-        }));
+        let label = Label(Arc::new(LabelPair::new(st.string(name), st.string(value))));
         st.pairs
             .insert_unique(hash, label.clone(), |l| pair_hash(&l.name, &l.value));
         label

@@ -8,17 +8,21 @@
 //!
 //! The request is written as protobuf bytes directly from the model: building prost structs
 //! first cost two `String`s per attribute per point, and allocation dominated the export
-//! path (`cargo bench --bench agents`). The tests decode the bytes with prost and compare
-//! them with prost's own encoding, so every check of the structure also checks the writer;
-//! the JSON encoding decodes them the same way (`http.rs`).
+//! path (`cargo bench --bench agents`). Each message's size is computed before it is written,
+//! so a point's bytes are written once into its scope's buffer rather than into a scratch
+//! buffer per nesting level, and an attribute is one copy of its pair's pre-encoded
+//! `KeyValue` (`LabelPair::otlp_key_value`). The tests decode the bytes with prost and
+//! compare them with prost's own encoding, so every check of the structure also checks the
+//! writer; the JSON encoding decodes them the same way (`http.rs`).
 
 use std::collections::HashMap;
 
 use crate::model::{
-    is_stale_nan, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
+    is_stale_nan, LabelPair, LabelRole, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics,
+    Sample,
 };
 
-const NO_RECORDED_VALUE: u32 = 1;
+const NO_RECORDED_VALUE: u64 = 1;
 /// `AGGREGATION_TEMPORALITY_CUMULATIVE`.
 const CUMULATIVE: u64 = 2;
 
@@ -39,16 +43,36 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// Every field number written here is below 16, so every tag is one byte.
 fn key(out: &mut Vec<u8>, field: u32, wire: u32) {
-    varint(out, u64::from(field << 3 | wire));
+    debug_assert!(field < 16);
+    out.push((field << 3 | wire) as u8);
+}
+
+/// Size of a length-delimited field whose contents are `len` bytes.
+fn len_field(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// Tag and length of a length-delimited field; its `len` bytes of contents follow.
+fn len_header(out: &mut Vec<u8>, field: u32, len: usize) {
+    key(out, field, LEN);
+    varint(out, len as u64);
 }
 
 /// A string field, omitted when empty as proto3 does.
 fn string(out: &mut Vec<u8>, field: u32, s: &str) {
     if !s.is_empty() {
-        key(out, field, LEN);
-        varint(out, s.len() as u64);
+        len_header(out, field, s.len());
         out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn string_size(s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        len_field(s.len())
     }
 }
 
@@ -59,9 +83,32 @@ fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
+fn fixed64_size(v: u64) -> usize {
+    if v != 0 {
+        9
+    } else {
+        0
+    }
+}
+
 fn double(out: &mut Vec<u8>, field: u32, v: f64) {
     key(out, field, FIXED64);
     out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A double that proto3 leaves out at zero.
+fn nonzero_double(out: &mut Vec<u8>, field: u32, v: f64) {
+    if v != 0.0 {
+        double(out, field, v);
+    }
+}
+
+fn nonzero_double_size(v: f64) -> usize {
+    if v != 0.0 {
+        9
+    } else {
+        0
+    }
 }
 
 fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
@@ -71,64 +118,42 @@ fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-/// A `KeyValue` with a string value, its size computed up front: attributes are most of the
-/// bytes, and need no scratch buffer.
-fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &str) {
-    let any_value = 1 + varint_len(v.len() as u64) + v.len();
-    let key_field = if k.is_empty() {
-        0
+fn uint_size(v: u64) -> usize {
+    if v != 0 {
+        1 + varint_len(v)
     } else {
-        1 + varint_len(k.len() as u64) + k.len()
-    };
-    let key_value = key_field + 1 + varint_len(any_value as u64) + any_value;
-    key(out, field, LEN);
-    varint(out, key_value as u64);
+        0
+    }
+}
+
+/// Size of a `KeyValue` with a string value.
+fn key_value_size(k: &str, v: &str) -> usize {
+    // The value's oneof is set even for an empty string.
+    string_size(k) + len_field(len_field(v.len()))
+}
+
+/// The fields of a `KeyValue` with a string value, `size` being `key_value_size`.
+fn key_value_body(out: &mut Vec<u8>, k: &str, v: &str) {
     string(out, 1, k);
-    key(out, 2, LEN);
-    varint(out, any_value as u64);
-    // The oneof is set even for an empty string.
-    key(out, 1, LEN);
-    varint(out, v.len() as u64);
+    len_header(out, 2, len_field(v.len()));
+    len_header(out, 1, v.len());
     out.extend_from_slice(v.as_bytes());
 }
 
-/// Writes nested messages: each is written into a scratch buffer, then copied into its
-/// parent after its length. A byte is copied once per nesting level, much cheaper than the
-/// allocations it replaces; buffers are reused.
-#[derive(Default)]
-struct Writer {
-    spare: Vec<Vec<u8>>,
+/// A `KeyValue` field with a string value.
+fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &str) {
+    len_header(out, field, key_value_size(k, v));
+    key_value_body(out, k, v);
 }
 
-impl Writer {
-    fn message(
-        &mut self,
-        out: &mut Vec<u8>,
-        field: u32,
-        body: impl FnOnce(&mut Self, &mut Vec<u8>),
-    ) {
-        self.message_if(out, field, |w, buf| {
-            body(w, buf);
-            true
-        });
-    }
-
-    /// A message left out when `body` says it wrote nothing worth sending.
-    fn message_if(
-        &mut self,
-        out: &mut Vec<u8>,
-        field: u32,
-        body: impl FnOnce(&mut Self, &mut Vec<u8>) -> bool,
-    ) {
-        let mut buf = self.spare.pop().unwrap_or_default();
-        buf.clear();
-        if body(self, &mut buf) {
-            key(out, field, LEN);
-            varint(out, buf.len() as u64);
-            out.extend_from_slice(&buf);
-        }
-        self.spare.push(buf);
-    }
+/// A `KeyValue` with a string value as its length followed by its fields: the form
+/// `LabelPair::otlp_key_value` keeps, so writing an attribute is a tag and one copy.
+pub fn key_value_bytes(k: &str, v: &str) -> Box<[u8]> {
+    let size = key_value_size(k, v);
+    let mut out = Vec::with_capacity(varint_len(size as u64) + size);
+    varint(&mut out, size as u64);
+    key_value_body(&mut out, k, v);
+    out.into_boxed_slice()
 }
 
 fn ms_to_ns(ms: i64) -> u64 {
@@ -150,18 +175,27 @@ fn secs_to_ns(s: f64) -> u64 {
 }
 
 /// Labels that are not data-point attributes.
-fn is_structural(name: &str, kind: MetricKind) -> bool {
-    match name {
-        "otel_scope_name" | "otel_scope_version" => true,
-        "le" => matches!(kind, MetricKind::Histogram | MetricKind::GaugeHistogram),
-        "quantile" => kind == MetricKind::Summary,
-        _ => false,
+fn is_structural(l: &LabelPair, kind: MetricKind) -> bool {
+    match l.role() {
+        LabelRole::Plain => false,
+        LabelRole::ScopeName | LabelRole::ScopeVersion => true,
+        LabelRole::Le => matches!(kind, MetricKind::Histogram | MetricKind::GaugeHistogram),
+        LabelRole::Quantile => kind == MetricKind::Summary,
     }
 }
 
+fn attributes_size(labels: &Labels, kind: MetricKind) -> usize {
+    labels
+        .iter()
+        .filter(|l| !is_structural(l, kind))
+        .map(|l| 1 + l.otlp_key_value().len())
+        .sum()
+}
+
 fn attributes(out: &mut Vec<u8>, field: u32, labels: &Labels, kind: MetricKind) {
-    for l in labels.iter().filter(|l| !is_structural(&l.name, kind)) {
-        key_value(out, field, &l.name, &l.value);
+    for l in labels.iter().filter(|l| !is_structural(l, kind)) {
+        key(out, field, LEN);
+        out.extend_from_slice(l.otlp_key_value());
     }
 }
 
@@ -169,24 +203,27 @@ fn attributes(out: &mut Vec<u8>, field: u32, labels: &Labels, kind: MetricKind) 
 fn point_key(labels: &Labels, kind: MetricKind) -> Vec<(&str, &str)> {
     labels
         .iter()
-        .filter(|l| !is_structural(&l.name, kind))
+        .filter(|l| !is_structural(l, kind))
         .map(|l| (&*l.name, &*l.value))
         .collect()
 }
 
+fn with_role(labels: &Labels, role: LabelRole) -> Option<&LabelPair> {
+    labels.iter().map(|l| &**l).find(|l| l.role() == role)
+}
+
 fn scope_of(s: &Sample) -> (Option<&str>, Option<&str>) {
     (
-        s.labels.get("otel_scope_name"),
-        s.labels.get("otel_scope_version"),
+        with_role(&s.labels, LabelRole::ScopeName).map(|l| &*l.value),
+        with_role(&s.labels, LabelRole::ScopeVersion).map(|l| &*l.value),
     )
 }
 
 /// Encodes a batch as the protobuf bytes of one `ExportMetricsServiceRequest`, appended to
 /// `out`.
 pub fn encode_to(metrics: &Metrics, out: &mut Vec<u8>) {
-    let mut w = Writer::default();
     for r in &metrics.resources {
-        encode_resource(&mut w, out, r);
+        encode_resource(out, r);
     }
 }
 
@@ -194,10 +231,10 @@ fn is_target_info(f: &MetricFamily) -> bool {
     &*f.name == "target_info" || (&*f.name == "target" && f.kind == MetricKind::Info)
 }
 
-/// One `ResourceMetrics` (field 1 of the request), tag and length included. Its scopes'
-/// metrics are most of a batch's bytes: their lengths are known before the resource's
-/// header is written, so they are copied into `out` once, not through two scratch buffers.
-fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
+/// One `ResourceMetrics` (field 1 of the request), tag and length included. Each scope's
+/// metrics are written into a buffer of their own, then copied into `out` once their
+/// lengths are known.
+fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
     // target_info's labels describe the resource; the metric itself is not exported.
     let mut extra: Vec<(&str, &str)> = Vec::new();
     for f in r.families.iter().filter(|f| is_target_info(f)) {
@@ -211,29 +248,27 @@ fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
             }
         }
     }
-    let mut head = Vec::new();
-    w.message(&mut head, 1, |_, out| {
-        for (k, v) in &r.resource {
-            key_value(out, 1, k, v);
-        }
-        for (k, v) in &extra {
-            key_value(out, 1, k, v);
-        }
-    });
+    let mut attrs = Vec::new();
+    for (k, v) in &r.resource {
+        key_value(&mut attrs, 1, k, v);
+    }
+    for (k, v) in &extra {
+        key_value(&mut attrs, 1, k, v);
+    }
     // Scopes: the receiver's own, plus one per distinct otel_scope_name/version, in order
-    // of first appearance; each scope's metrics are written into its own buffer.
+    // of first appearance.
     let mut scopes: Vec<((&str, &str), Vec<u8>)> = Vec::new();
     let default_scope = (r.scope_name.as_str(), r.scope_version.as_str());
     for f in r.families.iter().filter(|f| !is_target_info(f)) {
-        // One lookup per sample: only `otel_scope_name` makes a sample leave the default scope.
+        // Only `otel_scope_name` makes a sample leave the default scope.
         let has_scope_labels = f
             .samples
             .iter()
-            .any(|s| s.labels.get("otel_scope_name").is_some());
+            .any(|s| with_role(&s.labels, LabelRole::ScopeName).is_some());
         if !has_scope_labels {
             let samples: Vec<&Sample> = f.samples.iter().collect();
             let i = scope_index(&mut scopes, default_scope);
-            encode_family(w, &mut scopes[i].1, f, &samples);
+            encode_family(&mut scopes[i].1, f, &samples);
             continue;
         }
         let mut by_scope: Vec<((&str, &str), Vec<&Sample>)> = Vec::new();
@@ -249,32 +284,32 @@ fn encode_resource(w: &mut Writer, out: &mut Vec<u8>, r: &ResourceMetrics) {
         }
         for (key, samples) in by_scope {
             let i = scope_index(&mut scopes, key);
-            encode_family(w, &mut scopes[i].1, f, &samples);
+            encode_family(&mut scopes[i].1, f, &samples);
         }
     }
     // Every family of a scope may have been dropped: such a scope is left out.
-    let scopes: Vec<(Vec<u8>, &Vec<u8>)> = scopes
+    let scopes: Vec<(&(&str, &str), &Vec<u8>)> = scopes
         .iter()
         .filter(|(_, metrics)| !metrics.is_empty())
-        .map(|((name, version), metrics)| {
-            let mut scope = Vec::new();
-            string(&mut scope, 1, name);
-            string(&mut scope, 2, version);
-            (scope, metrics)
-        })
+        .map(|(scope, metrics)| (scope, metrics))
         .collect();
-    let field = |len: usize| 1 + varint_len(len as u64) + len;
-    let scope_len = |(scope, metrics): &(Vec<u8>, &Vec<u8>)| field(scope.len()) + metrics.len();
-    let body = head.len() + scopes.iter().map(|s| field(scope_len(s))).sum::<usize>();
-    key(out, 1, LEN);
-    varint(out, body as u64);
-    out.extend_from_slice(&head);
+    let scope_size = |(name, version): &(&str, &str)| string_size(name) + string_size(version);
+    let scope_metrics_size =
+        |(scope, metrics): &(&(&str, &str), &Vec<u8>)| len_field(scope_size(scope)) + metrics.len();
+    let body = len_field(attrs.len())
+        + scopes
+            .iter()
+            .map(|s| len_field(scope_metrics_size(s)))
+            .sum::<usize>();
+    len_header(out, 1, body);
+    len_header(out, 1, attrs.len());
+    out.extend_from_slice(&attrs);
     for s in &scopes {
-        key(out, 2, LEN);
-        varint(out, scope_len(s) as u64);
-        key(out, 1, LEN);
-        varint(out, s.0.len() as u64);
-        out.extend_from_slice(&s.0);
+        len_header(out, 2, scope_metrics_size(s));
+        let (name, version) = s.0;
+        len_header(out, 1, scope_size(s.0));
+        string(out, 1, name);
+        string(out, 2, version);
         out.extend_from_slice(s.1);
     }
 }
@@ -292,6 +327,19 @@ fn scope_index<'a>(
     }
 }
 
+/// Size of a `NumberDataPoint`'s fields.
+fn number_point_size(s: &Sample, kind: MetricKind, start_ns: u64) -> usize {
+    let stale = is_stale_nan(s.value);
+    fixed64_size(start_ns)
+        + fixed64_size(ms_to_ns(s.timestamp_ms))
+        + if stale {
+            uint_size(NO_RECORDED_VALUE)
+        } else {
+            9
+        }
+        + attributes_size(&s.labels, kind)
+}
+
 /// The fields of a `NumberDataPoint` (its caller writes the tag and length).
 fn number_point(out: &mut Vec<u8>, s: &Sample, kind: MetricKind, start_ns: u64) {
     let stale = is_stale_nan(s.value);
@@ -302,25 +350,26 @@ fn number_point(out: &mut Vec<u8>, s: &Sample, kind: MetricKind, start_ns: u64) 
     }
     attributes(out, 7, &s.labels, kind);
     if stale {
-        uint(out, 8, u64::from(NO_RECORDED_VALUE));
+        uint(out, 8, NO_RECORDED_VALUE);
     }
 }
 
-/// A `Metric` (field 2 of its ScopeMetrics) with the header fields; `data` writes its
-/// oneof and reports whether it wrote any point (a metric without points is left out).
-fn metric(
-    w: &mut Writer,
+/// Starts a `Metric` (field 2 of its ScopeMetrics): its header fields and the tag and length
+/// of its data oneof (`data_field`), whose `data_size` bytes the caller writes next.
+fn metric_header(
     out: &mut Vec<u8>,
     f: &MetricFamily,
     name: &str,
-    data: impl FnOnce(&mut Writer, &mut Vec<u8>) -> bool,
+    data_field: u32,
+    data_size: usize,
 ) {
-    w.message_if(out, 2, |w, body| {
-        string(body, 1, name);
-        string(body, 2, &f.help);
-        string(body, 3, &f.unit);
-        data(w, body)
-    });
+    let size =
+        string_size(name) + string_size(&f.help) + string_size(&f.unit) + len_field(data_size);
+    len_header(out, 2, size);
+    string(out, 1, name);
+    string(out, 2, &f.help);
+    string(out, 3, &f.unit);
+    len_header(out, data_field, data_size);
 }
 
 /// Start times from `<family>_created` samples, by point identity.
@@ -339,53 +388,72 @@ fn created_times<'a>(
         .collect()
 }
 
-fn encode_family(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
+/// Number points (field 1 each) with their start times and their sizes from
+/// `number_point_size`.
+fn number_points(out: &mut Vec<u8>, points: &[(&Sample, u64)], sizes: &[usize], kind: MetricKind) {
+    for (&(s, start), &size) in points.iter().zip(sizes) {
+        len_header(out, 1, size);
+        let at = out.len();
+        number_point(out, s, kind, start);
+        debug_assert_eq!(out.len() - at, size, "number point size");
+    }
+}
+
+fn encode_family(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
     if samples.is_empty() {
         return;
     }
     match f.kind {
         // Gauge histograms have no OTLP equivalent that Honeycomb accepts.
         MetricKind::GaugeHistogram => {}
-        MetricKind::Gauge | MetricKind::Unknown => metric(w, out, f, &f.name, |w, out| {
-            w.message(out, 5, |w, out| {
-                for s in samples {
-                    w.message(out, 1, |_, out| number_point(out, s, f.kind, 0));
-                }
-            });
-            true
-        }),
+        MetricKind::Gauge | MetricKind::Unknown => {
+            let points: Vec<(&Sample, u64)> = samples.iter().map(|s| (*s, 0)).collect();
+            let sizes: Vec<usize> = points
+                .iter()
+                .map(|(s, start)| number_point_size(s, f.kind, *start))
+                .collect();
+            let data: usize = sizes.iter().map(|&n| len_field(n)).sum();
+            metric_header(out, f, &f.name, 5, data);
+            number_points(out, &points, &sizes, f.kind);
+        }
         MetricKind::Counter | MetricKind::Info | MetricKind::StateSet => {
             let created = created_times(f, samples);
-            let points: Vec<&&Sample> = samples
+            let points: Vec<(&Sample, u64)> = samples
                 .iter()
                 .filter(|s| !s.name.ends_with("_created") || f.kind != MetricKind::Counter)
+                .map(|s| {
+                    let start = if created.is_empty() {
+                        0
+                    } else {
+                        created
+                            .get(&point_key(&s.labels, f.kind))
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    (*s, start)
+                })
                 .collect();
             if points.is_empty() {
                 return;
             }
-            metric(w, out, f, &f.otlp_name(), |w, out| {
-                w.message(out, 7, |w, out| {
-                    for s in points {
-                        let start = if created.is_empty() {
-                            0
-                        } else {
-                            created
-                                .get(&point_key(&s.labels, f.kind))
-                                .copied()
-                                .unwrap_or(0)
-                        };
-                        w.message(out, 1, |_, out| number_point(out, s, f.kind, start));
-                    }
-                    uint(out, 2, CUMULATIVE);
-                    uint(out, 3, u64::from(f.kind == MetricKind::Counter));
-                });
-                true
-            })
+            let sizes: Vec<usize> = points
+                .iter()
+                .map(|(s, start)| number_point_size(s, f.kind, *start))
+                .collect();
+            let monotonic = u64::from(f.kind == MetricKind::Counter);
+            let data: usize = sizes.iter().map(|&n| len_field(n)).sum::<usize>()
+                + uint_size(CUMULATIVE)
+                + uint_size(monotonic);
+            metric_header(out, f, &f.otlp_name(), 7, data);
+            number_points(out, &points, &sizes, f.kind);
+            uint(out, 2, CUMULATIVE);
+            uint(out, 3, monotonic);
         }
-        MetricKind::Histogram => encode_histogram(w, out, f, samples),
-        MetricKind::Summary => encode_summary(w, out, f, samples),
+        MetricKind::Histogram => encode_grouped(out, f, samples, &HISTOGRAM),
+        MetricKind::Summary => encode_grouped(out, f, samples, &SUMMARY),
     }
 }
+
 #[derive(Default)]
 struct Group<'a> {
     attrs: Option<&'a Labels>,
@@ -406,12 +474,12 @@ fn same_point(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
     if x.len() == y.len()
         && x.iter()
             .zip(y)
-            .all(|(p, q)| p == q || (p.name == q.name && is_structural(&p.name, kind)))
+            .all(|(p, q)| p == q || (p.role() == q.role() && is_structural(p, kind)))
     {
         return true;
     }
-    let mut a = a.iter().filter(|l| !is_structural(&l.name, kind));
-    let mut b = b.iter().filter(|l| !is_structural(&l.name, kind));
+    let mut a = a.iter().filter(|l| !is_structural(l, kind));
+    let mut b = b.iter().filter(|l| !is_structural(l, kind));
     loop {
         match (a.next(), b.next()) {
             (None, None) => return true,
@@ -428,11 +496,24 @@ fn same_point(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
     }
 }
 
+/// The value of the label with `role` as a number. The label sits at the same place in
+/// every series of a point, so `hint` (where it was last) is tried first.
+fn bound_of(labels: &Labels, role: LabelRole, hint: &mut usize) -> Option<f64> {
+    let slice = labels.as_slice();
+    if let Some(l) = slice.get(*hint).filter(|l| l.role() == role) {
+        return l.bound();
+    }
+    let at = slice.iter().position(|l| l.role() == role)?;
+    *hint = at;
+    slice[at].bound()
+}
+
 fn group<'a>(f: &MetricFamily, samples: &[&'a Sample]) -> Vec<Group<'a>> {
     let base = &*f.name;
     let mut groups: Vec<Group<'a>> = Vec::new();
     let mut index: HashMap<Vec<(&'a str, &'a str)>, usize> = HashMap::new();
     let mut last: Option<usize> = None;
+    let mut bound_at = 0;
     for s in samples {
         // Series of one point (a histogram's buckets, _sum and _count) are usually adjacent:
         // compare with the last point before building a key.
@@ -462,7 +543,7 @@ fn group<'a>(f: &MetricFamily, samples: &[&'a Sample]) -> Vec<Group<'a>> {
         let suffix = s.name.strip_prefix(base).unwrap_or("");
         match suffix {
             "_bucket" => {
-                if let Some(le) = s.labels.get("le").and_then(parse_bound) {
+                if let Some(le) = bound_of(&s.labels, LabelRole::Le, &mut bound_at) {
                     g.buckets.push((le, s.value));
                 }
             }
@@ -470,7 +551,7 @@ fn group<'a>(f: &MetricFamily, samples: &[&'a Sample]) -> Vec<Group<'a>> {
             "_sum" => g.sum = Some(s.value),
             "_created" => g.created = secs_to_ns(s.value),
             "" => {
-                if let Some(q) = s.labels.get("quantile").and_then(parse_bound) {
+                if let Some(q) = bound_of(&s.labels, LabelRole::Quantile, &mut bound_at) {
                     g.quantiles.push((q, s.value));
                 }
             }
@@ -480,122 +561,155 @@ fn group<'a>(f: &MetricFamily, samples: &[&'a Sample]) -> Vec<Group<'a>> {
     groups
 }
 
-fn parse_bound(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
-        _ => s.parse().ok(),
-    }
+/// How one grouped kind (histogram or summary) is written: the field of its data in
+/// `Metric`, its point's attributes and flags fields, and the point fields from 5 on.
+struct GroupedKind {
+    data_field: u32,
+    attributes_field: u32,
+    flags_field: u32,
+    /// Writes nothing (only sizes) when `out` is `None`; `count` is the point's `_count`.
+    value_fields: fn(Option<&mut Vec<u8>>, &Group<'_>, f64) -> usize,
+    /// Fields of the data message after its points.
+    temporality: u64,
 }
 
-/// A histogram or summary point that went stale: its time, attributes and the
-/// NoRecordedValue flag (the two messages number those fields differently).
-fn stale_point(out: &mut Vec<u8>, g: &Group<'_>, kind: MetricKind, attrs: u32, flags: u32) {
-    fixed64(out, 3, ms_to_ns(g.ts));
-    if let Some(l) = g.attrs {
-        attributes(out, attrs, l, kind);
-    }
-    uint(out, flags, u64::from(NO_RECORDED_VALUE));
-}
+const HISTOGRAM: GroupedKind = GroupedKind {
+    data_field: 9,
+    attributes_field: 9,
+    flags_field: 10,
+    value_fields: histogram_fields,
+    temporality: CUMULATIVE,
+};
 
-/// Writes each group as a data point (field 1 of the histogram or summary message): stale
-/// ones by `stale_point` with the point message's (attributes, flags) field numbers; the
-/// others as start time, time and `_count` (fields 2-4 in both), then what `point` writes
-/// (fields 5 on), then the attributes. A group without `_count` cannot be represented and is
-/// left out. Returns whether any point was written.
-fn grouped_points(
-    w: &mut Writer,
-    out: &mut Vec<u8>,
-    groups: Vec<Group<'_>>,
-    kind: MetricKind,
-    (attrs, flags): (u32, u32),
-    mut point: impl FnMut(&mut Writer, &mut Vec<u8>, &mut Group<'_>, f64),
-) -> bool {
-    let mut any = false;
-    for mut g in groups {
-        if g.stale {
-            w.message(out, 1, |_, out| stale_point(out, &g, kind, attrs, flags));
-            any = true;
+const SUMMARY: GroupedKind = GroupedKind {
+    data_field: 11,
+    attributes_field: 7,
+    flags_field: 8,
+    value_fields: summary_fields,
+    temporality: 0,
+};
+
+/// A histogram point's sum, bucket counts and bounds (buckets sorted by bound).
+fn histogram_fields(out: Option<&mut Vec<u8>>, g: &Group<'_>, count: f64) -> usize {
+    let finite = g.buckets.iter().filter(|b| !b.0.is_infinite()).count();
+    let counts = 8 * (finite + 1);
+    let bounds = 8 * finite;
+    let size =
+        g.sum.map_or(0, |_| 9) + len_field(counts) + if finite > 0 { len_field(bounds) } else { 0 };
+    let Some(out) = out else { return size };
+    if let Some(sum) = g.sum {
+        double(out, 5, sum);
+    }
+    // bucket_counts (packed fixed64): one per finite bound, plus +Inf's.
+    len_header(out, 6, counts);
+    let mut prev = 0f64;
+    for &(le, cum) in &g.buckets {
+        if le.is_infinite() {
             continue;
         }
-        let Some(count) = g.count else { continue };
-        any = true;
-        w.message(out, 1, |w, out| {
-            fixed64(out, 2, g.created);
-            fixed64(out, 3, ms_to_ns(g.ts));
-            fixed64(out, 4, count.max(0.0) as u64);
-            point(w, out, &mut g, count);
-            if let Some(l) = g.attrs {
-                attributes(out, attrs, l, kind);
-            }
-        });
+        out.extend_from_slice(&((cum - prev).max(0.0) as u64).to_le_bytes());
+        prev = cum.max(prev);
     }
-    any
+    // The +Inf bucket: whatever the count holds beyond the last finite bound.
+    out.extend_from_slice(&((count - prev).max(0.0) as u64).to_le_bytes());
+    if finite > 0 {
+        len_header(out, 7, bounds);
+        for &(le, _) in g.buckets.iter().filter(|b| !b.0.is_infinite()) {
+            out.extend_from_slice(&le.to_le_bytes());
+        }
+    }
+    size
 }
 
-fn encode_histogram(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
-    let groups = group(f, samples);
-    metric(w, out, f, &f.name, |w, out| {
-        let mut any = false;
-        w.message(out, 9, |w, out| {
-            any = grouped_points(w, out, groups, f.kind, (9, 10), |_, out, g, count| {
-                g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-                if let Some(sum) = g.sum {
-                    double(out, 5, sum);
-                }
-                // bucket_counts (packed fixed64): one per finite bound, plus +Inf's.
-                let finite = g.buckets.iter().filter(|b| !b.0.is_infinite()).count();
-                key(out, 6, LEN);
-                varint(out, 8 * (finite as u64 + 1));
-                let mut prev = 0f64;
-                for &(le, cum) in &g.buckets {
-                    if le.is_infinite() {
-                        continue;
-                    }
-                    out.extend_from_slice(&((cum - prev).max(0.0) as u64).to_le_bytes());
-                    prev = cum.max(prev);
-                }
-                // The +Inf bucket: whatever the count holds beyond the last finite bound.
-                out.extend_from_slice(&((count - prev).max(0.0) as u64).to_le_bytes());
-                if finite > 0 {
-                    key(out, 7, LEN);
-                    varint(out, 8 * finite as u64);
-                    for &(le, _) in g.buckets.iter().filter(|b| !b.0.is_infinite()) {
-                        out.extend_from_slice(&le.to_le_bytes());
-                    }
-                }
-            });
-            uint(out, 2, CUMULATIVE);
-        });
-        any
-    })
+/// A summary point's sum and quantiles (sorted by quantile).
+fn summary_fields(out: Option<&mut Vec<u8>>, g: &Group<'_>, _count: f64) -> usize {
+    // A plain double: omitted at zero, as proto3 does.
+    let sum = g.sum.unwrap_or(0.0);
+    let quantile_size = |&(q, v): &(f64, f64)| nonzero_double_size(q) + nonzero_double_size(v);
+    let size = nonzero_double_size(sum)
+        + g.quantiles
+            .iter()
+            .map(|q| len_field(quantile_size(q)))
+            .sum::<usize>();
+    let Some(out) = out else { return size };
+    nonzero_double(out, 5, sum);
+    for q in &g.quantiles {
+        len_header(out, 6, quantile_size(q));
+        nonzero_double(out, 1, q.0);
+        nonzero_double(out, 2, q.1);
+    }
+    size
 }
 
-fn encode_summary(w: &mut Writer, out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
-    let groups = group(f, samples);
-    metric(w, out, f, &f.name, |w, out| {
-        let mut any = false;
-        w.message(out, 11, |w, out| {
-            any = grouped_points(w, out, groups, f.kind, (7, 8), |w, out, g, _| {
-                g.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-                // A plain double: omitted at zero, as proto3 does.
-                let sum = g.sum.unwrap_or(0.0);
-                if sum != 0.0 {
-                    double(out, 5, sum);
-                }
-                for &(quantile, value) in &g.quantiles {
-                    w.message(out, 6, |_, out| {
-                        if quantile != 0.0 {
-                            double(out, 1, quantile);
-                        }
-                        if value != 0.0 {
-                            double(out, 2, value);
-                        }
-                    });
-                }
-            });
-        });
-        any
-    })
+/// A grouped point's fields: stale ones are their time, attributes and the NoRecordedValue
+/// flag; the others start time, time and `_count` (fields 2-4 in both kinds), the kind's
+/// value fields, then the attributes. Returns their size; writes nothing when `out` is
+/// `None`.
+fn grouped_point(
+    out: Option<&mut Vec<u8>>,
+    g: &Group<'_>,
+    count: f64,
+    kind: MetricKind,
+    how: &GroupedKind,
+) -> usize {
+    let attrs = g.attrs.map_or(0, |l| attributes_size(l, kind));
+    if g.stale {
+        let size = fixed64_size(ms_to_ns(g.ts)) + attrs + uint_size(NO_RECORDED_VALUE);
+        if let Some(out) = out {
+            fixed64(out, 3, ms_to_ns(g.ts));
+            if let Some(l) = g.attrs {
+                attributes(out, how.attributes_field, l, kind);
+            }
+            uint(out, how.flags_field, NO_RECORDED_VALUE);
+        }
+        return size;
+    }
+    let head = fixed64_size(g.created)
+        + fixed64_size(ms_to_ns(g.ts))
+        + fixed64_size(count.max(0.0) as u64);
+    let Some(out) = out else {
+        return head + (how.value_fields)(None, g, count) + attrs;
+    };
+    fixed64(out, 2, g.created);
+    fixed64(out, 3, ms_to_ns(g.ts));
+    fixed64(out, 4, count.max(0.0) as u64);
+    let values = (how.value_fields)(Some(out), g, count);
+    if let Some(l) = g.attrs {
+        attributes(out, how.attributes_field, l, kind);
+    }
+    head + values + attrs
+}
+
+/// A histogram or summary: samples grouped into points by their non-structural labels.
+/// A point without `_count` cannot be represented and is left out, as is a metric left
+/// with no point.
+fn encode_grouped(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample], how: &GroupedKind) {
+    let mut groups = group(f, samples);
+    let mut points: Vec<(&Group<'_>, f64, usize)> = Vec::with_capacity(groups.len());
+    for g in &mut groups {
+        g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        g.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    for g in &groups {
+        let count = match (g.stale, g.count) {
+            (true, _) => 0.0,
+            (false, Some(count)) => count,
+            (false, None) => continue,
+        };
+        points.push((g, count, grouped_point(None, g, count, f.kind, how)));
+    }
+    if points.is_empty() {
+        return;
+    }
+    let data = points.iter().map(|p| len_field(p.2)).sum::<usize>() + uint_size(how.temporality);
+    metric_header(out, f, &f.name, how.data_field, data);
+    for &(g, count, size) in &points {
+        len_header(out, 1, size);
+        let at = out.len();
+        let written = grouped_point(Some(out), g, count, f.kind, how);
+        debug_assert_eq!((out.len() - at, written), (size, size), "point size");
+    }
+    uint(out, 2, how.temporality);
 }
 
 #[cfg(test)]
