@@ -281,6 +281,59 @@ async fn vanished_series_and_failed_scrapes_get_no_recorded_value_points() {
         .all(|p| value(&p).is_none_or(|v| !v.is_nan())));
 }
 
+/// The scrape loop expects each line to hold the series the same line held last time and
+/// checks the guess by hash: series changed in place, at the same length or with the old
+/// length ending inside the new line's value, must still be read as written.
+#[tokio::test]
+async fn series_changed_in_place_are_read_as_written() {
+    let target = Target::start().await;
+    target.set(
+        "/metrics",
+        Page::text("a{k=\"1\"} 1\nb{v=\"x y\"} 2\nc 3\n"),
+    );
+    let (addr, sink) = http_sink().await;
+    let exporter = format!("  otlphttp/out:\n    endpoint: http://{addr}\n");
+    let yaml = config(&[target.addr.to_string()], &exporter, "", "")
+        .replace("exporters: [out]", "exporters: [otlphttp/out]");
+    let agent = start_agent(&yaml).await;
+    let point = |s: &Sink, name: &str, label: (&str, &str), v: f64| {
+        find(&s.metrics(), name).iter().any(|(_, m)| {
+            number_points(m).iter().any(|p| {
+                value(p) == Some(v)
+                    && attrs_map(&p.attributes).get(label.0).map(String::as_str) == Some(label.1)
+            })
+        })
+    };
+    sink.wait_for(WAIT, "the first body", |s| point(s, "b", ("v", "x y"), 2.0))
+        .await;
+    // Same length, other bytes; and an old length that ends after the new value, leaving a
+    // timestamp that reads as a value.
+    target.set(
+        "/metrics",
+        Page::text("a{k=\"2\"} 5\nb{v=\"x\"} 1 7\nc 3\n"),
+    );
+    sink.wait_for(WAIT, "the second body", |s| {
+        point(s, "a", ("k", "2"), 5.0) && point(s, "b", ("v", "x"), 1.0)
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(5)).await;
+    let ms = sink.metrics();
+    let b_at_7ms = find(&ms, "b").iter().any(|(_, m)| {
+        number_points(m)
+            .iter()
+            .any(|p| p.time_unix_nano == 7_000_000 && value(p) == Some(1.0))
+    });
+    assert!(b_at_7ms, "the timestamp is read as one");
+    assert!(
+        !point(&sink, "b", ("v", "x"), 7.0),
+        "the guessed tail never counts"
+    );
+    let up_down = find(&ms, "up")
+        .iter()
+        .any(|(_, m)| number_points(m).iter().any(|p| value(p) == Some(0.0)));
+    assert!(!up_down, "no scrape failed");
+}
+
 #[tokio::test]
 async fn a_broken_or_slow_target_does_not_harm_the_others() {
     let good = Target::start().await;

@@ -71,6 +71,10 @@ pub struct SampleRef<'a> {
     pub timestamp_ms: Option<i64>,
     /// The line carried an exemplar (parsed and validated, not kept).
     pub has_exemplar: bool,
+    /// `series` and `name` were taken from the caller's guess (`Parser::expect_series`),
+    /// not scanned: they are right only if `series` is one the caller has seen before,
+    /// else it must `reparse` the line.
+    pub guessed: bool,
 }
 
 /// What one line of the body said.
@@ -96,6 +100,10 @@ pub struct Parser<'a> {
     /// The last sample's label set not parsed yet: (line start, line end, index after `{`,
     /// index after `}`) as body offsets, and whether the line is OpenMetrics.
     pending: Option<(usize, usize, usize, usize, bool)>,
+    /// Lengths of the series and of its name that the next sample is expected to have.
+    guess: Option<(usize, usize)>,
+    /// Start and end (body offsets) of the last sample's line, for `reparse`.
+    last_sample_line: (usize, usize),
 }
 
 impl<'a> Parser<'a> {
@@ -110,6 +118,8 @@ impl<'a> Parser<'a> {
             strict: None,
             lazy_labels: false,
             pending: None,
+            guess: None,
+            last_sample_line: (0, 0),
         }
     }
 
@@ -119,6 +129,28 @@ impl<'a> Parser<'a> {
     pub fn with_lazy_labels(mut self) -> Self {
         self.lazy_labels = self.strict.is_none();
         self
+    }
+
+    /// Tells the parser that the next sample probably starts with a series of `series_len`
+    /// bytes whose name is `name_len` bytes: it then skips scanning them and marks the sample
+    /// `guessed`. A target exposes the same series in the same order every scrape, and
+    /// scanning a label set for its end was the parser's largest cost. Only with lazy labels.
+    pub fn expect_series(&mut self, series_len: usize, name_len: usize) {
+        if self.lazy_labels {
+            self.guess = Some((series_len, name_len));
+        }
+    }
+
+    /// Parses the line of the sample returned last again, scanning it: for a guessed
+    /// series the caller has not seen before.
+    pub fn reparse(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
+        let (start, end) = self.last_sample_line;
+        let line = &self.body[start..end];
+        self.guess = None;
+        match self.format {
+            Format::Text => self.parse_text_line(start, line),
+            Format::OpenMetrics => self.parse_om_line(start, line),
+        }
     }
 
     /// Parses the labels of the sample returned last if that was deferred; `labels` and
@@ -415,6 +447,16 @@ impl<'a> Parser<'a> {
         om: bool,
     ) -> Result<Entry<'a>, ParseError> {
         self.labels.clear();
+        self.pending = None;
+        self.last_sample_line = (base, base + line.len());
+        let guess = self.guess.take();
+        if let Some((name_end, end)) = guess.and_then(|g| guessed_series(line, start, g, om)) {
+            let (name, series) = (ascii(&line[start..name_end]), &line[start..end]);
+            // A wrong guess can leave a tail that is no value: then the line is scanned.
+            if let Ok(e) = self.sample_tail(line, name, series, end, om, true) {
+                return Ok(e);
+            }
+        }
         let ne = scan_metric_name(line, start);
         if ne == start {
             return self.err(format!(
@@ -426,7 +468,6 @@ impl<'a> Parser<'a> {
         let mut i = ne;
         // Text format allows blanks between the name and `{`.
         let k = if om { ne } else { skip_blank(line, ne) };
-        self.pending = None;
         if k < line.len() && line[k] == b'{' {
             if self.lazy_labels {
                 i = match skip_label_set(line, k + 1) {
@@ -438,8 +479,20 @@ impl<'a> Parser<'a> {
                 i = self.parse_labels(base, line, k + 1, om)?;
             }
         }
-        let series = &line[start..i.min(line.len())];
-        let series = trim_end_blank(series);
+        let series = trim_end_blank(&line[start..i.min(line.len())]);
+        self.sample_tail(line, name, series, i, om, false)
+    }
+
+    /// The value, timestamp and exemplar after a sample's series, which ends at `i`.
+    fn sample_tail(
+        &mut self,
+        line: &'a [u8],
+        name: &'a str,
+        series: &'a [u8],
+        mut i: usize,
+        om: bool,
+        guessed: bool,
+    ) -> Result<Entry<'a>, ParseError> {
         // value
         if om {
             if i >= line.len() || line[i] != b' ' {
@@ -533,6 +586,7 @@ impl<'a> Parser<'a> {
             value,
             timestamp_ms,
             has_exemplar,
+            guessed,
         }))
     }
 
@@ -1019,6 +1073,31 @@ fn ascii(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or("")
 }
 
+/// Where a guessed series of `(series_len, name_len)` bytes would end its name and itself in
+/// a sample line starting at `start`, if the line allows it: a value must follow after a
+/// blank (text) or one space (OpenMetrics), and in text a label set after blanks would
+/// belong to the series. Whether the bytes are a known series is the caller's check: if
+/// they are, scanning would have ended in the same places (a name ends at its first
+/// non-name byte, a label set at its first `}` outside quotes, both within the bytes).
+fn guessed_series(
+    line: &[u8],
+    start: usize,
+    (series_len, name_len): (usize, usize),
+    om: bool,
+) -> Option<(usize, usize)> {
+    let end = start.checked_add(series_len)?;
+    if name_len == 0 || name_len > series_len {
+        return None;
+    }
+    let next = *line.get(end)?;
+    let fits = if om {
+        next == b' '
+    } else {
+        (next == b' ' || next == b'\t') && line.get(skip_blank(line, end)) != Some(&b'{')
+    };
+    fits.then_some((start + name_len, end))
+}
+
 /// Index just after the `}` closing a label set that starts at `i` (after `{`), skipping
 /// quoted values with their escapes; `None` when the line ends first. Agrees with
 /// `parse_labels` on every label set that one accepts.
@@ -1332,6 +1411,91 @@ mod tests {
             }
         }
         out
+    }
+
+    /// What the parser makes of `line` when told to expect a series of `guess` lengths:
+    /// (series, name, guessed), or the error message.
+    fn with_guess(
+        line: &str,
+        f: Format,
+        guess: (usize, usize),
+    ) -> Result<(String, String, bool), String> {
+        let mut p = Parser::new(line.as_bytes(), f).with_lazy_labels();
+        p.expect_series(guess.0, guess.1);
+        match p.next_entry() {
+            Ok(Some(Entry::Sample(s))) => Ok((
+                String::from_utf8_lossy(s.series).into_owned(),
+                s.name.to_string(),
+                s.guessed,
+            )),
+            Ok(other) => Err(format!("not a sample: {other:?}")),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    #[test]
+    fn guessed_series_only_where_scanning_would_end_there() {
+        use Format::{OpenMetrics as Om, Text};
+        let yes = |series: &str, name: &str| Ok((series.to_string(), name.to_string(), true));
+        let scanned = |series: &str, name: &str| Ok((series.to_string(), name.to_string(), false));
+        // The right guess: taken as is.
+        assert_eq!(
+            with_guess("a{b=\"c\"} 1\n", Text, (8, 1)),
+            yes("a{b=\"c\"}", "a")
+        );
+        assert_eq!(
+            with_guess("a{b=\"c\"} 1\n# EOF\n", Om, (8, 1)),
+            yes("a{b=\"c\"}", "a")
+        );
+        assert_eq!(with_guess("up\t1\n", Text, (2, 2)), yes("up", "up"));
+        // A name that goes on, a label set after blanks, no value, or a tab in OpenMetrics:
+        // scanned instead.
+        assert_eq!(
+            with_guess("up_x 1\n", Text, (2, 2)),
+            scanned("up_x", "up_x")
+        );
+        assert_eq!(
+            with_guess("up {a=\"b\"} 1\n", Text, (2, 2)),
+            scanned("up {a=\"b\"}", "up")
+        );
+        assert_eq!(
+            with_guess("a{b=\"c d\"} 1\n", Text, (5, 1)),
+            scanned("a{b=\"c d\"}", "a")
+        );
+        assert_eq!(
+            with_guess("up\n", Text, (2, 2)),
+            Err("missing value for up".to_string())
+        );
+        assert!(with_guess("up\t1\n# EOF\n", Om, (2, 2)).is_err());
+        // Lengths that do not fit the line are ignored.
+        assert_eq!(with_guess("up 1\n", Text, (40, 2)), scanned("up", "up"));
+        assert_eq!(with_guess("up 1\n", Text, (1, 2)), scanned("up", "up"));
+        // A wrong guess that fits is taken: the caller checks it against what it knows, and
+        // `reparse` scans the line.
+        // (A guess whose tail is no value is scanned: `a{c="d` leaves `e"} 1`.)
+        let mut p = Parser::new(b"a{c=\"d e\"} 1\n", Text).with_lazy_labels();
+        p.expect_series(6, 1);
+        assert!(matches!(p.next_entry(), Ok(Some(Entry::Sample(s))) if !s.guessed));
+        let mut p = Parser::new(b"ab{c=\"d\"} 1 2\n", Text).with_lazy_labels();
+        p.expect_series(1, 1);
+        assert!(matches!(p.next_entry(), Ok(Some(Entry::Sample(s))) if !s.guessed));
+        let mut p = Parser::new(b"a{c=\"d\"} 1 2\n", Text).with_lazy_labels();
+        p.expect_series(10, 1);
+        assert!(matches!(
+            p.next_entry(),
+            Ok(Some(Entry::Sample(s))) if s.guessed && s.series == b"a{c=\"d\"} 1" && s.value == 2.0
+        ));
+        match p.reparse() {
+            Ok(Some(Entry::Sample(s))) => {
+                assert_eq!(
+                    (s.series, s.name, s.value, s.timestamp_ms, s.guessed),
+                    (&b"a{c=\"d\"}"[..], "a", 1.0, Some(2), false)
+                );
+                p.take_labels().expect("labels");
+                assert_eq!(p.label_pairs(), vec![("c".to_string(), "d".to_string())]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod exposition;
 pub mod kubernetes;
 pub mod relabel;
 pub mod scrape;
+mod series;
 pub mod target;
 
 use std::collections::HashMap;

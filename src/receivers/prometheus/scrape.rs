@@ -15,9 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::config::ResolvedScrapeConfig;
 use super::exposition::{Entry, Format, Parser};
 use super::relabel::{relabel, LabelMap};
+use super::series::{RawSeries, SeriesEntry, Tracked, Tracks};
 use super::target::Target;
 use crate::model::{
-    stale_nan, Interner, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
+    stale_nan, Interner, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
 };
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
@@ -94,18 +95,6 @@ fn give_buffer(mut buf: Vec<u8>) {
 /// Status of every live target, by target key.
 pub type TargetRegistry = Arc<Mutex<std::collections::BTreeMap<u64, TargetStatus>>>;
 
-/// A series as the cache knows it after labeling and relabeling.
-#[derive(Debug)]
-struct SeriesEntry {
-    name: Arc<str>,
-    labels: Labels,
-    /// `job` and `instance` as shared labels: one pointer each instead of a fat `Arc<str>`.
-    job: Label,
-    instance: Label,
-    /// Identity for staleness tracking.
-    hash: u64,
-}
-
 /// A sample's exposed name and the addresses of its series' final name, job and instance:
 /// samples equal in these belong to one family.
 type FamilyMemoKey<'a> = (&'a [u8], usize, usize, usize);
@@ -116,22 +105,6 @@ type FamilyKey = (Arc<str>, Arc<str>, Arc<str>);
 /// Why a scrape failed.
 #[derive(Debug, Clone)]
 pub struct ScrapeError(pub String);
-
-/// A series of the last successful scrape, to mark stale if it does not show up again.
-#[derive(Clone)]
-struct Tracked {
-    entry: Arc<SeriesEntry>,
-    family: Arc<str>,
-    kind: MetricKind,
-    /// Number of the scrape that saw it last (duplicates within one body are dropped).
-    /// Wrapping: only equality with the current or the last completed scrape matters.
-    seen: u32,
-    /// Scraped without an explicit timestamp last time: it gets a staleness marker when it
-    /// goes away (Prometheus leaves timestamped series alone).
-    marks: bool,
-    /// `marks` as the last successful scrape left it, while a scrape is under way.
-    marked_before: bool,
-}
 
 /// Maps keyed by values that are hashes already, or small keys: a fast non-DoS-resistant
 /// hasher is enough, and SipHash showed up in scrape profiles.
@@ -147,17 +120,14 @@ pub struct ScrapeLoop {
     telemetry: SharedTelemetry,
     registry: TargetRegistry,
     receiver: String,
-    /// Keyed by a 128-bit hash of the raw series bytes: keeping the bytes themselves would
-    /// cost as much memory as the exposition (a collision needs ~2^64 series).
-    /// The hash is kept as two `u64`s: a `u128` key would be 16-byte aligned, and every
-    /// entry 8 bytes larger.
-    cache: FastMap<[u64; 2], Option<Arc<SeriesEntry>>>,
-    /// The format the cached series were validated in: a change empties the cache.
+    /// What each raw series of the body became: a known series costs one hash.
+    raw: RawSeries,
+    /// The format the raw series were validated in: a change forgets them.
     cache_format: Option<Format>,
     interner: Arc<Interner>,
     gates: crate::processors::memory_limiter::SharedGates,
-    /// Series of the last successful scrape by final label hash.
-    previous: FastMap<u64, Tracked>,
+    /// Series of the last successful scrape, for staleness.
+    tracks: Tracks,
     /// Number of the current scrape, for `Tracked::seen`, and of the last successful one.
     generation: u32,
     completed: u32,
@@ -231,11 +201,11 @@ impl ScrapeLoop {
             telemetry,
             registry,
             receiver,
-            cache: FastMap::default(),
+            raw: RawSeries::default(),
             cache_format: None,
             interner,
             gates,
-            previous: FastMap::default(),
+            tracks: Tracks::default(),
             generation: 0,
             completed: 0,
             target_labels,
@@ -292,7 +262,7 @@ impl ScrapeLoop {
                 self.telemetry
                     .receiver_refused
                     .get_or_create(&Telemetry::labels(&[("receiver", &self.receiver)]))
-                    .inc_by(self.previous.values().filter(|t| t.marks).count() as f64);
+                    .inc_by(self.tracks.iter().filter(|t| t.marks).count() as f64);
                 self.update_status(|s| {
                     s.last_error = Some("scrape skipped: memory limiter is refusing data".into())
                 });
@@ -598,9 +568,10 @@ impl ScrapeLoop {
         let mut parser = Parser::new(body, format).with_lazy_labels();
         // Cached series were validated as `format`; under another format they must be again.
         if self.cache_format != Some(format) {
-            self.cache.clear();
+            self.raw.clear();
             self.cache_format = Some(format);
         }
+        self.raw.begin();
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let mut meta: HashMap<String, (MetricKind, Arc<str>, Arc<str>)> = HashMap::new();
@@ -614,12 +585,10 @@ impl ScrapeLoop {
         let mut post = 0usize;
         let mut added = 0usize;
         loop {
-            let entry = parser.next_entry().map_err(|e| {
-                ScrapeError(format!(
-                    "scrape of {url} failed: parse error at line {}: {}",
-                    e.line, e.message
-                ))
-            })?;
+            if let Some((series_len, name_len)) = self.raw.expected() {
+                parser.expect_series(series_len, name_len);
+            }
+            let entry = parser.next_entry().map_err(|e| parse_error(&url, e))?;
             let Some(entry) = entry else { break };
             match entry {
                 Entry::Type { name, kind } => {
@@ -646,19 +615,29 @@ impl ScrapeLoop {
                     ));
                     m.2 = Arc::from(unit);
                 }
-                Entry::Sample(s) => {
+                Entry::Sample(mut s) => {
                     scraped += 1;
-                    let hash = xxhash_rust::xxh3::xxh3_128(s.series);
-                    let key = [(hash >> 64) as u64, hash as u64];
-                    let entry = match self.cache.get(&key) {
-                        Some(e) => e.clone(),
+                    let mut key = raw_key(s.series);
+                    let mut found = self.raw.find(key);
+                    if found.is_none() && s.guessed {
+                        // Not the series guessed, nor any known one: scan the line.
+                        match parser.reparse().map_err(|e| parse_error(&url, e))? {
+                            Some(Entry::Sample(scanned)) => s = scanned,
+                            // The same line, read in full: a sample again.
+                            _ => {
+                                return Err(ScrapeError(format!(
+                                    "scrape of {url} failed: line {} read differently twice",
+                                    parser.line()
+                                )))
+                            }
+                        }
+                        key = raw_key(s.series);
+                        found = self.raw.find(key);
+                    }
+                    let slot = match found {
+                        Some(slot) => slot,
                         None => {
-                            parser.take_labels().map_err(|e| {
-                                ScrapeError(format!(
-                                    "scrape of {url} failed: parse error at line {}: {}",
-                                    e.line, e.message
-                                ))
-                            })?;
+                            parser.take_labels().map_err(|e| parse_error(&url, e))?;
                             let labels = parser.label_pairs();
                             let e = self.label_series(s.name, labels).map_err(|m| {
                                 ScrapeError(format!(
@@ -666,11 +645,11 @@ impl ScrapeLoop {
                                     parser.line()
                                 ))
                             })?;
-                            self.cache.insert(key, e.clone());
-                            e
+                            self.raw.insert(key, (s.series.len(), s.name.len()), e)
                         }
                     };
-                    let Some(entry) = entry else { continue };
+                    let slot = self.raw.slot(slot);
+                    let Some(entry) = &slot.entry else { continue };
                     let memo_key = (
                         s.name.as_bytes(),
                         Arc::as_ptr(&entry.name) as *const u8 as usize,
@@ -683,6 +662,8 @@ impl ScrapeLoop {
                             let i = *family_memo.entry(memo_key).or_insert_with(|| {
                                 let (fam_name, kind, help, unit) =
                                     family_of(&meta, s.name, &entry.name);
+                                // Shared, so that tracked series compare it by address.
+                                let fam_name = self.interner.intern(&fam_name);
                                 let fkey = (
                                     fam_name.clone(),
                                     entry.job.value.clone(),
@@ -704,10 +685,12 @@ impl ScrapeLoop {
                         }
                     };
                     let explicit = s.timestamp_ms.is_some() && self.cfg.honor_timestamps;
-                    match self.previous.get_mut(&entry.hash) {
+                    let found = self.tracks.find(slot.track, entry);
+                    match found.map(|i| (i, self.tracks.get_mut(i))) {
                         // A duplicate series in one body: the first sample wins.
-                        Some(t) if t.seen == generation => continue,
-                        Some(t) => {
+                        Some((_, t)) if t.seen == generation => continue,
+                        Some((i, t)) => {
+                            slot.track = i as u32;
                             // Untouched so far in this scrape, so as the last one left it
                             // (a failed scrape empties the map).
                             t.marked_before = t.marks;
@@ -716,30 +699,28 @@ impl ScrapeLoop {
                             }
                             t.seen = generation;
                             t.marks = !explicit;
-                            if !Arc::ptr_eq(&t.entry, &entry) {
+                            if !Arc::ptr_eq(&t.entry, entry) {
                                 t.entry = entry.clone();
                             }
                             let f = &families[idx];
-                            if t.kind != f.kind || *t.family != *f.name {
+                            if !Arc::ptr_eq(&t.family, &f.name) {
                                 t.family = f.name.clone();
-                                t.kind = f.kind;
                             }
+                            t.kind = f.kind;
                         }
                         None => {
                             if !explicit {
                                 added += 1;
                             }
-                            self.previous.insert(
-                                entry.hash,
-                                Tracked {
-                                    entry: entry.clone(),
-                                    family: families[idx].name.clone(),
-                                    kind: families[idx].kind,
-                                    seen: generation,
-                                    marks: !explicit,
-                                    marked_before: false,
-                                },
-                            );
+                            let i = self.tracks.insert(Tracked {
+                                entry: entry.clone(),
+                                family: families[idx].name.clone(),
+                                kind: families[idx].kind,
+                                seen: generation,
+                                marks: !explicit,
+                                marked_before: false,
+                            });
+                            slot.track = i as u32;
                         }
                     }
                     post += 1;
@@ -766,7 +747,7 @@ impl ScrapeLoop {
         // Series gone since the last scrape get a staleness marker, as do series that now
         // carry explicit timestamps (Prometheus stops tracking those).
         let mut stale: Vec<Tracked> = Vec::new();
-        self.previous.retain(|_, t| {
+        self.tracks.retain(|t| {
             if t.seen != generation {
                 if t.marks {
                     stale.push(t.clone());
@@ -779,10 +760,7 @@ impl ScrapeLoop {
             true
         });
         self.completed = generation;
-        // Keep the cache from growing without bound on churning series.
-        if self.cache.len() > 2 * (scraped + 64) {
-            self.cache.clear();
-        }
+        self.raw.finish();
         let mut metrics = assemble(
             families,
             &family_index_owners(&family_index),
@@ -810,9 +788,9 @@ impl ScrapeLoop {
         // one left them.
         let completed = self.completed;
         let stale: Vec<Tracked> = self
-            .previous
-            .drain()
-            .map(|(_, t)| t)
+            .tracks
+            .take()
+            .into_iter()
             .filter(|t| {
                 if t.seen == completed {
                     t.marks
@@ -931,6 +909,19 @@ struct Built {
     scraped: usize,
     post_relabel: usize,
     added: usize,
+}
+
+/// The scrape cache's key for a series' raw bytes.
+fn raw_key(series: &[u8]) -> [u64; 2] {
+    let hash = xxhash_rust::xxh3::xxh3_128(series);
+    [(hash >> 64) as u64, hash as u64]
+}
+
+fn parse_error(url: &str, e: super::exposition::ParseError) -> ScrapeError {
+    ScrapeError(format!(
+        "scrape of {url} failed: parse error at line {}: {}",
+        e.line, e.message
+    ))
 }
 
 /// Finds the family a sample belongs to from the body's metadata, the way Prometheus looks
