@@ -184,12 +184,17 @@ fn is_structural(l: &LabelPair, kind: MetricKind) -> bool {
     }
 }
 
-fn attributes_size(labels: &Labels, kind: MetricKind) -> usize {
-    labels
-        .iter()
-        .filter(|l| !is_structural(l, kind))
-        .map(|l| 1 + l.otlp_key_value().len())
-        .sum()
+/// Size of the attributes, and whether `otel_scope_name` was among the labels read.
+fn attributes_size(labels: &Labels, kind: MetricKind) -> (usize, bool) {
+    let mut size = 0;
+    let mut scoped = false;
+    for l in labels.iter() {
+        scoped |= l.role() == LabelRole::ScopeName;
+        if !is_structural(l, kind) {
+            size += 1 + l.otlp_key_value().len();
+        }
+    }
+    (size, scoped)
 }
 
 fn attributes(out: &mut Vec<u8>, field: u32, labels: &Labels, kind: MetricKind) {
@@ -260,15 +265,12 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
     let mut scopes: Vec<((&str, &str), Vec<u8>)> = Vec::new();
     let default_scope = (r.scope_name.as_str(), r.scope_version.as_str());
     for f in r.families.iter().filter(|f| !is_target_info(f)) {
-        // Only `otel_scope_name` makes a sample leave the default scope.
-        let has_scope_labels = f
-            .samples
-            .iter()
-            .any(|s| with_role(&s.labels, LabelRole::ScopeName).is_some());
-        if !has_scope_labels {
-            let samples: Vec<&Sample> = f.samples.iter().collect();
-            let i = scope_index(&mut scopes, default_scope);
-            encode_family(&mut scopes[i].1, f, &samples);
+        // Written whole into the default scope unless a sample turns out to carry
+        // `otel_scope_name` (noticed while the labels are read anyway, before anything is
+        // written); then the family is split by scope.
+        let samples: Vec<&Sample> = f.samples.iter().collect();
+        let i = scope_index(&mut scopes, default_scope);
+        if encode_family(&mut scopes[i].1, f, &samples, Scoping::Detect) == Scoping::Detect {
             continue;
         }
         let mut by_scope: Vec<((&str, &str), Vec<&Sample>)> = Vec::new();
@@ -284,7 +286,7 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
         }
         for (key, samples) in by_scope {
             let i = scope_index(&mut scopes, key);
-            encode_family(&mut scopes[i].1, f, &samples);
+            encode_family(&mut scopes[i].1, f, &samples, Scoping::Split);
         }
     }
     // Every family of a scope may have been dropped: such a scope is left out.
@@ -314,6 +316,15 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
     }
 }
 
+/// Whether `encode_family` looks out for `otel_scope_name` (the one label that makes a
+/// sample leave the default scope) or has samples already split by scope. It answers
+/// `Split` when it found the label and wrote nothing, `Detect` when it wrote the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scoping {
+    Detect,
+    Split,
+}
+
 fn scope_index<'a>(
     scopes: &mut Vec<((&'a str, &'a str), Vec<u8>)>,
     key: (&'a str, &'a str),
@@ -327,17 +338,36 @@ fn scope_index<'a>(
     }
 }
 
-/// Size of a `NumberDataPoint`'s fields.
-fn number_point_size(s: &Sample, kind: MetricKind, start_ns: u64) -> usize {
+/// Size of a `NumberDataPoint`'s fields, and whether the sample has `otel_scope_name`.
+fn number_point_size(s: &Sample, kind: MetricKind, start_ns: u64) -> (usize, bool) {
     let stale = is_stale_nan(s.value);
-    fixed64_size(start_ns)
-        + fixed64_size(ms_to_ns(s.timestamp_ms))
-        + if stale {
-            uint_size(NO_RECORDED_VALUE)
-        } else {
-            9
-        }
-        + attributes_size(&s.labels, kind)
+    let (attributes, scoped) = attributes_size(&s.labels, kind);
+    let value = if stale {
+        uint_size(NO_RECORDED_VALUE)
+    } else {
+        9
+    };
+    let size = fixed64_size(start_ns) + fixed64_size(ms_to_ns(s.timestamp_ms)) + value + attributes;
+    (size, scoped)
+}
+
+/// The sizes of number points; `None` when one has `otel_scope_name` and `scoping` says to
+/// look out for it.
+fn number_point_sizes(
+    points: &[(&Sample, u64)],
+    kind: MetricKind,
+    scoping: Scoping,
+) -> Option<Vec<usize>> {
+    let mut scoped = false;
+    let sizes = points
+        .iter()
+        .map(|(s, start)| {
+            let (size, has) = number_point_size(s, kind, *start);
+            scoped |= has;
+            size
+        })
+        .collect();
+    (!scoped || scoping == Scoping::Split).then_some(sizes)
 }
 
 /// The fields of a `NumberDataPoint` (its caller writes the tag and length).
@@ -399,28 +429,49 @@ fn number_points(out: &mut Vec<u8>, points: &[(&Sample, u64)], sizes: &[usize], 
     }
 }
 
-fn encode_family(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
+/// Writes a family's metric; see `Scoping` for what it returns.
+fn encode_family(
+    out: &mut Vec<u8>,
+    f: &MetricFamily,
+    samples: &[&Sample],
+    scoping: Scoping,
+) -> Scoping {
+    let split = Scoping::Split;
+    let detect = scoping == Scoping::Detect;
     if samples.is_empty() {
-        return;
+        return scoping;
     }
     match f.kind {
         // Gauge histograms have no OTLP equivalent that Honeycomb accepts.
-        MetricKind::GaugeHistogram => {}
+        MetricKind::GaugeHistogram => {
+            if detect && samples.iter().any(|s| has_scope(&s.labels)) {
+                return split;
+            }
+        }
         MetricKind::Gauge | MetricKind::Unknown => {
             let points: Vec<(&Sample, u64)> = samples.iter().map(|s| (*s, 0)).collect();
-            let sizes: Vec<usize> = points
-                .iter()
-                .map(|(s, start)| number_point_size(s, f.kind, *start))
-                .collect();
+            let Some(sizes) = number_point_sizes(&points, f.kind, scoping) else {
+                return split;
+            };
             let data: usize = sizes.iter().map(|&n| len_field(n)).sum();
             metric_header(out, f, &f.name, 5, data);
             number_points(out, &points, &sizes, f.kind);
         }
         MetricKind::Counter | MetricKind::Info | MetricKind::StateSet => {
+            // A counter's `_created` samples are not points: their labels are read here.
+            let is_created =
+                |s: &Sample| f.kind == MetricKind::Counter && s.name.ends_with("_created");
+            if detect
+                && samples
+                    .iter()
+                    .any(|s| is_created(s) && has_scope(&s.labels))
+            {
+                return split;
+            }
             let created = created_times(f, samples);
             let points: Vec<(&Sample, u64)> = samples
                 .iter()
-                .filter(|s| !s.name.ends_with("_created") || f.kind != MetricKind::Counter)
+                .filter(|s| !is_created(s))
                 .map(|s| {
                     let start = if created.is_empty() {
                         0
@@ -434,12 +485,11 @@ fn encode_family(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
                 })
                 .collect();
             if points.is_empty() {
-                return;
+                return scoping;
             }
-            let sizes: Vec<usize> = points
-                .iter()
-                .map(|(s, start)| number_point_size(s, f.kind, *start))
-                .collect();
+            let Some(sizes) = number_point_sizes(&points, f.kind, scoping) else {
+                return split;
+            };
             let monotonic = u64::from(f.kind == MetricKind::Counter);
             let data: usize = sizes.iter().map(|&n| len_field(n)).sum::<usize>()
                 + uint_size(CUMULATIVE)
@@ -449,9 +499,14 @@ fn encode_family(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample]) {
             uint(out, 2, CUMULATIVE);
             uint(out, 3, monotonic);
         }
-        MetricKind::Histogram => encode_grouped(out, f, samples, &HISTOGRAM),
-        MetricKind::Summary => encode_grouped(out, f, samples, &SUMMARY),
+        MetricKind::Histogram => return encode_grouped(out, f, samples, &HISTOGRAM, scoping),
+        MetricKind::Summary => return encode_grouped(out, f, samples, &SUMMARY, scoping),
     }
+    scoping
+}
+
+fn has_scope(labels: &Labels) -> bool {
+    with_role(labels, LabelRole::ScopeName).is_some()
 }
 
 #[derive(Default)]
@@ -470,12 +525,7 @@ struct Group<'a> {
 fn same_point(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
     // Usually the same labels in the same places (shared pairs: compared by address) but
     // for `le` or `quantile`; anything else gets the full comparison.
-    let (x, y) = (a.as_slice(), b.as_slice());
-    if x.len() == y.len()
-        && x.iter()
-            .zip(y)
-            .all(|(p, q)| p == q || (p.role() == q.role() && is_structural(p, kind)))
-    {
+    if same_but_bounds(a, b, kind) {
         return true;
     }
     let mut a = a.iter().filter(|l| !is_structural(l, kind));
@@ -496,6 +546,19 @@ fn same_point(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
     }
 }
 
+/// The same pairs in the same places but for `le` or `quantile` where those are structural:
+/// series of one point as exposed, compared by address without reading the pairs.
+fn same_but_bounds(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
+    let (x, y) = (a.as_slice(), b.as_slice());
+    x.len() == y.len()
+        && x.iter().zip(y).all(|(p, q)| {
+            p == q
+                || (p.role() == q.role()
+                    && matches!(p.role(), LabelRole::Le | LabelRole::Quantile)
+                    && is_structural(p, kind))
+        })
+}
+
 /// The value of the label with `role` as a number. The label sits at the same place in
 /// every series of a point, so `hint` (where it was last) is tried first.
 fn bound_of(labels: &Labels, role: LabelRole, hint: &mut usize) -> Option<f64> {
@@ -508,29 +571,59 @@ fn bound_of(labels: &Labels, role: LabelRole, hint: &mut usize) -> Option<f64> {
     slice[at].bound()
 }
 
-fn group<'a>(f: &MetricFamily, samples: &[&'a Sample]) -> Vec<Group<'a>> {
+/// A hash of a point's identity (its labels but the structural ones), from their contents:
+/// equal label sets need not share pairs.
+fn point_hash(state: &foldhash::quality::RandomState, labels: &Labels, kind: MetricKind) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = state.build_hasher();
+    for l in labels.iter().filter(|l| !is_structural(l, kind)) {
+        l.name.hash(&mut h);
+        l.value.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The points of a histogram or summary; `None` when a sample has `otel_scope_name` and
+/// `scoping` says to look out for it.
+fn group<'a>(f: &MetricFamily, samples: &[&'a Sample], scoping: Scoping) -> Option<Vec<Group<'a>>> {
     let base = &*f.name;
     let mut groups: Vec<Group<'a>> = Vec::new();
-    let mut index: HashMap<Vec<(&'a str, &'a str)>, usize> = HashMap::new();
+    // Groups by point identity, for series of one point that are not adjacent. Keyed by
+    // content from the target: a hasher seeded at random.
+    let state = foldhash::quality::RandomState::default();
+    let mut index: hashbrown::HashTable<usize> = hashbrown::HashTable::new();
     let mut last: Option<usize> = None;
     let mut bound_at = 0;
     for s in samples {
         // Series of one point (a histogram's buckets, _sum and _count) are usually adjacent:
-        // compare with the last point before building a key.
+        // compare with the last point before building a key. Only a sample that differs
+        // from its point's first in more than its bound has its labels read for a scope.
+        let is_last = |i: usize, same: fn(&Labels, &Labels, MetricKind) -> bool| {
+            groups[i].attrs.is_some_and(|a| same(a, &s.labels, f.kind))
+        };
         let i = match last {
-            Some(i)
-                if groups[i]
-                    .attrs
-                    .is_some_and(|a| same_point(a, &s.labels, f.kind)) =>
-            {
-                i
+            Some(i) if is_last(i, same_but_bounds) => i,
+            _ if scoping == Scoping::Detect && has_scope(&s.labels) => return None,
+            Some(i) if is_last(i, same_point) => i,
+            _ => {
+                let hash = point_hash(&state, &s.labels, f.kind);
+                let same = |&i: &usize| {
+                    groups[i]
+                        .attrs
+                        .is_some_and(|a| same_point(a, &s.labels, f.kind))
+                };
+                match index.find(hash, same) {
+                    Some(&i) => i,
+                    None => {
+                        groups.push(Group::default());
+                        let i = groups.len() - 1;
+                        index.insert_unique(hash, i, |&j| {
+                            groups[j].attrs.map_or(0, |a| point_hash(&state, a, f.kind))
+                        });
+                        i
+                    }
+                }
             }
-            _ => *index
-                .entry(point_key(&s.labels, f.kind))
-                .or_insert_with(|| {
-                    groups.push(Group::default());
-                    groups.len() - 1
-                }),
         };
         last = Some(i);
         let g = &mut groups[i];
@@ -558,7 +651,7 @@ fn group<'a>(f: &MetricFamily, samples: &[&'a Sample]) -> Vec<Group<'a>> {
             _ => {}
         }
     }
-    groups
+    Some(groups)
 }
 
 /// How one grouped kind (histogram or summary) is written: the field of its data in
@@ -652,7 +745,7 @@ fn grouped_point(
     kind: MetricKind,
     how: &GroupedKind,
 ) -> usize {
-    let attrs = g.attrs.map_or(0, |l| attributes_size(l, kind));
+    let attrs = g.attrs.map_or(0, |l| attributes_size(l, kind).0);
     if g.stale {
         let size = fixed64_size(ms_to_ns(g.ts)) + attrs + uint_size(NO_RECORDED_VALUE);
         if let Some(out) = out {
@@ -683,8 +776,16 @@ fn grouped_point(
 /// A histogram or summary: samples grouped into points by their non-structural labels.
 /// A point without `_count` cannot be represented and is left out, as is a metric left
 /// with no point.
-fn encode_grouped(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample], how: &GroupedKind) {
-    let mut groups = group(f, samples);
+fn encode_grouped(
+    out: &mut Vec<u8>,
+    f: &MetricFamily,
+    samples: &[&Sample],
+    how: &GroupedKind,
+    scoping: Scoping,
+) -> Scoping {
+    let Some(mut groups) = group(f, samples, scoping) else {
+        return Scoping::Split;
+    };
     let mut points: Vec<(&Group<'_>, f64, usize)> = Vec::with_capacity(groups.len());
     for g in &mut groups {
         g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -699,7 +800,7 @@ fn encode_grouped(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample], how:
         points.push((g, count, grouped_point(None, g, count, f.kind, how)));
     }
     if points.is_empty() {
-        return;
+        return scoping;
     }
     let data = points.iter().map(|p| len_field(p.2)).sum::<usize>() + uint_size(how.temporality);
     metric_header(out, f, &f.name, how.data_field, data);
@@ -710,6 +811,7 @@ fn encode_grouped(out: &mut Vec<u8>, f: &MetricFamily, samples: &[&Sample], how:
         debug_assert_eq!((out.len() - at, written), (size, size), "point size");
     }
     uint(out, 2, how.temporality);
+    scoping
 }
 
 #[cfg(test)]
@@ -843,6 +945,61 @@ mod tests {
         assert_eq!((p.count, p.sum), (4, Some(2.5)));
         assert_eq!(p.start_time_unix_nano, 1_600_000_000_500_000_000);
         assert_eq!(p.attributes, vec![kv("a", "x")]);
+    }
+
+    #[test]
+    fn scope_labels_found_on_any_series_split_the_family() {
+        let lib = [("otel_scope_name", "lib"), ("a", "y")];
+        let r = one(vec![
+            fam(
+                "rq",
+                MetricKind::Histogram,
+                vec![
+                    s("rq_bucket", &[("le", "1"), ("a", "x")], 1.0),
+                    s("rq_bucket", &[("le", "+Inf"), ("a", "x")], 2.0),
+                    s("rq_count", &[("a", "x")], 2.0),
+                    // A point whose series carry a scope, after an unscoped bucket.
+                    s("rq_bucket", &[("le", "1"), ("a", "y")], 3.0),
+                    s("rq_bucket", &[("le", "+Inf"), lib[0], lib[1]], 4.0),
+                    s("rq_count", &lib, 4.0),
+                ],
+            ),
+            fam(
+                "c",
+                MetricKind::Counter,
+                vec![
+                    s("c_total", &[("k", "v")], 5.0),
+                    s("c_created", &[("k", "v"), ("otel_scope_name", "lib")], 9.0),
+                ],
+            ),
+        ]);
+        let names: Vec<&str> = r
+            .scope_metrics
+            .iter()
+            .map(|s| s.scope.as_ref().map_or("", |s| s.name.as_str()))
+            .collect();
+        assert_eq!(names, vec!["scope", "lib"]);
+        let histogram_points = |i: usize| match &r.scope_metrics[i].metrics[0].data {
+            Some(pb::metric::Data::Histogram(h)) => h.data_points.clone(),
+            other => panic!("not a histogram: {other:?}"),
+        };
+        // The unscoped bucket of point y has no count: only x stays in the default scope.
+        let default = histogram_points(0);
+        assert_eq!(default.len(), 1);
+        assert_eq!(default[0].attributes, vec![kv("a", "x")]);
+        let scoped = histogram_points(1);
+        assert_eq!((scoped.len(), scoped[0].count), (1, 4));
+        assert_eq!(scoped[0].attributes, vec![kv("a", "y")]);
+        // The counter's start time was in another scope: its point has none.
+        let Some(pb::metric::Data::Sum(c)) = &r.scope_metrics[0].metrics[1].data else {
+            panic!("the counter stays in the default scope")
+        };
+        assert_eq!(c.data_points[0].start_time_unix_nano, 0);
+        assert_eq!(
+            r.scope_metrics[1].metrics.len(),
+            1,
+            "no counter point in lib"
+        );
     }
 
     #[test]
