@@ -1436,49 +1436,50 @@ mod tests {
     #[test]
     fn guessed_series_only_where_scanning_would_end_there() {
         use Format::{OpenMetrics as Om, Text};
-        let yes = |series: &str, name: &str| Ok((series.to_string(), name.to_string(), true));
-        let scanned = |series: &str, name: &str| Ok((series.to_string(), name.to_string(), false));
-        // The right guess: taken as is.
-        assert_eq!(
-            with_guess("a{b=\"c\"} 1\n", Text, (8, 1)),
-            yes("a{b=\"c\"}", "a")
-        );
-        assert_eq!(
-            with_guess("a{b=\"c\"} 1\n# EOF\n", Om, (8, 1)),
-            yes("a{b=\"c\"}", "a")
-        );
-        assert_eq!(with_guess("up\t1\n", Text, (2, 2)), yes("up", "up"));
-        // A name that goes on, a label set after blanks, no value, or a tab in OpenMetrics:
-        // scanned instead.
-        assert_eq!(
-            with_guess("up_x 1\n", Text, (2, 2)),
-            scanned("up_x", "up_x")
-        );
-        assert_eq!(
-            with_guess("up {a=\"b\"} 1\n", Text, (2, 2)),
-            scanned("up {a=\"b\"}", "up")
-        );
-        assert_eq!(
-            with_guess("a{b=\"c d\"} 1\n", Text, (5, 1)),
-            scanned("a{b=\"c d\"}", "a")
-        );
+        // (line, format, guess, series and name found, whether by the guess)
+        let cases = [
+            // The right guess: taken as is.
+            ("a{b=\"c\"} 1\n", Text, (8, 1), "a{b=\"c\"}", "a", true),
+            ("a{b=\"c\"} 1\n# EOF\n", Om, (8, 1), "a{b=\"c\"}", "a", true),
+            ("up\t1\n", Text, (2, 2), "up", "up", true),
+            // A name that goes on, a label set after blanks, a guess ending inside a value:
+            // scanned instead.
+            ("up_x 1\n", Text, (2, 2), "up_x", "up_x", false),
+            (
+                "up {a=\"b\"} 1\n",
+                Text,
+                (2, 2),
+                "up {a=\"b\"}",
+                "up",
+                false,
+            ),
+            ("a{b=\"c d\"} 1\n", Text, (5, 1), "a{b=\"c d\"}", "a", false),
+            (
+                "ab{c=\"d\"} 1 2\n",
+                Text,
+                (1, 1),
+                "ab{c=\"d\"}",
+                "ab",
+                false,
+            ),
+            // A guess that fits but leaves a tail that is no value (`e"} 1`).
+            ("a{c=\"d e\"} 1\n", Text, (6, 1), "a{c=\"d e\"}", "a", false),
+            // Lengths that do not fit the line are ignored.
+            ("up 1\n", Text, (40, 2), "up", "up", false),
+            ("up 1\n", Text, (1, 2), "up", "up", false),
+        ];
+        for (line, format, guess, series, name, guessed) in cases {
+            let want = Ok((series.to_string(), name.to_string(), guessed));
+            assert_eq!(with_guess(line, format, guess), want, "{line:?}");
+        }
+        // No value, or a tab in OpenMetrics: the scan's error.
         assert_eq!(
             with_guess("up\n", Text, (2, 2)),
             Err("missing value for up".to_string())
         );
         assert!(with_guess("up\t1\n# EOF\n", Om, (2, 2)).is_err());
-        // Lengths that do not fit the line are ignored.
-        assert_eq!(with_guess("up 1\n", Text, (40, 2)), scanned("up", "up"));
-        assert_eq!(with_guess("up 1\n", Text, (1, 2)), scanned("up", "up"));
-        // A wrong guess that fits is taken: the caller checks it against what it knows, and
-        // `reparse` scans the line.
-        // (A guess whose tail is no value is scanned: `a{c="d` leaves `e"} 1`.)
-        let mut p = Parser::new(b"a{c=\"d e\"} 1\n", Text).with_lazy_labels();
-        p.expect_series(6, 1);
-        assert!(matches!(p.next_entry(), Ok(Some(Entry::Sample(s))) if !s.guessed));
-        let mut p = Parser::new(b"ab{c=\"d\"} 1 2\n", Text).with_lazy_labels();
-        p.expect_series(1, 1);
-        assert!(matches!(p.next_entry(), Ok(Some(Entry::Sample(s))) if !s.guessed));
+        // A wrong guess whose tail reads as a value is taken: the caller checks it against
+        // the series it knows, and `reparse` scans the line.
         let mut p = Parser::new(b"a{c=\"d\"} 1 2\n", Text).with_lazy_labels();
         p.expect_series(10, 1);
         assert!(matches!(
