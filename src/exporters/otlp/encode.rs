@@ -317,8 +317,9 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
 }
 
 /// Whether `encode_family` looks out for `otel_scope_name` (the one label that makes a
-/// sample leave the default scope) or has samples already split by scope. It answers
-/// `Split` when it found the label and wrote nothing, `Detect` when it wrote the family.
+/// sample leave the default scope) or has samples already split by scope. Asked to
+/// `Detect`, it answers `Split` when it found the label (having written nothing) and
+/// `Detect` when it wrote the family; asked to `Split`, it writes and its answer is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scoping {
     Detect,
