@@ -140,12 +140,12 @@ impl RawSeries {
         self.slots = Vec::with_capacity(self.order.len());
         self.slots
             .extend(self.order.iter().filter_map(|&i| old[i as usize].take()));
-        self.index = HashTable::with_capacity(self.slots.len());
-        for (i, s) in self.slots.iter().enumerate() {
-            self.index.insert_unique(s.key[0], i as u32, |_| {
-                unreachable!("the table was sized for every slot")
-            });
+        let slots = &self.slots;
+        let mut index = HashTable::with_capacity(slots.len());
+        for (i, s) in slots.iter().enumerate() {
+            index.insert_unique(s.key[0], i as u32, |&j| slots[j as usize].key[0]);
         }
+        self.index = index;
     }
 
     /// Forgets every raw series (a change of exposition format).
@@ -218,12 +218,12 @@ impl Tracks {
             return;
         }
         self.list.shrink_to(self.list.len() + self.list.len() / 4);
-        self.index = HashTable::with_capacity(self.list.len());
-        for (i, t) in self.list.iter().enumerate() {
-            self.index.insert_unique(t.entry.hash, i as u32, |_| {
-                unreachable!("the table was sized for every series")
-            });
+        let list = &self.list;
+        let mut index = HashTable::with_capacity(list.len());
+        for (i, t) in list.iter().enumerate() {
+            index.insert_unique(t.entry.hash, i as u32, |&j| list[j as usize].entry.hash);
         }
+        self.index = index;
     }
 
     /// Takes every series out.
