@@ -18,6 +18,9 @@ pub struct HttpTransport {
     compression: Compression,
     json: bool,
     timeout: Duration,
+    /// One zstd context for every request: a new one per request allocated (and the kernel
+    /// zeroed) its tables each time.
+    zstd: std::sync::Mutex<Option<zstd::bulk::Compressor<'static>>>,
 }
 
 impl HttpTransport {
@@ -60,16 +63,18 @@ impl HttpTransport {
             compression: cfg.compression(),
             json: cfg.encoding.as_deref() == Some("json"),
             timeout: cfg.timeout.unwrap_or(Duration::from_secs(30)),
+            zstd: std::sync::Mutex::new(None),
         })
     }
 
-    fn body(&self, batch: &Batch) -> Result<Vec<u8>, String> {
+    fn body(&self, batch: &Batch) -> Result<Bytes, String> {
+        // Protobuf bodies are the queued bytes themselves, not a copy.
         let raw = if self.json {
             let request = ExportMetricsServiceRequest::decode(batch.request.clone())
                 .map_err(|e| e.to_string())?;
-            serde_json::to_vec(&request).map_err(|e| e.to_string())?
+            Bytes::from(serde_json::to_vec(&request).map_err(|e| e.to_string())?)
         } else {
-            batch.request.to_vec()
+            batch.request.clone()
         };
         match self.compression {
             Compression::None => Ok(raw),
@@ -79,9 +84,23 @@ impl HttpTransport {
                     flate2::Compression::fast(),
                 );
                 enc.write_all(&raw).map_err(|e| e.to_string())?;
-                enc.finish().map_err(|e| e.to_string())
+                enc.finish().map(Bytes::from).map_err(|e| e.to_string())
             }
-            Compression::Zstd => zstd::bulk::compress(&raw, 1).map_err(|e| e.to_string()),
+            Compression::Zstd => {
+                let compressed = match self.zstd.lock() {
+                    Ok(mut slot) => {
+                        let compressor = match slot.as_mut() {
+                            Some(c) => c,
+                            None => slot
+                                .insert(zstd::bulk::Compressor::new(1).map_err(|e| e.to_string())?),
+                        };
+                        compressor.compress(&raw)
+                    }
+                    // A panic elsewhere while compressing: a context of its own.
+                    Err(_) => zstd::bulk::compress(&raw, 1),
+                };
+                compressed.map(Bytes::from).map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -120,7 +139,7 @@ impl Transport for HttpTransport {
             req = req.header(k, v);
         }
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| SendError::Permanent {
                 cause: "request".into(),
                 detail: e.to_string(),
