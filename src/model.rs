@@ -124,7 +124,7 @@ impl LabelPair {
 }
 
 /// A bucket bound or quantile as Prometheus writes them (`+Inf` for the last bucket).
-pub fn parse_bound(s: &str) -> Option<f64> {
+fn parse_bound(s: &str) -> Option<f64> {
     match s {
         "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
         _ => s.parse().ok(),

@@ -18,8 +18,8 @@
 use std::collections::HashMap;
 
 use crate::model::{
-    is_stale_nan, LabelPair, LabelRole, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics,
-    Sample,
+    is_stale_nan, Label, LabelPair, LabelRole, Labels, MetricFamily, MetricKind, Metrics,
+    ResourceMetrics, Sample,
 };
 
 const NO_RECORDED_VALUE: u64 = 1;
@@ -526,25 +526,13 @@ struct Group<'a> {
 fn same_point(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
     // Usually the same labels in the same places (shared pairs: compared by address) but
     // for `le` or `quantile`; anything else gets the full comparison.
-    if same_but_bounds(a, b, kind) {
-        return true;
-    }
-    let mut a = a.iter().filter(|l| !is_structural(l, kind));
-    let mut b = b.iter().filter(|l| !is_structural(l, kind));
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some(x), Some(y)) => {
-                let same = |p: &std::sync::Arc<str>, q: &std::sync::Arc<str>| {
-                    std::sync::Arc::ptr_eq(p, q) || p == q
-                };
-                if !same(&x.name, &y.name) || !same(&x.value, &y.value) {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
+    same_but_bounds(a, b, kind) || same_attributes(a, b, kind)
+}
+
+/// Equal labels once the structural ones are left out (labels compare by address first).
+fn same_attributes(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
+    let attribute = |l: &&Label| !is_structural(l, kind);
+    a.iter().filter(attribute).eq(b.iter().filter(attribute))
 }
 
 /// The same pairs in the same places but for `le` or `quantile` where those are structural:
@@ -605,7 +593,7 @@ fn group<'a>(f: &MetricFamily, samples: &[&'a Sample], scoping: Scoping) -> Opti
         let i = match last {
             Some(i) if is_last(i, same_but_bounds) => i,
             _ if scoping == Scoping::Detect && has_scope(&s.labels) => return None,
-            Some(i) if is_last(i, same_point) => i,
+            Some(i) if is_last(i, same_attributes) => i,
             _ => {
                 let hash = point_hash(&state, &s.labels, f.kind);
                 let same = |&i: &usize| {
