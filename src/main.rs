@@ -21,6 +21,10 @@ struct Cli {
     /// Config file; without it the embedded default config runs.
     #[arg(long, global = true)]
     config: Option<String>,
+    /// Threads running the pipelines [default: half the CPUs the process may use, at
+    /// least 1]. The query façade's appends and query evaluation use threads of their own.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -78,7 +82,11 @@ async fn config_changed(watcher: &mut Option<ConfigWatcher>) {
 async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut running = Running::start(Arc::new(cfg)).await?;
-    tracing::info!("meshmetrics {} is running", env!("CARGO_PKG_VERSION"));
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(
+        "meshmetrics {} is running (worker threads: {workers})",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -131,6 +139,17 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// The default number of runtime worker threads. A scrape's samples go from its loop to the
+/// batch and the exporter: kept on one thread, they stay in one core's caches, and on two
+/// threads each hand-off is a wake-up and a transfer between cores. Measured at 100 sidecars
+/// × 2,224 series every 5 s, one worker instead of two cut the CPU per sample by 6-15 % and
+/// kept the ceiling (1.52 vs 1.57 M samples/s) on 2 cores; the other half of the CPUs is left
+/// to the workloads an agent shares its node with.
+fn default_worker_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -158,7 +177,11 @@ fn main() -> ExitCode {
             };
             init_logging(&cfg);
             limit_malloc_arenas();
+            let workers = cli
+                .worker_threads
+                .map_or_else(default_worker_threads, usize::from);
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
                 .enable_all()
                 .build()
             {

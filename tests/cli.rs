@@ -25,6 +25,16 @@ fn version_and_components() {
     let out = Command::new(BIN).arg("--version").output().expect("runs");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = Command::new(BIN)
+        .args(["--worker-threads", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--worker-threads") && err.contains("0"),
+        "{err}"
+    );
     let out = Command::new(BIN).arg("components").output().expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
     for c in [
@@ -103,7 +113,8 @@ async fn sigterm_flushes_what_is_batched() {
     let child = Command::new(BIN)
         .arg("--config")
         .arg(&cfg)
-        .stderr(Stdio::null())
+        .args(["--worker-threads", "3"])
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -119,6 +130,8 @@ async fn sigterm_flushes_what_is_batched() {
         .expect("join")
         .expect("exits");
     assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("(worker threads: 3)"), "{log}");
     let ms = sink.metrics();
     assert!(
         ms.iter().any(|(_, m)| m.name == "flushed_on_exit"),
@@ -182,6 +195,10 @@ async fn default_config_scrapes_itself_and_serves_health_and_zpages() {
     let out = child.wait_with_output().expect("exits");
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
+    // The runtime's workers: half the CPUs by default.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = format!("(worker threads: {})", (cores / 2).max(1));
+    assert!(log.contains(&workers), "{workers} not in:\n{log}");
     assert!(
         log.contains("Metrics: resource metrics: 1"),
         "debug exporter logs what it would send:\n{log}"
