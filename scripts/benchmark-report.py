@@ -119,7 +119,8 @@ def main():
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {cpu_model()}, {os.cpu_count()} cores, Linux {platform.release()}",
         f"- meshmetrics: {version(['target/release/meshmetrics', '--version'])}, commit "
-        + version(["git", "rev-parse", "--short", "HEAD"]),
+        # `-dirty` when the measured tree had uncommitted changes.
+        + version(["git", "describe", "--always", "--dirty", "--abbrev=7"]),
         "- vmagent: Debian victoria-metrics "
         + version(["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"]),
         f"- Prometheus: {version(['prometheus', '--version'])}",
@@ -149,6 +150,8 @@ def main():
             f"| {sent:.2f} B/sample | {f'{ceiling:,.0f}' if ceiling else '–'} |"
         )
     sat = agents["saturation"]
+    # meshmetrics' default: half the CPUs, at least one worker thread.
+    workers = max(1, (os.cpu_count() or 1) // 2)
     lines += [
         "",
         f"The ceiling: {sat['sidecars']} sidecars every {sat['interval_ms']} ms, far more than any",
@@ -156,7 +159,7 @@ def main():
         "at which the agent falls behind. The sidecars and the sink run in the benchmark process",
         "on the same two cores, so every agent shares the machine with them alike. Each agent",
         "runs with its defaults: vmagent and Prometheus use every core, meshmetrics half of them",
-        "(one worker thread here).",
+        f"({workers} worker thread{'s' if workers > 1 else ''} here).",
         "",
         "![CPU and memory per agent](benchmarks.svg)",
         "",
