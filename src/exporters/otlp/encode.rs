@@ -604,8 +604,19 @@ fn group<'a>(f: &MetricFamily, samples: &[&'a Sample], scoping: Scoping) -> Opti
                 match index.find(hash, same) {
                     Some(&i) => i,
                     None => {
+                        // Points of one family usually have as many buckets (or quantiles)
+                        // as the last: room for them saves growing the list bucket by bucket.
+                        let room = groups
+                            .last()
+                            .map_or(0, |g| g.buckets.len() + g.quantiles.len());
                         groups.push(Group::default());
                         let i = groups.len() - 1;
+                        let g = &mut groups[i];
+                        if f.kind == MetricKind::Summary {
+                            g.quantiles.reserve_exact(room);
+                        } else {
+                            g.buckets.reserve_exact(room);
+                        }
                         index.insert_unique(hash, i, |&j| {
                             groups[j].attrs.map_or(0, |a| point_hash(&state, a, f.kind))
                         });

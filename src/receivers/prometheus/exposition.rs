@@ -104,6 +104,9 @@ pub struct Parser<'a> {
     guess: Option<(usize, usize)>,
     /// Start and end (body offsets) of the last sample's line, for `reparse`.
     last_sample_line: (usize, usize),
+    /// The last sample's name: the next sample's name usually has the same bytes (a
+    /// histogram's buckets), and then is not checked again.
+    last_name: &'a str,
 }
 
 impl<'a> Parser<'a> {
@@ -120,6 +123,7 @@ impl<'a> Parser<'a> {
             pending: None,
             guess: None,
             last_sample_line: (0, 0),
+            last_name: "",
         }
     }
 
@@ -439,6 +443,15 @@ impl<'a> Parser<'a> {
 
     // ---- samples (both formats) ------------------------------------------------------
 
+    /// A sample's name from its bytes (ASCII name characters, or bytes the caller checks
+    /// against a known series), as the last one when the bytes are the same.
+    fn name(&mut self, bytes: &'a [u8]) -> &'a str {
+        if bytes != self.last_name.as_bytes() {
+            self.last_name = ascii(bytes);
+        }
+        self.last_name
+    }
+
     fn parse_sample(
         &mut self,
         base: usize,
@@ -451,7 +464,7 @@ impl<'a> Parser<'a> {
         self.last_sample_line = (base, base + line.len());
         let guess = self.guess.take();
         if let Some((name_end, end)) = guess.and_then(|g| guessed_series(line, start, g, om)) {
-            let (name, series) = (ascii(&line[start..name_end]), &line[start..end]);
+            let (name, series) = (self.name(&line[start..name_end]), &line[start..end]);
             // A wrong guess can leave a tail that is no value: then the line is scanned.
             if let Ok(e) = self.sample_tail(line, name, series, end, om, true) {
                 return Ok(e);
@@ -464,7 +477,7 @@ impl<'a> Parser<'a> {
                 String::from_utf8_lossy(&line[start..line.len().min(start + 32)])
             ));
         }
-        let name = ascii(&line[start..ne]);
+        let name = self.name(&line[start..ne]);
         let mut i = ne;
         // Text format allows blanks between the name and `{`.
         let k = if om { ne } else { skip_blank(line, ne) };

@@ -133,6 +133,9 @@ pub struct ScrapeLoop {
     completed: u32,
     target_labels: Vec<(String, String)>,
     resource_base: Vec<(String, String)>,
+    /// Samples per family in the last build, in the order families were met: a target
+    /// exposes the same families in the same order, so each list is allocated once, at size.
+    family_sizes: Vec<usize>,
     body: Vec<u8>,
     inflated: Vec<u8>,
 }
@@ -210,6 +213,7 @@ impl ScrapeLoop {
             completed: 0,
             target_labels,
             resource_base,
+            family_sizes: Vec::new(),
             body: Vec::new(),
             inflated: Vec::new(),
         }
@@ -670,12 +674,13 @@ impl ScrapeLoop {
                                     entry.instance.value.clone(),
                                 );
                                 *family_index.entry(fkey).or_insert_with(|| {
+                                    let size = self.family_sizes.get(families.len());
                                     families.push(MetricFamily {
                                         name: fam_name,
                                         kind,
                                         help,
                                         unit,
-                                        samples: Vec::new(),
+                                        samples: Vec::with_capacity(size.copied().unwrap_or(0)),
                                     });
                                     families.len() - 1
                                 })
@@ -761,6 +766,9 @@ impl ScrapeLoop {
         });
         self.completed = generation;
         self.raw.finish();
+        self.family_sizes.clear();
+        self.family_sizes
+            .extend(families.iter().map(|f| f.samples.len()));
         let mut metrics = assemble(
             families,
             &family_index_owners(&family_index),
