@@ -8,7 +8,7 @@ TARGET=x86_64-unknown-linux-gnu
 # With --target, RUSTFLAGS reach only the target build, not build scripts or proc macros.
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target "$TARGET" --bin meshmetrics
-BIN="target/$TARGET/release/meshmetrics"
+BIN="${CARGO_TARGET_DIR:-target}/$TARGET/release/meshmetrics"
 # The image needs no debug info, not even the standard library's.
 strip --strip-debug "$BIN"
 echo "$BIN"

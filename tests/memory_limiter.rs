@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
-const LIMIT_MIB: u64 = 160;
+const LIMIT_MIB: u64 = 120;
 const TARGETS: usize = 10;
 const SERIES_PER_SCRAPE: usize = 5000;
 
@@ -60,7 +60,7 @@ async fn run(targets: &[Target], limiter: bool, secs: u64) -> Run {
     let (processor, chain) = if limiter {
         (
             // The spike allowance covers one round of ten 5,000-series scrapes in flight.
-            format!("  memory_limiter: {{check_interval: 50ms, limit_mib: {LIMIT_MIB}, spike_limit_mib: 110}}\n"),
+            format!("  memory_limiter: {{check_interval: 50ms, limit_mib: {LIMIT_MIB}, spike_limit_mib: 80}}\n"),
             "[memory_limiter, batch]",
         )
     } else {
