@@ -436,7 +436,6 @@ impl ScrapeLoop {
         let limit = self.cfg.body_size_limit;
         let over = |n: usize| limit > 0 && n as u64 > limit;
         self.body = take_buffer();
-        self.inflated = take_buffer();
         // A known length is allocated once and exactly, rather than doubled up to it; only
         // up to what the pool keeps, as the header is the target's word, not its bytes.
         let announced = resp
@@ -456,8 +455,9 @@ impl ScrapeLoop {
                 }
             }
         }
-        self.inflated.clear();
         if gzip {
+            // Only a gzip body needs a second buffer.
+            self.inflated = take_buffer();
             let mut dec = flate2::read::GzDecoder::new(&self.body[..]);
             let cap = if limit > 0 { limit + 1 } else { u64::MAX };
             (&mut dec)
@@ -468,7 +468,7 @@ impl ScrapeLoop {
                 return Err(fail(format!("body size limit of {limit} bytes exceeded")));
             }
         } else {
-            std::mem::swap(&mut self.body, &mut self.inflated);
+            self.inflated = std::mem::take(&mut self.body);
         }
         Ok(Format::from_content_type(content_type.as_deref()))
     }
