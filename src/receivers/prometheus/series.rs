@@ -214,10 +214,16 @@ impl Tracks {
     pub fn retain(&mut self, keep: impl FnMut(&Tracked) -> bool) {
         let before = self.list.len();
         self.list.retain(keep);
-        if self.list.len() == before {
+        // The list grows by doubling while a target's first scrape adds its series: 2,224
+        // series would keep room for 4,096 (60 KB per sidecar) for as long as it lives.
+        let len = self.list.len();
+        let roomy = self.list.capacity() > len + len / 4;
+        if len == before && !roomy {
             return;
         }
-        self.list.shrink_to(self.list.len() + self.list.len() / 4);
+        if roomy {
+            self.list.shrink_to(len + len / 8);
+        }
         let list = &self.list;
         let mut index = HashTable::with_capacity(list.len());
         for (i, t) in list.iter().enumerate() {
@@ -314,5 +320,26 @@ mod tests {
         );
         assert_eq!(tracks.take().len(), 3);
         assert_eq!(tracks.find(0, &e), None);
+    }
+
+    #[test]
+    fn tracks_give_back_the_room_of_a_first_scrape() {
+        let mut tracks = Tracks::default();
+        for h in 0..2224 {
+            tracks.insert(Tracked {
+                entry: entry(h),
+                family: Arc::from("m"),
+                kind: MetricKind::Gauge,
+                seen: 0,
+                marks: true,
+                marked_before: false,
+            });
+        }
+        assert!(tracks.list.capacity() >= 4096, "grown by doubling");
+        tracks.retain(|_| true);
+        assert!(tracks.list.capacity() <= 2224 + 2224 / 4);
+        for h in 0..2224 {
+            assert_eq!(tracks.find(u32::MAX, &entry(h)), Some(h as usize));
+        }
     }
 }
