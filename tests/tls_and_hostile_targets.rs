@@ -358,3 +358,127 @@ async fn run_jobs(
     };
     (by, rss)
 }
+
+/// How a hand-written HTTP/1.1 target treats its connections.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum ConnectionHabit {
+    /// Serves request after request on one connection.
+    KeepAlive,
+    /// Answers without `Connection: close`, then closes: the agent learns it only when it
+    /// uses the connection again (an idle timeout shorter than the scrape interval).
+    ClosesWhileIdle,
+    /// Answers with `Connection: close` and closes.
+    SaysClose,
+}
+
+/// A target written on raw TCP, so that connections and request lines can be counted and
+/// read exactly. Returns its address, the connections accepted and the request heads read.
+async fn raw_target(
+    habit: ConnectionHabit,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, seen) = (accepted.clone(), heads.clone());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut sock = BufReader::new(sock);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match sock.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push_str(&line),
+                        }
+                    }
+                    seen.lock().expect("lock").push(head);
+                    let body = "raw_metric 1\n";
+                    let close = if habit == ConnectionHabit::SaysClose {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n{close}\r\n{body}",
+                        body.len()
+                    );
+                    if sock.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if habit != ConnectionHabit::KeepAlive {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, heads)
+}
+
+/// A target's connection is kept between scrapes, and a target that closes it (while idle,
+/// or saying so) costs no scrape: each one succeeds on a new connection. Requests carry the
+/// path as the request target and the URL's host and port as `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_kept_and_closed_ones_cost_no_scrape() {
+    let habits = [
+        ConnectionHabit::KeepAlive,
+        ConnectionHabit::ClosesWhileIdle,
+        ConnectionHabit::SaysClose,
+    ];
+    let mut targets = Vec::new();
+    let mut jobs = String::new();
+    for (i, habit) in habits.into_iter().enumerate() {
+        let (addr, accepted, heads) = raw_target(habit).await;
+        jobs.push_str(&format!(
+            "        - job_name: t{i}\n          scrape_interval: 500ms\n          scrape_timeout: 400ms\n          static_configs: [{{targets: ['{addr}']}}]\n"
+        ));
+        targets.push((habit, addr, accepted, heads));
+    }
+    let (sink_addr, sink) = http_sink().await;
+    let (by, _) = run_jobs(&jobs, sink_addr, Duration::from_millis(3200)).await;
+    for (i, (habit, addr, accepted, heads)) in targets.iter().enumerate() {
+        let status = by(&format!("t{i}"));
+        assert_eq!(status.health, "up", "{habit:?}: {:?}", status.last_error);
+        let heads = heads.lock().expect("lock").clone();
+        assert!(heads.len() >= 4, "{habit:?}: {} scrapes", heads.len());
+        for head in &heads {
+            assert!(head.starts_with("GET /metrics HTTP/1.1\r\n"), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&format!("\r\nhost: {addr}\r\n")),
+                "{head}"
+            );
+        }
+        let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        match habit {
+            ConnectionHabit::KeepAlive => assert_eq!(connections, 1, "one connection kept"),
+            _ => assert_eq!(connections, heads.len(), "{habit:?}: a new one per scrape"),
+        }
+        // Every scrape of every target succeeded: `up` was never 0.
+        let ups: Vec<f64> = sink
+            .metrics()
+            .iter()
+            .filter(|(attrs, m)| {
+                m.name == "up" && attrs.get("service.name") == Some(&format!("t{i}"))
+            })
+            .flat_map(|(_, m)| number_points(m))
+            .filter_map(|p| value(&p))
+            .collect();
+        assert!(ups.len() >= 4, "{habit:?}: {ups:?}");
+        assert!(ups.iter().all(|&u| u == 1.0), "{habit:?}: {ups:?}");
+    }
+}

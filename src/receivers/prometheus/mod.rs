@@ -1,6 +1,7 @@
 //! The `prometheus` receiver: discovery, target relabeling, one scrape loop per target.
 
 pub mod config;
+mod connection;
 pub mod discovery;
 pub mod exposition;
 pub mod kubernetes;
@@ -128,7 +129,7 @@ impl PrometheusReceiver {
     }
 
     fn start_job(&mut self, sc: ResolvedScrapeConfig, raw: &ScrapeConfig) -> Result<(), String> {
-        let client = scrape::http_client(&sc)?;
+        let connector = connection::connector(&sc)?;
         let (discovery_stop, stop_rx) = watch::channel(false);
         let mut discovery = JoinSet::new();
         let (updates, _) = start_discovery(raw, &stop_rx, &mut discovery);
@@ -137,7 +138,7 @@ impl PrometheusReceiver {
         let manager = JobManager {
             cfg: Arc::new(sc),
             shared: LoopShared {
-                client,
+                connector,
                 out: self.out.clone(),
                 telemetry: self.telemetry.clone(),
                 registry: self.registry.clone(),

@@ -3,16 +3,15 @@
 //! The per-target cache is keyed by the raw series bytes (`name{labels}` as exposed): a series
 //! seen before skips label parsing, merging and metric relabeling entirely.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::ResolvedScrapeConfig;
+use super::connection::{Connection, Connector};
 use super::exposition::{Entry, Format, Parser};
 use super::relabel::{relabel, LabelMap};
 use super::series::{RawSeries, SeriesEntry, Tracked, Tracks};
@@ -23,30 +22,8 @@ use crate::model::{
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
 
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
 /// Scope name put on scraped data.
 pub const SCOPE_NAME: &str = "meshmetrics/receiver/prometheus";
-
-/// Builds the HTTP client shared by the targets of one scrape config.
-pub fn http_client(cfg: &ResolvedScrapeConfig) -> Result<HttpClient, String> {
-    let tls = cfg.tls.rustls_config()?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        // Each kept-alive connection holds its read buffer between scrapes; hyper lets it
-        // grow to ~400 KB on a large body, which per target adds up.
-        .http1_max_buf_size(64 << 10)
-        .build(https))
-}
 
 /// What zpages show about a target.
 #[derive(Debug, Clone, Default)]
@@ -115,7 +92,9 @@ pub struct ScrapeLoop {
     /// `target.key()`, computed once: it identifies the target in the status registry.
     key: u64,
     cfg: Arc<ResolvedScrapeConfig>,
-    client: HttpClient,
+    connector: Connector,
+    /// The target's connection, kept between scrapes.
+    connection: Connection,
     out: Fanout,
     telemetry: SharedTelemetry,
     registry: TargetRegistry,
@@ -173,7 +152,7 @@ pub fn resource_for(job: &str, instance: &str, scheme: &str) -> Vec<(String, Str
 impl ScrapeLoop {
     pub fn new(target: Target, cfg: Arc<ResolvedScrapeConfig>, shared: LoopShared) -> Self {
         let LoopShared {
-            client,
+            connector,
             out,
             telemetry,
             registry,
@@ -199,7 +178,8 @@ impl ScrapeLoop {
             key: target.key(),
             target,
             cfg,
-            client,
+            connector,
+            connection: Connection::default(),
             out,
             telemetry,
             registry,
@@ -374,47 +354,49 @@ impl ScrapeLoop {
         } else {
             "text/plain;version=0.0.4;q=1,*/*;q=0.1"
         };
-        let mut req = http::Request::get(url.as_str())
-            .header(http::header::ACCEPT, accept)
-            .header(
-                http::header::ACCEPT_ENCODING,
-                if self.cfg.enable_compression {
-                    "gzip"
-                } else {
-                    "identity"
-                },
-            )
-            .header(
-                http::header::USER_AGENT,
-                concat!("meshmetrics/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", self.target.timeout.as_secs_f64()),
-            );
-        if let Some((kind, cred)) = &self.cfg.authorization {
-            req = req.header(
-                http::header::AUTHORIZATION,
-                format!("{kind} {}", cred.expose()),
-            );
+        let mut headers = HeaderMap::with_capacity(5);
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
+        headers.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static(if self.cfg.enable_compression {
+                "gzip"
+            } else {
+                "identity"
+            }),
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("meshmetrics/", env!("CARGO_PKG_VERSION"))),
+        );
+        let timeout = format!("{}", self.target.timeout.as_secs_f64());
+        if let Ok(v) = HeaderValue::from_str(&timeout) {
+            headers.insert("X-Prometheus-Scrape-Timeout-Seconds", v);
         }
-        if let Some((user, pw)) = &self.cfg.basic_auth {
+        let authorization = if let Some((kind, cred)) = &self.cfg.authorization {
+            Some(format!("{kind} {}", cred.expose()))
+        } else if let Some((user, pw)) = &self.cfg.basic_auth {
             use std::io::Write;
             let mut raw = Vec::new();
             let _ = write!(raw, "{user}:{}", pw.expose());
-            req = req.header(
-                http::header::AUTHORIZATION,
-                format!("Basic {}", base64_encode(&raw)),
-            );
+            Some(format!("Basic {}", base64_encode(&raw)))
+        } else {
+            None
+        };
+        if let Some(a) = authorization {
+            let mut v = HeaderValue::from_str(&a)
+                .map_err(|_| fail("credentials are not a valid header value".into()))?;
+            v.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, v);
         }
-        let req = req
-            .body(Empty::<Bytes>::new())
+        let uri: http::Uri = url
+            .as_str()
+            .parse()
             .map_err(|e| fail(format!("invalid request: {e}")))?;
-        let resp = self
-            .client
-            .request(req)
+        let (resp, mut exchange) = self
+            .connection
+            .get(&self.connector, &uri, &headers)
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
+            .map_err(fail)?;
         let status = resp.status();
         if status != http::StatusCode::OK {
             return Err(fail(format!(
@@ -446,7 +428,7 @@ impl ScrapeLoop {
             self.body.reserve_exact(n);
         }
         let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
+        while let Some(frame) = exchange.drive(body.frame()).await {
             let frame = frame.map_err(|e| fail(format!("reading body: {}", error_chain(&e))))?;
             if let Ok(data) = frame.into_data() {
                 self.body.extend_from_slice(&data);
@@ -455,6 +437,7 @@ impl ScrapeLoop {
                 }
             }
         }
+        self.connection.finish(exchange).await;
         if gzip {
             // Only a gzip body needs a second buffer.
             self.inflated = take_buffer();
@@ -894,7 +877,7 @@ impl ScrapeLoop {
 /// What the scrape loops of one job share.
 #[derive(Clone)]
 pub struct LoopShared {
-    pub client: HttpClient,
+    pub connector: Connector,
     pub out: Fanout,
     pub telemetry: SharedTelemetry,
     pub registry: TargetRegistry,
@@ -1078,7 +1061,7 @@ fn append_stale(
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
