@@ -464,9 +464,14 @@ async fn connections_are_kept_and_closed_ones_cost_no_scrape() {
             );
         }
         let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        // A scrape cut short by the shutdown may have connected without sending.
         match habit {
             ConnectionHabit::KeepAlive => assert_eq!(connections, 1, "one connection kept"),
-            _ => assert_eq!(connections, heads.len(), "{habit:?}: a new one per scrape"),
+            _ => assert!(
+                (heads.len()..=heads.len() + 1).contains(&connections),
+                "{habit:?}: a new one per scrape: {connections} for {} requests",
+                heads.len()
+            ),
         }
         // Every scrape of every target succeeded: `up` was never 0.
         let ups: Vec<f64> = sink
