@@ -47,6 +47,8 @@ pub fn connector(cfg: &ResolvedScrapeConfig) -> Result<Connector, String> {
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(cfg.timeout));
+    // TCP keep-alive probes find a kept stream whose peer vanished while it sat idle; 30 s
+    // is what Prometheus's dialer uses.
     http.set_keepalive(Some(Duration::from_secs(30)));
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
