@@ -36,8 +36,8 @@ type Stream = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 type Finished = hyper::Result<http1::Parts<Stream>>;
 
 /// Largest read from the socket. The buffer exists only during a scrape, so it can be four
-/// times what a kept connection could afford: a 1.5 MB body in ~6 reads instead of ~24
-/// (each read a turn of hyper's connection and a body frame).
+/// times what a kept connection could afford: a 1.5 MB sidecar body takes 8 `recvfrom`
+/// calls instead of 21 (strace, 200 scrapes), each a turn of hyper's connection and a frame.
 const MAX_READ: usize = 256 << 10;
 
 /// Builds the connector for the targets of one scrape config (its TLS settings).
