@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
-/// Without a limiter this load peaks at 119-183 MiB (less when the machine is busy and fewer
-/// scrapes land); with one, at 55-63 MiB.
+/// Without a limiter this load peaked at 198 MiB, and at 119-123 MiB with a release build
+/// running beside the test (a busy machine lands fewer scrapes); with one, at 63-65 MiB.
 const LIMIT_MIB: u64 = 90;
 const TARGETS: usize = 10;
 const SERIES_PER_SCRAPE: usize = 5000;
@@ -62,7 +62,7 @@ async fn run(targets: &[Target], limiter: bool, secs: u64) -> Run {
     let (processor, chain) = if limiter {
         (
             // Scrapes are skipped above 40 MiB (limit minus spike); the spike allowance covers
-            // one round of ten 5,000-series scrapes in flight (≈18 MiB measured).
+            // one round of ten 5,000-series scrapes in flight (the limited runs peaked 23-25 MiB above).
             format!("  memory_limiter: {{check_interval: 50ms, limit_mib: {LIMIT_MIB}, spike_limit_mib: 50}}\n"),
             "[memory_limiter, batch]",
         )
