@@ -1,7 +1,7 @@
 //! A target's HTTP/1.1 connection, kept alive between scrapes without hyper's read buffer.
 //!
 //! A pooled hyper client keeps each idle connection together with the read buffer its last
-//! response grew, and a scraper has one connection per target: 100 sidecars held 6-10 MB of
+//! response grew, and a scraper has one connection per target: 100 sidecars held 10.6 MB of
 //! buffers that were only read once per interval. Here each scrape runs a fresh hyper
 //! connection over the target's kept TCP (or TLS) stream and takes the bare stream back when
 //! the response is complete, so the buffer lives only while a body is read, and can be

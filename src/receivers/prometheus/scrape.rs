@@ -95,6 +95,7 @@ pub struct ScrapeLoop {
     connector: Connector,
     /// The target's connection, kept between scrapes.
     connection: Connection,
+    request: Result<(http::Uri, HeaderMap), String>,
     out: Fanout,
     telemetry: SharedTelemetry,
     registry: TargetRegistry,
@@ -176,6 +177,7 @@ impl ScrapeLoop {
         ));
         ScrapeLoop {
             key: target.key(),
+            request: scrape_request(&cfg, &target),
             target,
             cfg,
             connector,
@@ -349,52 +351,10 @@ impl ScrapeLoop {
     async fn fetch(&mut self) -> Result<Format, ScrapeError> {
         let url = &self.target.url;
         let fail = |m: String| ScrapeError(format!("scrape of {url} failed: {m}"));
-        let accept = if self.cfg.openmetrics {
-            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-        } else {
-            "text/plain;version=0.0.4;q=1,*/*;q=0.1"
-        };
-        let mut headers = HeaderMap::with_capacity(5);
-        headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
-        headers.insert(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static(if self.cfg.enable_compression {
-                "gzip"
-            } else {
-                "identity"
-            }),
-        );
-        headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(concat!("meshmetrics/", env!("CARGO_PKG_VERSION"))),
-        );
-        let timeout = format!("{}", self.target.timeout.as_secs_f64());
-        if let Ok(v) = HeaderValue::from_str(&timeout) {
-            headers.insert("X-Prometheus-Scrape-Timeout-Seconds", v);
-        }
-        let authorization = if let Some((kind, cred)) = &self.cfg.authorization {
-            Some(format!("{kind} {}", cred.expose()))
-        } else if let Some((user, pw)) = &self.cfg.basic_auth {
-            use std::io::Write;
-            let mut raw = Vec::new();
-            let _ = write!(raw, "{user}:{}", pw.expose());
-            Some(format!("Basic {}", base64_encode(&raw)))
-        } else {
-            None
-        };
-        if let Some(a) = authorization {
-            let mut v = HeaderValue::from_str(&a)
-                .map_err(|_| fail("credentials are not a valid header value".into()))?;
-            v.set_sensitive(true);
-            headers.insert(http::header::AUTHORIZATION, v);
-        }
-        let uri: http::Uri = url
-            .as_str()
-            .parse()
-            .map_err(|e| fail(format!("invalid request: {e}")))?;
+        let (uri, headers) = self.request.as_ref().map_err(|m| fail(m.clone()))?;
         let (resp, mut exchange) = self
             .connection
-            .get(&self.connector, &uri, &headers)
+            .get(&self.connector, uri, headers)
             .await
             .map_err(fail)?;
         let status = resp.status();
@@ -872,6 +832,59 @@ impl ScrapeLoop {
         );
         rm.families.extend(fams);
     }
+}
+
+/// A target's scrape request: its URI and headers. Both follow from the scrape config and
+/// the target alone, which a loop keeps for its life (a changed config starts new loops), so
+/// they are built once; an error fails each scrape with its reason.
+fn scrape_request(
+    cfg: &ResolvedScrapeConfig,
+    target: &Target,
+) -> Result<(http::Uri, HeaderMap), String> {
+    let accept = if cfg.openmetrics {
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    } else {
+        "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+    };
+    let mut headers = HeaderMap::with_capacity(5);
+    headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static(if cfg.enable_compression {
+            "gzip"
+        } else {
+            "identity"
+        }),
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(concat!("meshmetrics/", env!("CARGO_PKG_VERSION"))),
+    );
+    let timeout = format!("{}", target.timeout.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&timeout) {
+        headers.insert("X-Prometheus-Scrape-Timeout-Seconds", v);
+    }
+    let authorization = if let Some((kind, cred)) = &cfg.authorization {
+        Some(format!("{kind} {}", cred.expose()))
+    } else if let Some((user, pw)) = &cfg.basic_auth {
+        use std::io::Write;
+        let mut raw = Vec::new();
+        let _ = write!(raw, "{user}:{}", pw.expose());
+        Some(format!("Basic {}", base64_encode(&raw)))
+    } else {
+        None
+    };
+    if let Some(a) = authorization {
+        let mut v = HeaderValue::from_str(&a)
+            .map_err(|_| "credentials are not a valid header value".to_string())?;
+        v.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, v);
+    }
+    let uri: http::Uri = target
+        .url
+        .parse()
+        .map_err(|e| format!("invalid request: {e}"))?;
+    Ok((uri, headers))
 }
 
 /// What the scrape loops of one job share.
