@@ -6,6 +6,7 @@ pub mod config;
 pub mod exporters;
 pub mod extensions;
 pub mod google_rpc;
+pub mod http_server;
 pub mod model;
 pub mod pipeline;
 pub mod processors;

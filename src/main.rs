@@ -108,12 +108,30 @@ async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
                 running.reload_refused(&e);
             }
             Ok(new) => {
+                // What would fail to start (a port taken) is found before anything stops.
+                if let Err(e) = running.preflight(&new) {
+                    tracing::error!(trigger = why, error = %e, "config reload refused; keeping the running config");
+                    running.reload_refused(&e);
+                    continue;
+                }
                 tracing::info!(
                     trigger = why,
                     "reloading config: restarting only what changed"
                 );
-                running = running.reload(Arc::new(new)).await?;
-                tracing::info!("config reloaded");
+                let previous = running.config();
+                running = match running.reload(Arc::new(new)).await {
+                    Ok(r) => {
+                        tracing::info!("config reloaded");
+                        r
+                    }
+                    // Anything else that failed to start: the previous config again, whole.
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new config failed to start; starting the previous one again");
+                        let r = Running::start(previous).await?;
+                        r.reload_refused(&format!("the new config failed to start: {e}"));
+                        r
+                    }
+                };
             }
         }
     }
@@ -138,6 +156,12 @@ fn limit_malloc_arenas() {
         }
     }
 }
+
+/// Stack of every runtime thread (workers and the blocking pool, where queries are parsed and
+/// evaluated). Parsing, evaluating and dropping a query recurse once per level of nesting,
+/// which `promql::bounds` caps at 256 levels; an unoptimised build takes up to ~20 KiB a
+/// level, more than tokio's 2 MiB default holds. Only the pages touched become resident.
+const QUERY_STACK_BYTES: usize = 16 << 20;
 
 /// The default number of runtime worker threads. A scrape's samples go from its loop to the
 /// batch and the exporter: kept on one thread, they stay in one core's caches, and on two
@@ -182,6 +206,7 @@ fn main() -> ExitCode {
                 .map_or_else(default_worker_threads, usize::from);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
+                .thread_stack_size(QUERY_STACK_BYTES)
                 .enable_all()
                 .build()
             {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{
@@ -35,8 +35,7 @@ use crate::telemetry::{SharedTelemetry, Telemetry};
 struct Server {
     name: String,
     addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    served: crate::http_server::Served,
 }
 
 /// A started exporter: its input (the one sender the service keeps), its task, and for the
@@ -124,32 +123,24 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))
 }
 
-fn serve(name: &str, listener: TcpListener, router: axum::Router) -> Server {
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    tracing::info!(server = %name, address = %addr, "listening");
-    // No Nagle: a peer's gRPC answer spans several frames, and waiting for the client's
-    // delayed ACK before the last one costs ~40 ms a query.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .await;
-    });
+fn serve(
+    name: &str,
+    listener: TcpListener,
+    router: axum::Router,
+    telemetry: &SharedTelemetry,
+) -> Server {
+    let served = crate::http_server::serve(
+        name,
+        listener,
+        router,
+        crate::http_server::Limits::default(),
+        Some(telemetry.clone()),
+    );
+    tracing::info!(server = %name, address = %served.addr, "listening");
     Server {
         name: name.to_string(),
-        addr,
-        stop,
-        task,
+        addr: served.addr,
+        served,
     }
 }
 
@@ -211,11 +202,15 @@ fn exporter_fingerprint(cfg: &Config, id: &ComponentId) -> String {
     format!("{:#?}{storage}", cfg.raw.exporters.get(id))
 }
 
+/// Starts an exporter. A `promql` exporter restarted for a change of its query settings
+/// takes over `window`, the store of the instance it replaces, when the store's own bound is
+/// unchanged: Flagger's next check sees the same window, not an empty one.
 async fn start_exporter(
     cfg: &Config,
     id: &ComponentId,
     rx: mpsc::Receiver<Metrics>,
     telemetry: &SharedTelemetry,
+    window: Option<Arc<Store>>,
 ) -> Result<(JoinHandle<()>, Option<Server>, Option<Arc<Store>>), String> {
     let ec = cfg
         .raw
@@ -253,20 +248,32 @@ async fn start_exporter(
             None,
         ),
         ExporterConfig::Promql(c) => {
-            let store = Arc::new(Store::new(c.max_series));
+            let store = match window {
+                Some(s) if s.max_series() == c.max_series => s,
+                _ => Arc::new(Store::new(c.max_series)),
+            };
+            store.set_window(c.retention);
             let addr = parse_listen_address(&c.endpoint)?;
             let l = bind(&name, addr).await?;
             let credentials = c.credentials().map_err(|e| format!("exporter {id}: {e}"))?;
-            let opts = c.eval_options();
-            // Agents fan queries out to each other with the first bearer token they accept.
+            // The query memory budget is sized from the agent's memory limit, if it has one.
+            let memory_limit = cfg.raw.processors.0.iter().find_map(|(_, p)| match p {
+                ProcessorConfig::MemoryLimiter(m) => Some(m.limits().0),
+                _ => None,
+            });
+            let opts = c.eval_options(memory_limit);
+            // Agents fan queries out to each other with the credentials they accept.
             let fanout = c.peers.as_ref().map(|p| {
-                exporters::promql::peer::Fanout::new(p.clone(), credentials.tokens.first().cloned())
+                exporters::promql::peer::Fanout::new(p.clone(), credentials.authorization())
             });
             let peer_api = exporters::promql::peer::PeerService {
                 store: store.clone(),
                 compat: opts.compat,
-                tokens: credentials.tokens.clone(),
+                credentials: credentials.clone(),
                 max_samples: c.max_samples_per_query,
+                max_memory: opts.max_memory,
+                retention: c.retention,
+                timeout: c.query_timeout,
             };
             let state = Arc::new(ApiState {
                 store: store.clone(),
@@ -276,11 +283,13 @@ async fn start_exporter(
                 queryz: QueryLog::new(c.queryz_size),
                 parsed: Default::default(),
                 fanout,
+                turns: tokio::sync::Semaphore::new(c.max_concurrent_queries),
+                retention: c.retention,
             });
             // One port for the Prometheus HTTP API and the peers' gRPC API.
             let router = api::router(&c.path_prefix, state)
                 .merge(tonic::service::Routes::new(peer_api.server()).into_axum_router());
-            let server = serve(&name, l, router);
+            let server = serve(&name, l, router, telemetry);
             let task = tokio::spawn(exporters::promql::run_ingest(
                 name,
                 (**c).clone(),
@@ -294,8 +303,7 @@ async fn start_exporter(
 }
 
 async fn stop_server(s: Server) {
-    let _ = s.stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.task).await;
+    s.served.stop(Duration::from_secs(2)).await;
 }
 
 /// Closes an exporter's input and waits for it to drain, stopping it at `until`.
@@ -380,11 +388,13 @@ impl Running {
             // A changed exporter restarts once its old instance has drained (same port, same
             // queue directory).
             let name = id.to_string();
+            let mut window = None;
             if let Some(old) = old {
+                window = old.store.clone();
                 stop_exporter(&name, old, until).await;
             }
             let (task, server, store) =
-                start_exporter(&running.cfg, &id, rx.0, &running.telemetry).await?;
+                start_exporter(&running.cfg, &id, rx.0, &running.telemetry, window).await?;
             running.exporters.push((
                 id,
                 ExporterHandle {
@@ -430,6 +440,20 @@ impl Running {
         ),
         String,
     > {
+        // Scraped samples older than every window kept here are dropped at the scrape.
+        let longest_window = cfg
+            .raw
+            .exporters
+            .0
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ExporterConfig::Promql(p) => Some(p.retention),
+                _ => None,
+            })
+            .max();
+        crate::receivers::prometheus::scrape::set_past_sample_limit(
+            longest_window.unwrap_or(Duration::from_secs(3600)),
+        );
         // Extensions and self-telemetry: kept when their config is unchanged.
         let extension_fp = |id: &ComponentId, ext: &ExtensionConfig| format!("{id} {ext:#?}");
         let telemetry_fp = format!("telemetry {:#?}", cfg.raw.service.telemetry.metrics);
@@ -477,7 +501,7 @@ impl Running {
                     let addr = parse_listen_address(&h.endpoint)?;
                     let l = bind(&id.to_string(), addr).await?;
                     let router = health_check::router(h, health.clone());
-                    servers.push((fp, serve(&id.to_string(), l, router)));
+                    servers.push((fp, serve(&id.to_string(), l, router, &telemetry)));
                 }
                 ExtensionConfig::Zpages(z) => {
                     let addr = parse_listen_address(&z.endpoint)?;
@@ -489,7 +513,10 @@ impl Running {
                         reload: reload_status.clone(),
                     });
                     zpages.push((fp.clone(), state.clone()));
-                    servers.push((fp, serve(&id.to_string(), l, zpages::router(state))));
+                    servers.push((
+                        fp,
+                        serve(&id.to_string(), l, zpages::router(state), &telemetry),
+                    ));
                 }
             }
         }
@@ -513,7 +540,7 @@ impl Running {
                         }
                     }),
                 );
-                servers.push((fp, serve("telemetry", l, router)));
+                servers.push((fp, serve("telemetry", l, router, &telemetry)));
             }
         }
 
@@ -546,7 +573,7 @@ impl Running {
                     None => {
                         let (tx, rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
                         let (task, server, store) =
-                            start_exporter(&cfg, id, rx, &telemetry).await?;
+                            start_exporter(&cfg, id, rx, &telemetry, None).await?;
                         exporter_inputs.insert(id.clone(), tx.clone());
                         exporters_running.push((
                             id.clone(),
@@ -766,6 +793,47 @@ impl Running {
             .iter()
             .filter_map(|(id, e)| Some((id.to_string(), e.store.clone()?)))
             .collect()
+    }
+
+    /// The config this agent runs.
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.clone()
+    }
+
+    /// Every address this agent listens on now.
+    fn held_addresses(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = self
+            .servers
+            .iter()
+            .map(|(_, s)| s.addr)
+            .chain(
+                self.exporters
+                    .iter()
+                    .filter_map(|(_, e)| e.server.as_ref().map(|s| s.addr)),
+            )
+            .collect();
+        for (_, r) in &self.receivers {
+            if let StartedReceiver::Otlp(o) = &r.receiver {
+                out.extend(o.grpc_addr);
+                out.extend(o.http_addr);
+            }
+        }
+        out
+    }
+
+    /// Whether `cfg` can start here, checked before the running graph is taken apart: every
+    /// address it listens on that this agent does not already hold must be free. A reload
+    /// that fails this is refused whole, and the running config stays.
+    pub fn preflight(&self, cfg: &Config) -> Result<(), String> {
+        let held = self.held_addresses();
+        for (name, addr) in cfg.listeners() {
+            if addr.port() == 0 || held.iter().any(|h| crate::config::same_port(*h, addr)) {
+                continue;
+            }
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Address a started server listens on, by name (`health_check`, `zpages`, `telemetry`,

@@ -29,6 +29,8 @@ pub struct Telemetry {
     pub scrape_failures: CounterF,
     pub scrapes_skipped: CounterF,
     pub requests_refused: CounterF,
+    pub http_refused: CounterF,
+    pub samples_out_of_bounds: CounterF,
     uptime: Family<Labels, Gauge<f64, AtomicU64>>,
     rss: GaugeF,
     cpu: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -54,6 +56,8 @@ impl Telemetry {
         let scrape_failures = CounterF::default();
         let scrapes_skipped = CounterF::default();
         let requests_refused = CounterF::default();
+        let http_refused = CounterF::default();
+        let samples_out_of_bounds = CounterF::default();
         let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let rss = GaugeF::default();
         let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -113,6 +117,16 @@ impl Telemetry {
             requests_refused.clone(),
         );
         registry.register(
+            "meshmetrics_http_server_refused",
+            "Connections and requests a listener refused or cut off, per server and reason (connections, requests, header_timeout, idle_timeout, request_timeout)",
+            http_refused.clone(),
+        );
+        registry.register(
+            "meshmetrics_scrape_samples_out_of_bounds",
+            "Scraped samples dropped because their own timestamp was too far ahead (10m) or too old for any window, per job",
+            samples_out_of_bounds.clone(),
+        );
+        registry.register(
             "otelcol_process_uptime",
             "Uptime of the process in seconds",
             uptime.clone(),
@@ -141,6 +155,8 @@ impl Telemetry {
             scrape_failures,
             scrapes_skipped,
             requests_refused,
+            http_refused,
+            samples_out_of_bounds,
             uptime,
             rss,
             cpu,

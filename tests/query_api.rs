@@ -343,9 +343,21 @@ async fn hostile_queries_end_by_limit_or_timeout_and_the_agent_keeps_working() {
         &b[..b.len().min(300)]
     );
 
-    // Millions of cheap subquery steps that hold no samples: only the timeout stops it.
+    // A subquery of more steps than the query may hold points is refused before its first
+    // step, even when its steps would hold nothing.
     let started = std::time::Instant::now();
     let (s, b) = http_get(&q("absent_over_time(nonexistent_metric[1d:1ms])"), &[]).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refused at once"
+    );
+    assert_eq!(s, 422, "{b}");
+    assert!(b.contains("too many samples"), "{b}");
+
+    // Millions of cheap steps, each subquery within the limits: only the timeout stops it.
+    let started = std::time::Instant::now();
+    let nested = "absent_over_time(absent_over_time(absent_over_time(nonexistent_metric[400ms:1ms])[400ms:1ms])[400ms:1ms])";
+    let (s, b) = http_get(&q(nested), &[]).await;
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "ended by the 1 s timeout"

@@ -185,3 +185,135 @@ async fn twenty_edits_without_a_missed_scrape() {
         .unwrap_or(0.0);
     assert!(kept >= 3.0, "samples from before the reloads survive: {v}");
 }
+
+/// A reload that validates but cannot start (its health check's port is taken by another
+/// process) is refused whole: scraping goes on, servicez names the clash. A reload that
+/// changes only the query façade's settings keeps its window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_start_keeps_the_running_config() {
+    let target = Target::start().await;
+    target.set("/metrics", Page::text("reload_probe 1\n"));
+    let (facade, zpages) = (free_port(), free_port());
+    let base = |extra_extension: &str, query_settings: &str| {
+        format!(
+            "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: steady
+          scrape_interval: 1s
+          static_configs: [{{targets: ['{}']}}]
+exporters:
+  promql:
+    endpoint: 127.0.0.1:{facade}
+{query_settings}extensions:
+  zpages: {{endpoint: '127.0.0.1:{zpages}'}}
+{extra_extension}service:
+  extensions: [zpages{}]
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [promql]}}
+  telemetry: {{metrics: {{address: ''}}}}
+",
+            target.addr,
+            if extra_extension.is_empty() {
+                ""
+            } else {
+                ", health_check"
+            }
+        )
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, base("", "")).expect("write");
+    let agent = ChildGuard(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("agent starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while target.request_count("/metrics") < 3 {
+        assert!(Instant::now() < deadline, "target was not scraped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+
+    // Another process holds the port the new health check wants.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = squatter.local_addr().expect("addr").port();
+    let clash = format!("  health_check: {{endpoint: '127.0.0.1:{taken}'}}\n");
+    std::fs::write(&path, base(&clash, "")).expect("write");
+    let _ = Command::new("kill")
+        .args(["-HUP", &agent.0.id().to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, body) = http_get(
+        &format!("http://127.0.0.1:{zpages}/debug/servicez?format=json"),
+        &[],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let last = v["last_reload"].as_str().unwrap_or("");
+    assert!(
+        last.starts_with("refused"),
+        "servicez shows the refusal: {v}"
+    );
+    assert!(
+        last.contains(&format!(
+            "extensions::health_check: cannot listen on 127.0.0.1:{taken}"
+        )),
+        "and names the clash: {last}"
+    );
+
+    // Only the query settings change: the window stays.
+    std::fs::write(
+        &path,
+        base(
+            "",
+            "    query_timeout: 3s\n    max_samples_per_query: 1000000\n",
+        ),
+    )
+    .expect("write");
+    let _ = Command::new("kill")
+        .args(["-HUP", &agent.0.id().to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, body) = http_get(
+        &format!("http://127.0.0.1:{zpages}/debug/servicez?format=json"),
+        &[],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(
+        v["last_reload"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("applied"),
+        "{v}"
+    );
+    let v = instant_query(facade, r#"count_over_time(reload_probe[1h])"#).await;
+    let kept = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|x| x.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let scrapes = target.request_count("/metrics") as f64;
+    assert!(
+        kept >= scrapes - 2.0,
+        "the window survived the query settings' change: {kept} samples of {scrapes} scrapes"
+    );
+
+    let times: Vec<Instant> = target
+        .request_times("/metrics")
+        .into_iter()
+        .filter(|at| *at >= started)
+        .collect();
+    let gap = max_gap(&times);
+    assert!(
+        gap < Duration::from_millis(1500),
+        "a scrape was missed (gap {gap:?})"
+    );
+    drop(squatter);
+}

@@ -237,6 +237,8 @@ async fn targetz(
                     "last_scrape_unix_ms": t.last_scrape_unix_ms,
                     "last_scrape_duration_seconds": t.last_duration.as_secs_f64(),
                     "last_samples": t.last_samples,
+                    "last_out_of_bounds": t.last_out_of_bounds,
+                    "out_of_bounds_total": t.out_of_bounds_total,
                     "last_error": t.last_error,
                     "interval_seconds": t.interval.as_secs_f64(),
                 })
@@ -268,6 +270,10 @@ async fn targetz(
                 last,
                 format!("{:.3}s", t.last_duration.as_secs_f64()),
                 t.last_samples.to_string(),
+                match t.out_of_bounds_total {
+                    0 => String::new(),
+                    n => format!("{} last scrape, {n} in all", t.last_out_of_bounds),
+                },
                 t.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -283,6 +289,7 @@ async fn targetz(
                 "Last scrape",
                 "Duration",
                 "Samples",
+                "Out-of-bounds timestamps",
                 "Error",
             ],
             rows,

@@ -72,12 +72,20 @@ impl MemoryLimiterConfig {
     }
 }
 
+/// The container's memory limit: the cgroup v2 or v1 limit, when one is set.
+pub fn cgroup_limit() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        // cgroup v1 says "no limit" with a number near 2^63.
+        .filter(|&b| b < 1 << 60)
+}
+
 /// The memory the process may use: the cgroup v2 or v1 limit when set, else physical RAM.
 pub fn available_memory() -> u64 {
     let read = |p: &str| std::fs::read_to_string(p).ok();
-    let cgroup = read("/sys/fs/cgroup/memory.max")
-        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-        .and_then(|s| s.trim().parse::<u64>().ok());
+    let cgroup = cgroup_limit();
     let ram = read("/proc/meminfo").and_then(|m| {
         let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

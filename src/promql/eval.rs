@@ -11,8 +11,8 @@ use promql_parser::parser::{
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    aggregate, binary, functions, Compat, EvalError, EvalOptions, LabelMatcher, MatchKind,
-    Queryable, Sample, Series, SeriesSamples, Value,
+    aggregate, binary, functions, memory_cost, Compat, EvalError, EvalOptions, LabelMatcher,
+    MatchKind, Queryable, Sample, Series, SeriesSamples, Value,
 };
 use crate::model::{is_stale_nan, Labels};
 
@@ -28,10 +28,14 @@ pub(super) struct Ctx<'a> {
     pub end: i64,
     data: HashMap<usize, Vec<SeriesSamples>>,
     loaded_samples: usize,
+    loaded_series: usize,
 }
 
+/// Milliseconds of a duration, saturating: the parser accepts durations and `@` times far
+/// beyond what milliseconds in an `i64` hold, and every time computed from them saturates
+/// too (a query about the year 10^15 finds nothing; it never wraps into the present).
 pub(super) fn ms(d: &std::time::Duration) -> i64 {
-    d.as_millis() as i64
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -44,8 +48,8 @@ pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
 
 fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => ms(&d),
+        Err(e) => -ms(&e.duration()),
     }
 }
 
@@ -73,6 +77,7 @@ impl<'a> Ctx<'a> {
             end,
             data: HashMap::new(),
             loaded_samples: 0,
+            loaded_series: 0,
         }
     }
 
@@ -93,55 +98,100 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Fails when the query, holding what it loaded plus `points` samples in `series` more
+    /// series, would be over its sample limit or its memory budget. Called before those are
+    /// allocated (or, for a step's result, before the next is).
+    pub fn check_budget(&self, points: usize, series: usize) -> Result<()> {
+        let samples = self.loaded_samples.saturating_add(points);
+        if self.opts.max_samples > 0 && samples > self.opts.max_samples {
+            return Err(EvalError::TooManySamples);
+        }
+        self.check_memory(points, series)
+    }
+
+    /// The memory half of [`Ctx::check_budget`].
+    pub fn check_memory(&self, points: usize, series: usize) -> Result<()> {
+        let bytes = memory_cost(
+            self.loaded_samples.saturating_add(points),
+            self.loaded_series.saturating_add(series),
+        );
+        if self.opts.max_memory > 0 && bytes > self.opts.max_memory {
+            return Err(EvalError::OverMemoryBudget(self.opts.max_memory));
+        }
+        Ok(())
+    }
+
+    /// The memory budget left to a selection, for the store to stop gathering at.
+    fn memory_left(&self) -> usize {
+        match self.opts.max_memory {
+            0 => 0,
+            max => max
+                .saturating_sub(memory_cost(self.loaded_samples, self.loaded_series))
+                .max(1),
+        }
+    }
+
     /// Collects every selector's time window and loads its samples once.
     fn preload(&mut self, e: &Expr, start: i64, end: i64) -> Result<()> {
-        let mut windows: HashMap<usize, (&VectorSelector, i64, i64)> = HashMap::new();
+        let mut windows: HashMap<usize, Window> = HashMap::new();
         self.windows(e, start, end, &mut windows);
-        for (key, (vs, mint, maxt)) in windows {
+        for (key, Window { vs, mint, maxt, .. }) in windows {
             self.check_cancel()?;
             let matchers = self.matchers(vs)?;
             let series = self
                 .q
-                .select(&matchers, mint, maxt)
-                .map_err(EvalError::Execution)?;
+                .select_within(&matchers, mint, maxt, self.memory_left())
+                .map_err(EvalError::Execution)?
+                .ok_or(EvalError::OverMemoryBudget(self.opts.max_memory))?;
             self.loaded_samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
-            if self.opts.max_samples > 0 && self.loaded_samples > self.opts.max_samples {
-                return Err(EvalError::TooManySamples);
-            }
+            self.loaded_series += series.len();
+            self.check_budget(0, 0)?;
             self.data.insert(key, series);
         }
         Ok(())
     }
 
-    fn windows<'e>(
-        &self,
-        e: &'e Expr,
-        start: i64,
-        end: i64,
-        out: &mut HashMap<usize, (&'e VectorSelector, i64, i64)>,
-    ) {
-        let mut add = |vs: &'e VectorSelector, lo: i64, hi: i64| {
+    fn windows<'e>(&self, e: &'e Expr, start: i64, end: i64, out: &mut HashMap<usize, Window<'e>>) {
+        let mut add = |vs: &'e VectorSelector, mint: i64, maxt: i64, needs_from: i64| {
             let key = vs as *const VectorSelector as usize;
-            let entry = out.entry(key).or_insert((vs, lo, hi));
-            entry.1 = entry.1.min(lo);
-            entry.2 = entry.2.max(hi);
+            let w = out.entry(key).or_insert(Window {
+                vs,
+                mint,
+                maxt,
+                needs_from,
+            });
+            w.mint = w.mint.min(mint);
+            w.maxt = w.maxt.max(maxt);
+            w.needs_from = w.needs_from.min(needs_from);
         };
         match e {
             Expr::VectorSelector(vs) => {
                 let (s, en) = self.at_ms(&vs.at).map(|a| (a, a)).unwrap_or((start, end));
                 let off = offset_ms(&vs.offset);
-                add(vs, s - off - self.opts.lookback_ms, en - off);
+                // The lookback only finds the newest sample: a window that starts at the
+                // first evaluation time answers it fully.
+                add(
+                    vs,
+                    s.saturating_sub(off).saturating_sub(self.opts.lookback_ms),
+                    en.saturating_sub(off),
+                    s.saturating_sub(off),
+                );
             }
             Expr::MatrixSelector(m) => {
                 let (s, en) = self.at_ms(&m.vs.at).map(|a| (a, a)).unwrap_or((start, end));
                 let off = offset_ms(&m.vs.offset);
-                add(&m.vs, s - off - ms(&m.range), en - off);
+                let lo = s.saturating_sub(off).saturating_sub(ms(&m.range));
+                add(&m.vs, lo, en.saturating_sub(off), lo);
             }
             Expr::Subquery(sq) => {
                 let (s, en) = self.at_ms(&sq.at).map(|a| (a, a)).unwrap_or((start, end));
                 let off = offset_ms(&sq.offset);
                 let step = self.subquery_step(sq);
-                self.windows(&sq.expr, s - off - ms(&sq.range) - step, en - off, out);
+                let lo = s
+                    .saturating_sub(off)
+                    .saturating_sub(ms(&sq.range))
+                    .saturating_sub(step);
+                self.windows(&sq.expr, lo, en.saturating_sub(off), out);
             }
             Expr::Aggregate(a) => {
                 self.windows(&a.expr, start, end, out);
@@ -210,8 +260,11 @@ impl<'a> Ctx<'a> {
 
     /// An instant vector selector at `ts`: the newest sample within the lookback window.
     pub fn vector_at(&self, vs: &VectorSelector, ts: i64) -> Vec<Sample> {
-        let t = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
-        let lo = t - self.opts.lookback_ms;
+        let t = self
+            .at_ms(&vs.at)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(&vs.offset));
+        let lo = t.saturating_sub(self.opts.lookback_ms);
         let mut out = Vec::new();
         for s in self.series_of(vs) {
             let idx = s.samples.partition_point(|(st, _)| *st <= t);
@@ -238,8 +291,11 @@ impl<'a> Ctx<'a> {
 
     /// A range selector at `ts`: the series' samples in the window, staleness markers removed.
     pub fn matrix_at(&self, m: &MatrixSelector, ts: i64) -> Result<(Vec<Series>, i64, i64)> {
-        let t = self.at_ms(&m.vs.at).unwrap_or(ts) - offset_ms(&m.vs.offset);
-        let lo = t - ms(&m.range);
+        let t = self
+            .at_ms(&m.vs.at)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(&m.vs.offset));
+        let lo = t.saturating_sub(ms(&m.range));
         let mut out = Vec::new();
         let mut held = 0usize;
         for s in self.series_of(&m.vs) {
@@ -251,6 +307,7 @@ impl<'a> Ctx<'a> {
             if first >= last {
                 continue;
             }
+            self.check_memory(held + (last - first), out.len() + 1)?;
             let points: Vec<(i64, f64)> = s.samples[first..last]
                 .iter()
                 .copied()
@@ -259,6 +316,7 @@ impl<'a> Ctx<'a> {
             if points.is_empty() {
                 continue;
             }
+            // Prometheus counts a range selector's samples alone against the sample limit.
             held += points.len();
             if self.opts.max_samples > 0 && held > self.opts.max_samples {
                 return Err(EvalError::TooManySamples);
@@ -274,32 +332,46 @@ impl<'a> Ctx<'a> {
 
     /// A subquery at `ts`: the inner expression at every aligned step in the window.
     pub fn subquery_at(&mut self, sq: &SubqueryExpr, ts: i64) -> Result<(Vec<Series>, i64, i64)> {
-        let base = self.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
-        let lo = base - ms(&sq.range);
+        let base = self
+            .at_ms(&sq.at)
+            .unwrap_or(ts)
+            .saturating_sub(offset_ms(&sq.offset));
+        let lo = base.saturating_sub(ms(&sq.range));
         let step = self.subquery_step(sq);
-        let mut first = step * (lo / step);
+        let mut first = step.saturating_mul(lo.div_euclid(step));
         let before_window = match self.opts.compat {
             Compat::V2 => first < lo,
             Compat::V3 => first <= lo,
         };
         if before_window {
-            first += step;
+            first = first.saturating_add(step);
         }
+        // Every step yields at least one point for any series the inner expression has: a
+        // subquery of more steps than the budget holds points is refused before its first.
+        let step_count = if first > base {
+            0
+        } else {
+            usize::try_from((i128::from(base) - i128::from(first)) / i128::from(step) + 1)
+                .unwrap_or(usize::MAX)
+        };
+        self.check_budget(step_count, 1)?;
         let mut steps = StepSeries::default();
         let mut t = first;
         while t <= base {
             self.check_cancel()?;
             let v = self.eval(&sq.expr, t)?;
             let samples = step_samples(v, t, "subquery is only allowed on instant vector, got {}")?;
+            self.check_budget(
+                steps.points + samples.len(),
+                steps.series.len() + samples.len(),
+            )?;
             for s in samples {
                 steps.push(t, s)?;
             }
-            if self.opts.max_samples > 0
-                && steps.points + self.loaded_samples > self.opts.max_samples
-            {
-                return Err(EvalError::TooManySamples);
-            }
-            t += step;
+            let Some(next) = t.checked_add(step) else {
+                break;
+            };
+            t = next;
         }
         let out = steps.series;
         Ok((out, lo, base))
@@ -476,6 +548,27 @@ fn finish_matrix(mut m: Vec<Series>, delayed: bool) -> Result<Vec<Series>> {
     Ok(m)
 }
 
+/// One selector's window while a query is gathered.
+struct Window<'e> {
+    vs: &'e VectorSelector,
+    mint: i64,
+    maxt: i64,
+    needs_from: i64,
+}
+
+/// One selector of a query and the window it reads.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub matchers: Vec<LabelMatcher>,
+    /// Samples in `[mint, maxt]` (ms) are read.
+    pub mint: i64,
+    pub maxt: i64,
+    /// The answer is whole only if the source held samples from this time on: a range's
+    /// start, or for an instant selector the first evaluation time (its lookback only looks
+    /// for the newest sample).
+    pub needs_from: i64,
+}
+
 /// Every selector of `expr` with the window an evaluation over `[start, end]` reads from it:
 /// what a query needs from other agents before it can be evaluated here.
 pub fn selections(
@@ -483,7 +576,7 @@ pub fn selections(
     start: i64,
     end: i64,
     opts: &EvalOptions,
-) -> std::result::Result<Vec<(Vec<LabelMatcher>, i64, i64)>, EvalError> {
+) -> std::result::Result<Vec<Selection>, EvalError> {
     struct Nothing;
     impl Queryable for Nothing {
         fn select(
@@ -501,7 +594,14 @@ pub fn selections(
     ctx.windows(expr, start, end, &mut windows);
     windows
         .into_values()
-        .map(|(vs, lo, hi)| Ok((ctx.matchers(vs)?, lo, hi)))
+        .map(|w| {
+            Ok(Selection {
+                matchers: ctx.matchers(w.vs)?,
+                mint: w.mint,
+                maxt: w.maxt,
+                needs_from: w.needs_from,
+            })
+        })
         .collect()
 }
 
@@ -558,6 +658,9 @@ pub fn range_query(
     }
     let mut ctx = Ctx::new(q, opts, cancel, start, end);
     ctx.preload(expr, start, end)?;
+    let step_count = usize::try_from((i128::from(end) - i128::from(start)) / i128::from(step) + 1)
+        .unwrap_or(usize::MAX);
+    ctx.check_budget(step_count, 1)?;
     let mut steps = StepSeries::default();
     let mut t = start;
     while t <= end {
@@ -567,6 +670,10 @@ pub fn range_query(
             t,
             "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
         )?;
+        ctx.check_budget(
+            steps.points + samples.len(),
+            steps.series.len() + samples.len(),
+        )?;
         for mut s in samples {
             if opts.delayed_name_removal && s.drop_name {
                 s.labels = without_name(&s.labels);
@@ -574,10 +681,10 @@ pub fn range_query(
             }
             steps.push(t, s)?;
         }
-        if opts.max_samples > 0 && steps.points + ctx.loaded_samples > opts.max_samples {
-            return Err(EvalError::TooManySamples);
-        }
-        t += step;
+        let Some(next) = t.checked_add(step) else {
+            break;
+        };
+        t = next;
     }
     let mut out = steps.series;
     out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));

@@ -9,13 +9,14 @@
 
 mod aggregate;
 mod binary;
+pub mod bounds;
 mod eval;
 mod functions;
 
 use regex::Regex;
 use std::fmt;
 
-pub use eval::{instant_query, range_query, selections};
+pub use eval::{instant_query, range_query, selections, Selection};
 
 use crate::model::Labels;
 
@@ -42,6 +43,10 @@ pub struct EvalOptions {
     pub default_subquery_step_ms: i64,
     /// Most samples a query may hold at once; 0 means no limit.
     pub max_samples: usize,
+    /// Most bytes a query's evaluation may hold at once (samples loaded, result points and
+    /// series, as counted by [`memory_cost`]); 0 means no limit. Checked before the memory is
+    /// taken, so a query over it fails without having grown the process.
+    pub max_memory: usize,
     /// Rate extrapolation as Prometheus before 2.51: the counter zero point is checked
     /// before the half-interval rule (prometheus/prometheus#13725 changed the order).
     pub legacy_rate_extrapolation: bool,
@@ -55,6 +60,7 @@ impl Default for EvalOptions {
             delayed_name_removal: false,
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
+            max_memory: 0,
             legacy_rate_extrapolation: false,
         }
     }
@@ -110,6 +116,16 @@ pub enum EvalError {
     Canceled,
     /// Too many samples (`execution`, Prometheus's wording).
     TooManySamples,
+    /// The query would hold more memory than its budget (`execution`); the budget in bytes.
+    OverMemoryBudget(usize),
+}
+
+/// What `points` samples in `series` series cost while a query holds them: 16 bytes a
+/// sample, and a series' label set and vector headers.
+pub fn memory_cost(points: usize, series: usize) -> usize {
+    points
+        .saturating_mul(16)
+        .saturating_add(series.saturating_mul(128))
 }
 
 impl fmt::Display for EvalError {
@@ -119,6 +135,11 @@ impl fmt::Display for EvalError {
             EvalError::Canceled => f.write_str("query timed out in expression evaluation"),
             EvalError::TooManySamples => f.write_str(
                 "query processing would load too many samples into memory in query execution",
+            ),
+            EvalError::OverMemoryBudget(limit) => write!(
+                f,
+                "query processing would use more than {} MiB of memory, its budget (max_query_memory)",
+                limit >> 20
             ),
         }
     }
@@ -206,7 +227,7 @@ pub fn compile_regex(re: &str, compat: Compat) -> Result<Regex, String> {
         Compat::V3 => format!("^(?s:{re})$"),
         Compat::V2 => format!("^(?:{re})$"),
     };
-    Regex::new(&anchored).map_err(|e| {
+    bounds::regex_builder(&anchored).build().map_err(|e| {
         let text = e.to_string();
         let reason = text
             .lines()
@@ -280,12 +301,40 @@ pub trait Queryable {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, String>;
+
+    /// As `select`, but `None` as soon as what it gathered would cost more than `max_bytes`
+    /// ([`memory_cost`]; 0 means no limit). Sources that hold many series override it to
+    /// stop gathering there rather than after.
+    fn select_within(
+        &self,
+        matchers: &[LabelMatcher],
+        mint: i64,
+        maxt: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<SeriesSamples>>, String> {
+        let out = self.select(matchers, mint, maxt)?;
+        let points = out.iter().map(|s| s.samples.len()).sum();
+        Ok((max_bytes == 0 || memory_cost(points, out.len()) <= max_bytes).then_some(out))
+    }
 }
 
-/// Parses a query. promql-parser panics on some inputs (a duration literal too large for a
+/// Parses a query, once [`bounds::check`] has found it within the limits that keep parsing
+/// and evaluation from recursing or compiling without bound. promql-parser panics on some inputs (a duration literal too large for a
 /// `Duration`, found by fuzzing): such a panic becomes a parse error, so a hostile query
 /// costs its caller an error message, not the connection.
 pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, String> {
+    parse_checked(query).map(|(e, _)| e)
+}
+
+/// [`parse`], with what the bounds check found out about the query.
+pub fn parse_checked(
+    query: &str,
+) -> Result<(promql_parser::parser::Expr, bounds::QueryShape), String> {
+    let shape = bounds::check(query)?;
+    parse_unchecked(query).map(|e| (e, shape))
+}
+
+fn parse_unchecked(query: &str) -> Result<promql_parser::parser::Expr, String> {
     match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
         Ok(parsed) => parsed,
         Err(panic) => {

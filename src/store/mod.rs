@@ -58,6 +58,10 @@ impl MemSeries {
         }
     }
 
+    fn label_count(&self) -> usize {
+        self.labels.len() + self.apart.iter().flatten().count()
+    }
+
     /// Every label (`labels` never holds a name kept apart: see `append_metrics`).
     fn each_label(&self) -> impl Iterator<Item = &Label> {
         self.labels.iter().chain(self.apart.iter().flatten())
@@ -307,6 +311,8 @@ pub struct StoreStats {
     pub out_of_order: AtomicU64,
     pub duplicates: AtomicU64,
     pub series_refused: AtomicU64,
+    /// Samples refused for a timestamp outside `[now - window, now + 10m]`.
+    pub out_of_bounds: AtomicU64,
 }
 
 pub struct Store {
@@ -317,7 +323,16 @@ pub struct Store {
     pub stats: StoreStats,
     /// Shares `job`/`instance`/`__name__` strings between the series built here.
     interner: crate::model::Interner,
+    /// When this store was made (ms): its window holds nothing older that it was sent live.
+    pub born_ms: i64,
+    /// The window kept (ms; 0: unbounded): a pipeline sample older than this is refused,
+    /// as is one more than [`FUTURE_LIMIT_MS`] ahead, so that no sample pins a series in
+    /// the window past retention or stretches a chunk's time deltas.
+    window_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How far ahead of the clock a stored sample may be.
+pub const FUTURE_LIMIT_MS: i64 = 10 * 60 * 1000;
 
 impl Store {
     /// A store refusing new series beyond `max_series` (0 = unbounded).
@@ -329,7 +344,16 @@ impl Store {
             max_series,
             stats: StoreStats::default(),
             interner: crate::model::Interner::default(),
+            window_ms: std::sync::atomic::AtomicI64::new(0),
+            born_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
         }
+    }
+
+    /// The most series this store takes (0: no bound).
+    pub fn max_series(&self) -> usize {
+        self.max_series
     }
 
     pub fn series_count(&self) -> usize {
@@ -411,8 +435,24 @@ impl Store {
     /// Appends a pipeline batch: `job`/`instance` come back from the resource, the sample
     /// name becomes `__name__`, as a Prometheus server scraping the same target would store it.
     /// A known series is found from the sample's own labels; only a new one gets a label set.
+    /// Sets the window kept: pipeline samples older than it are refused (see `window_ms`).
+    pub fn set_window(&self, window: std::time::Duration) {
+        let ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        self.window_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn append_metrics(&self, m: &Metrics) -> usize {
         let mut stored = 0;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let window = self.window_ms.load(Ordering::Relaxed);
+        let oldest = if window > 0 {
+            now.saturating_sub(window)
+        } else {
+            i64::MIN
+        };
+        let newest = now.saturating_add(FUTURE_LIMIT_MS);
         for r in &m.resources {
             // The spec's rule: `service.namespace/service.name` when there is a namespace
             // (scraped targets have none; OTel SDKs may set one).
@@ -425,6 +465,10 @@ impl Store {
             let instance = r.resource_attr("service.instance.id").unwrap_or("");
             for f in &r.families {
                 for s in &f.samples {
+                    if s.timestamp_ms < oldest || s.timestamp_ms > newest {
+                        self.stats.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     let pairs = MergedPairs::new(&s.labels, &s.name, instance, job);
                     let build = || {
                         let i = &self.interner;
@@ -486,7 +530,25 @@ impl Store {
         maxt: i64,
         with_samples: bool,
     ) -> Vec<SeriesSamples> {
+        self.select_bounded(matchers, mint, maxt, with_samples, &SelectBounds::default())
+            .unwrap_or_default()
+    }
+
+    /// As `select_series`, failing as soon as what it gathered costs more than
+    /// `bounds.max_bytes` (`promql::memory_cost`) or the deadline passes: a caller asking for
+    /// every series of a large store is refused at the bound, not after the whole selection
+    /// was built. With `bounds.max_series`, it stops at that many series of some shard(s).
+    pub fn select_bounded(
+        &self,
+        matchers: &[LabelMatcher],
+        mint: i64,
+        maxt: i64,
+        with_samples: bool,
+        bounds: &SelectBounds,
+    ) -> Result<Vec<SeriesSamples>, SelectStop> {
         let mut out: Vec<(u64, SeriesSamples)> = Vec::new();
+        let mut points = 0usize;
+        let mut label_pairs = 0usize;
         // Candidates come from the postings of every matcher with a non-empty equal value
         // (see `candidates`): only the others need checking per series.
         let rest: Vec<&LabelMatcher> = matchers
@@ -520,6 +582,27 @@ impl Store {
                         continue;
                     }
                 }
+                if bounds.max_series > 0 && out.len() >= bounds.max_series {
+                    break;
+                }
+                points += samples.len();
+                label_pairs += series.label_count();
+                // A label set costs about what 2 samples a pair do, beyond the fixed part.
+                let cost = crate::promql::memory_cost(points + 2 * label_pairs, out.len() + 1);
+                if bounds.max_bytes > 0 && cost > bounds.max_bytes {
+                    return Err(SelectStop::Budget);
+                }
+                if out.len() % 1024 == 1023
+                    && (bounds
+                        .deadline
+                        .is_some_and(|d| std::time::Instant::now() > d)
+                        || bounds
+                            .abandoned
+                            .as_ref()
+                            .is_some_and(|a| a.load(Ordering::Relaxed)))
+                {
+                    return Err(SelectStop::Deadline);
+                }
                 out.push((
                     series.created,
                     SeriesSamples {
@@ -531,7 +614,7 @@ impl Store {
         }
         // Creation order, as Prometheus's head returns an unsorted selection.
         out.sort_by_key(|(id, _)| *id);
-        out.into_iter().map(|(_, s)| s).collect()
+        Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
     /// Bytes held in chunks (for reports).
@@ -550,6 +633,24 @@ impl Store {
     }
 }
 
+/// Where a bounded selection stops (0 and `None`: no bound).
+#[derive(Debug, Clone, Default)]
+pub struct SelectBounds {
+    pub max_bytes: usize,
+    pub max_series: usize,
+    pub deadline: Option<std::time::Instant>,
+    /// Set when whoever asked is gone: the selection stops as at the deadline.
+    pub abandoned: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Why a bounded selection gave up (reaching `max_series` is no failure: the caller asked
+/// for that many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectStop {
+    Budget,
+    Deadline,
+}
+
 impl Queryable for Store {
     fn select(
         &self,
@@ -558,6 +659,23 @@ impl Queryable for Store {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, String> {
         Ok(self.select_series(matchers, mint, maxt, true))
+    }
+
+    fn select_within(
+        &self,
+        matchers: &[LabelMatcher],
+        mint: i64,
+        maxt: i64,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<SeriesSamples>>, String> {
+        let bounds = SelectBounds {
+            max_bytes,
+            ..Default::default()
+        };
+        match self.select_bounded(matchers, mint, maxt, true, &bounds) {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => Ok(None),
+        }
     }
 }
 

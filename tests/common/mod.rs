@@ -498,6 +498,24 @@ pub async fn try_http_get(url: &str) -> Option<(u16, String)> {
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// A GET with headers; `None` when nothing answers.
+pub async fn try_http_get_with(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = http::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(http_body_util::Empty::new()).ok()?)
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// A GET with headers; returns status and body.
 pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use http_body_util::BodyExt;

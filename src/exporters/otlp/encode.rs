@@ -160,7 +160,7 @@ fn ms_to_ns(ms: i64) -> u64 {
     if ms <= 0 {
         0
     } else {
-        ms as u64 * 1_000_000
+        (ms as u64).saturating_mul(1_000_000)
     }
 }
 
@@ -168,7 +168,7 @@ fn ms_to_ns(ms: i64) -> u64 {
 /// (a direct `* 1e9` would show float noise in the nanoseconds).
 fn secs_to_ns(s: f64) -> u64 {
     if s.is_finite() && s > 0.0 {
-        (s * 1000.0).round() as u64 * 1_000_000
+        ((s * 1000.0).round() as u64).saturating_mul(1_000_000)
     } else {
         0
     }

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use super::queryz::{QueryLog, QueryRecord};
 use super::{now_ms, Credentials};
-use crate::config::secret::constant_time_eq;
+use crate::promql::bounds::QueryShape;
 use crate::promql::{
     format_value, instant_query, range_query, selections, EvalError, EvalOptions, LabelMatcher,
     MatchKind, Queryable, Value,
 };
-use crate::store::Store;
+use crate::store::{SelectBounds, SelectStop, Store};
 
 /// Everything a request handler needs.
 pub struct ApiState {
@@ -31,25 +31,66 @@ pub struct ApiState {
     pub queryz: QueryLog,
     /// Parsed expressions by query text: Flagger repeats the same queries every interval,
     /// and parsing (with its regex compilation) would otherwise dominate small queries.
-    pub parsed: std::sync::Mutex<std::collections::HashMap<String, promql_parser::parser::Expr>>,
+    pub parsed: ParseCache,
     /// Set when the exporter has peers: queries cover their series too.
     pub fanout: Option<super::peer::Fanout>,
+    /// Turns to evaluate: queries beyond `max_concurrent_queries` wait until their deadline.
+    pub turns: tokio::sync::Semaphore,
+    /// The window kept (the exporter's `retention`).
+    pub retention: Duration,
 }
 
-const PARSE_CACHE_SIZE: usize = 512;
+/// Parsed queries kept by text, bounded in bytes (each entry counted at what its text,
+/// nodes and compiled regexes can hold: [`QueryShape::parsed_bytes`]).
+#[derive(Default)]
+pub struct ParseCache {
+    inner: std::sync::Mutex<ParseCacheInner>,
+}
+
+#[derive(Default)]
+struct ParseCacheInner {
+    entries: std::collections::HashMap<String, (promql_parser::parser::Expr, usize)>,
+    bytes: usize,
+}
+
+/// Most bytes the parse cache holds; Flagger's and a dashboard's queries fit many times.
+const PARSE_CACHE_BYTES: usize = 16 << 20;
+/// Queries longer than this are parsed every time: no caller repeats a megabyte of PromQL.
+const PARSE_CACHE_MAX_QUERY: usize = 8 << 10;
+
+impl ParseCache {
+    fn get(&self, query: &str) -> Option<promql_parser::parser::Expr> {
+        let c = self.inner.lock().ok()?;
+        c.entries.get(query).map(|(e, _)| e.clone())
+    }
+
+    fn insert(&self, query: &str, expr: &promql_parser::parser::Expr, shape: QueryShape) {
+        let cost = shape.parsed_bytes(query.len());
+        if query.len() > PARSE_CACHE_MAX_QUERY || cost > PARSE_CACHE_BYTES / 16 {
+            return;
+        }
+        if let Ok(mut c) = self.inner.lock() {
+            if c.bytes + cost > PARSE_CACHE_BYTES {
+                c.entries.clear();
+                c.bytes = 0;
+            }
+            if c.entries
+                .insert(query.to_string(), (expr.clone(), cost))
+                .is_none()
+            {
+                c.bytes += cost;
+            }
+        }
+    }
+}
 
 impl ApiState {
     fn parse(&self, query: &str) -> Result<promql_parser::parser::Expr, String> {
-        if let Some(e) = self.parsed.lock().ok().and_then(|c| c.get(query).cloned()) {
+        if let Some(e) = self.parsed.get(query) {
             return Ok(e);
         }
-        let e = crate::promql::parse(query)?;
-        if let Ok(mut c) = self.parsed.lock() {
-            if c.len() >= PARSE_CACHE_SIZE {
-                c.clear();
-            }
-            c.insert(query.to_string(), e.clone());
-        }
+        let (e, shape) = crate::promql::parse_checked(query)?;
+        self.parsed.insert(query, &e, shape);
         Ok(e)
     }
 }
@@ -102,15 +143,23 @@ fn success_with_warnings(data: String, warnings: &[String]) -> Response {
         .into_response()
 }
 
+/// The furthest time from the epoch a request may name, in ms (about 146 million years):
+/// room enough that no sum of it with a duration or an offset the evaluator forms overflows
+/// unnoticed. Prometheus's own bound (Go's time range) is wider, but nothing is stored there.
+pub const MAX_TIME_MS: i64 = 1 << 62;
+
 /// Parses Prometheus API times: float Unix seconds or RFC 3339.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let s = s.trim();
-    if let Ok(f) = s.parse::<f64>() {
-        if f.is_finite() {
-            return Ok((f * 1000.0).round() as i64);
-        }
+    let invalid = || format!("cannot parse {s:?} to a valid timestamp");
+    let ms = match s.parse::<f64>() {
+        Ok(f) if f.is_finite() => (f * 1000.0).round(),
+        _ => parse_rfc3339(s).ok_or_else(invalid)? as f64,
+    };
+    if ms.abs() > MAX_TIME_MS as f64 {
+        return Err(invalid());
     }
-    parse_rfc3339(s).ok_or_else(|| format!("cannot parse {s:?} to a valid timestamp"))
+    Ok(ms as i64)
 }
 
 fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -255,68 +304,14 @@ pub fn result_json(v: &Value, ts: i64) -> String {
     out
 }
 
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.trim().bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        } as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 /// Checks credentials; returns who the caller is (never the secret).
 fn authorize(creds: &Credentials, headers: &HeaderMap) -> Result<String, Response> {
-    if creds.tokens.is_empty() && creds.users.is_empty() {
-        return Ok("anonymous".into());
-    }
-    // Flagger may send the header more than once (secret plus custom headers): any valid
-    // value admits the request.
-    for h in headers.get_all(axum::http::header::AUTHORIZATION) {
-        let Ok(v) = h.to_str() else { continue };
-        for part in v.split(',') {
-            let part = part.trim();
-            if let Some(tok) = part
-                .strip_prefix("Bearer ")
-                .or_else(|| part.strip_prefix("bearer "))
-            {
-                if creds
-                    .tokens
-                    .iter()
-                    .any(|t| t.matches(tok.trim().as_bytes()))
-                {
-                    return Ok("bearer token".into());
-                }
-            } else if let Some(b) = part
-                .strip_prefix("Basic ")
-                .or_else(|| part.strip_prefix("basic "))
-            {
-                if let Some(decoded) = base64_decode(b) {
-                    let decoded = String::from_utf8_lossy(&decoded).into_owned();
-                    if let Some((u, p)) = decoded.split_once(':') {
-                        if creds.users.iter().any(|(cu, cp)| {
-                            constant_time_eq(cu.as_bytes(), u.as_bytes()) & cp.matches(p.as_bytes())
-                        }) {
-                            return Ok(format!("basic user {u}"));
-                        }
-                    }
-                }
-            }
-        }
+    let values = headers
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    if let Some(who) = creds.admit(values) {
+        return Ok(who);
     }
     let mut resp = error(
         StatusCode::UNAUTHORIZED,
@@ -374,11 +369,13 @@ fn eval_error(e: &EvalError) -> Response {
     match e {
         EvalError::BadData(m) => bad_data(m),
         EvalError::Canceled => error(StatusCode::SERVICE_UNAVAILABLE, "timeout", &e.to_string()),
-        EvalError::Execution(_) | EvalError::TooManySamples => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "execution",
-            &e.to_string(),
-        ),
+        EvalError::Execution(_) | EvalError::TooManySamples | EvalError::OverMemoryBudget(_) => {
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "execution",
+                &e.to_string(),
+            )
+        }
     }
 }
 
@@ -431,7 +428,7 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
             if step <= 0 {
                 return Err(bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
             }
-            if (end - start) / step > 11_000 {
+            if (i128::from(end) - i128::from(start)) / i128::from(step) > 11_000 {
                 return Err(bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"));
             }
             Ok((start, end, step))
@@ -450,7 +447,38 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
         };
         (ts, ts, 0)
     };
-    let expr = match st.parse(&query) {
+    let deadline = started + timeout;
+    let timed_out = |what: &str| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            &format!("query timed out {what}"),
+        )
+    };
+    // A turn first: evaluations beyond the limit wait, within the query's own deadline.
+    let Ok(Ok(_turn)) = tokio::time::timeout_at(deadline.into(), st.turns.acquire()).await else {
+        st.queryz.record(QueryRecord::new(
+            &who,
+            &query,
+            started.elapsed(),
+            Err("no turn to evaluate before the deadline".into()),
+        ));
+        return timed_out("waiting for a turn: too many queries in flight");
+    };
+    // Parsing compiles regexes: off the async workers, under the deadline too.
+    let parser = st.clone();
+    let text = query.clone();
+    let parsed = tokio::time::timeout_at(
+        deadline.into(),
+        tokio::task::spawn_blocking(move || parser.parse(&text)),
+    )
+    .await;
+    let parsed = match parsed {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => Err(format!("the parser failed: {e}")),
+        Err(_) => return timed_out("while parsing"),
+    };
+    let expr = match parsed {
         Ok(e) => e,
         Err(e) => {
             let msg = format!("invalid parameter \"query\": {e}");
@@ -463,7 +491,6 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
             return bad_data(msg);
         }
     };
-    let deadline = started + timeout;
     // With peers: first the samples of the query's selectors from every agent.
     let gathered = match &st.fanout {
         None => None,
@@ -473,7 +500,8 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
                     .gather(
                         &st.store,
                         &sel,
-                        st.opts.max_samples,
+                        peer_sample_limit(&st.opts),
+                        st.retention,
                         tokio::time::Instant::from_std(deadline),
                     )
                     .await
@@ -531,6 +559,19 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
                 .record(QueryRecord::new(&who, &query, elapsed, Err(e.to_string())));
             eval_error(&e)
         }
+    }
+}
+
+/// The most samples peers may send for one query: its sample limit, or what its memory
+/// budget holds if that is less.
+fn peer_sample_limit(opts: &EvalOptions) -> usize {
+    let by_memory = match opts.max_memory {
+        0 => 0,
+        m => (m / crate::promql::memory_cost(1, 0)).max(1),
+    };
+    match (opts.max_samples, by_memory) {
+        (0, l) | (l, 0) => l,
+        (a, b) => a.min(b),
     }
 }
 
@@ -641,18 +682,81 @@ fn time_range(p: &Params) -> Result<(i64, i64), Response> {
     Ok((start, end))
 }
 
-fn matching_labelsets(st: &ApiState, p: &Params) -> Result<Vec<crate::model::Labels>, Response> {
+/// Prometheus's `limit` parameter of the metadata endpoints (0 or absent: no limit).
+fn limit_param(p: &Params) -> Result<usize, Response> {
+    match param(p, "limit") {
+        None | Some("") => Ok(0),
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            bad_data(format!(
+                "invalid parameter \"limit\": cannot parse {v:?} to a valid limit"
+            ))
+        }),
+    }
+}
+
+/// The label sets of series matching the request's `match[]` (all series without one),
+/// distinct, in order found. Scanned off the async workers, stopped at the query timeout and
+/// at the query memory budget; with `max_sets`, at that many sets.
+async fn matching_labelsets(
+    st: &Arc<ApiState>,
+    p: &Params,
+    max_sets: usize,
+) -> Result<Vec<crate::model::Labels>, Response> {
     let (start, end) = time_range(p)?;
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for ms in selectors(p, st)? {
-        for s in st.store.select_series(&ms, start, end, false) {
-            if seen.insert(s.labels.clone()) {
-                out.push(s.labels);
+    let selectors = selectors(p, st)?;
+    let deadline = Instant::now() + st.query_timeout;
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _abandon = super::peer::Abandon(abandoned.clone());
+    let bounds = SelectBounds {
+        max_bytes: st.opts.max_memory,
+        max_series: max_sets,
+        deadline: Some(deadline),
+        abandoned: Some(abandoned),
+    };
+    let store = st.store.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for ms in selectors {
+            let found = store
+                .select_bounded(&ms, start, end, false, &bounds)
+                .map_err(|e| (e, out.len()))?;
+            for s in found {
+                if seen.insert(s.labels.clone()) {
+                    out.push(s.labels);
+                    if max_sets > 0 && out.len() >= max_sets {
+                        return Ok(out);
+                    }
+                }
             }
         }
+        Ok(out)
+    });
+    match tokio::time::timeout_at(deadline.into(), scan).await {
+        Ok(Ok(Ok(sets))) => Ok(sets),
+        Ok(Ok(Err((SelectStop::Budget, _)))) => {
+            Err(eval_error(&EvalError::OverMemoryBudget(st.opts.max_memory)))
+        }
+        Ok(Ok(Err((SelectStop::Deadline, _)))) | Err(_) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "query timed out while selecting series",
+        )),
+        Ok(Err(e)) => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "execution",
+            &format!("series selection failed: {e}"),
+        )),
     }
-    Ok(out)
+}
+
+/// `limit`'s truncation, as Prometheus says it.
+fn truncated(n: usize, limit: usize) -> Vec<String> {
+    if limit > 0 && n > limit {
+        vec!["results truncated due to limit".to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 pub async fn series(
@@ -669,10 +773,24 @@ pub async fn series(
     if !p.iter().any(|(k, _)| k == "match[]") {
         return bad_data("no match[] parameter provided");
     }
-    let sets = match matching_labelsets(&st, &p) {
+    let limit = match limit_param(&p) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    // One set past the limit tells whether the answer was cut.
+    let bound = if limit > 0 {
+        limit.saturating_add(1)
+    } else {
+        0
+    };
+    let mut sets = match matching_labelsets(&st, &p, bound).await {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let warnings = truncated(sets.len(), limit);
+    if limit > 0 {
+        sets.truncate(limit);
+    }
     let mut out = String::from("[");
     for (i, l) in sets.iter().enumerate() {
         if i > 0 {
@@ -681,7 +799,21 @@ pub async fn series(
         labels_json(l, &mut out);
     }
     out.push(']');
-    success(out)
+    success_with_warnings(out, &warnings)
+}
+
+/// A sorted, distinct list answer with `limit` applied.
+fn list_answer(mut items: Vec<String>, limit: usize) -> Response {
+    items.sort();
+    items.dedup();
+    let warnings = truncated(items.len(), limit);
+    if limit > 0 {
+        items.truncate(limit);
+    }
+    success_with_warnings(
+        serde_json::to_string(&items).unwrap_or_else(|_| "[]".into()),
+        &warnings,
+    )
 }
 
 pub async fn labels(
@@ -695,17 +827,19 @@ pub async fn labels(
         Ok((_, p)) => p,
         Err(r) => return r,
     };
-    let sets = match matching_labelsets(&st, &p) {
+    let limit = match limit_param(&p) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let sets = match matching_labelsets(&st, &p, 0).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let mut names: Vec<String> = sets
+    let names: std::collections::BTreeSet<&str> = sets
         .iter()
-        .flat_map(|l| l.iter().map(|x| x.name.to_string()))
+        .flat_map(|l| l.iter().map(|x| &*x.name))
         .collect();
-    names.sort();
-    names.dedup();
-    success(serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()))
+    list_answer(names.into_iter().map(str::to_string).collect(), limit)
 }
 
 pub async fn label_values(
@@ -723,17 +857,17 @@ pub async fn label_values(
     if !crate::receivers::prometheus::relabel::is_label_name(&name) {
         return bad_data(format!("invalid label name: {name:?}"));
     }
-    let sets = match matching_labelsets(&st, &p) {
+    let limit = match limit_param(&p) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let sets = match matching_labelsets(&st, &p, 0).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let mut values: Vec<String> = sets
-        .iter()
-        .filter_map(|l| l.get(&name).map(str::to_string))
-        .collect();
-    values.sort();
-    values.dedup();
-    success(serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()))
+    let values: std::collections::BTreeSet<&str> =
+        sets.iter().filter_map(|l| l.get(&name)).collect();
+    list_answer(values.into_iter().map(str::to_string).collect(), limit)
 }
 
 pub async fn buildinfo() -> Response {
@@ -821,13 +955,34 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_compare_and_base64() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
+    fn credentials_admit_bearer_and_basic() {
+        use crate::config::secret::Secret;
+        let creds = Credentials {
+            tokens: vec![Secret::new("t0k")],
+            users: vec![("user".into(), Secret::new("pass"))],
+        };
         assert_eq!(
-            base64_decode("dXNlcjpwYXNz").as_deref(),
-            Some(&b"user:pass"[..])
+            creds.admit(["Basic dXNlcjpwYXNz"]),
+            Some("basic user user".into())
+        );
+        assert_eq!(creds.admit(["bearer t0k"]), Some("bearer token".into()));
+        assert_eq!(
+            creds.admit(["Bearer nope, Bearer t0k"]),
+            Some("bearer token".into())
+        );
+        assert_eq!(creds.admit(["Basic dXNlcjpwYXN6"]), None);
+        assert_eq!(creds.admit(["Basic !!!"]), None);
+        assert_eq!(creds.admit(Vec::<&str>::new()), None);
+        let back = creds.authorization().expect("has one");
+        assert_eq!(back.expose(), "Bearer t0k");
+        let basic_only = Credentials {
+            tokens: vec![],
+            users: creds.users.clone(),
+        };
+        let header = basic_only.authorization().expect("basic");
+        assert_eq!(
+            basic_only.admit([header.expose()]),
+            Some("basic user user".into())
         );
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-use crate::config::secret::{read_secret_file, Secret};
-use crate::config::units::{de_duration, de_opt_duration};
+use crate::config::secret::{constant_time_eq, read_secret_file, Secret};
+use crate::config::units::{de_duration, de_opt_bytes, de_opt_duration};
 use crate::model::Metrics;
 use crate::promql::{Compat, EvalOptions};
 use crate::store::Store;
@@ -39,6 +39,15 @@ pub struct PromqlExporterConfig {
     /// Most samples one query may load; 0 = no limit.
     #[serde(default = "default_max_samples")]
     pub max_samples_per_query: usize,
+    /// Most memory one query may hold while it is evaluated (loaded samples, result points
+    /// and series; e.g. `64MiB`). A query over it is refused (422, `execution`) before the
+    /// memory is taken. Default: an eighth of the `memory_limiter`'s limit, else of the
+    /// container's memory limit (between 16 MiB and 512 MiB), else 64 MiB.
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    pub max_query_memory: Option<u64>,
+    /// Queries evaluated at once; more wait for a turn until their deadline.
+    #[serde(default = "default_max_concurrent_queries")]
+    pub max_concurrent_queries: usize,
     /// `5m` like Prometheus.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub lookback_delta: Option<Duration>,
@@ -71,6 +80,9 @@ fn default_query_timeout() -> Duration {
 fn default_max_samples() -> usize {
     50_000_000
 }
+fn default_max_concurrent_queries() -> usize {
+    8
+}
 fn default_queryz() -> usize {
     100
 }
@@ -84,6 +96,8 @@ impl Default for PromqlExporterConfig {
             max_series: default_max_series(),
             query_timeout: default_query_timeout(),
             max_samples_per_query: default_max_samples(),
+            max_query_memory: None,
+            max_concurrent_queries: default_max_concurrent_queries(),
             lookback_delta: None,
             prometheus_compat: None,
             auth: None,
@@ -122,6 +136,65 @@ pub struct Credentials {
     pub users: Vec<(String, Secret)>,
 }
 
+impl Credentials {
+    /// No credentials: every caller is admitted.
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty() && self.users.is_empty()
+    }
+
+    /// Who presents valid credentials among these `Authorization` values (`Bearer` or
+    /// `Basic`; several values, or several comma-separated in one, as Flagger may send
+    /// them), compared in constant time; `None` if none admits. Never the secret itself.
+    pub fn admit<'a>(&self, authorization: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        use base64::Engine;
+        if self.is_open() {
+            return Some("anonymous".into());
+        }
+        for v in authorization {
+            for part in v.split(',') {
+                let part = part.trim();
+                let (scheme, rest) = part.split_once(' ').unwrap_or((part, ""));
+                let rest = rest.trim();
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    if self.tokens.iter().any(|t| t.matches(rest.as_bytes())) {
+                        return Some("bearer token".into());
+                    }
+                } else if scheme.eq_ignore_ascii_case("basic") {
+                    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest) else {
+                        continue;
+                    };
+                    let decoded = String::from_utf8_lossy(&decoded);
+                    let Some((u, p)) = decoded.split_once(':') else {
+                        continue;
+                    };
+                    if self.users.iter().any(|(cu, cp)| {
+                        constant_time_eq(cu.as_bytes(), u.as_bytes()) & cp.matches(p.as_bytes())
+                    }) {
+                        return Some(format!("basic user {u}"));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The `Authorization` value this agent presents to its peers: its first bearer token,
+    /// else its first basic user. Agents of one DaemonSet share one config, so what admits
+    /// a caller here admits this agent there.
+    pub fn authorization(&self) -> Option<Secret> {
+        use base64::Engine;
+        if let Some(t) = self.tokens.first() {
+            return Some(Secret::new(format!("Bearer {}", t.expose())));
+        }
+        let (u, p) = self.users.first()?;
+        let pair = format!("{u}:{}", p.expose());
+        Some(Secret::new(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )))
+    }
+}
+
 impl PromqlExporterConfig {
     pub fn validate(&self) -> Result<(), String> {
         crate::config::parse_listen_address(&self.endpoint)?;
@@ -136,6 +209,12 @@ impl PromqlExporterConfig {
         }
         if self.query_timeout.is_zero() {
             return Err("query_timeout must be above 0".into());
+        }
+        if self.max_concurrent_queries == 0 {
+            return Err("max_concurrent_queries must be above 0".into());
+        }
+        if self.max_query_memory == Some(0) {
+            return Err("max_query_memory must be above 0".into());
         }
         if let Some(v) = self.prometheus_compat.as_deref() {
             parse_compat(v)?;
@@ -180,7 +259,9 @@ impl PromqlExporterConfig {
         Ok(c)
     }
 
-    pub fn eval_options(&self) -> EvalOptions {
+    /// Evaluation options; `memory_limit` is the agent's memory limit when it has one (its
+    /// `memory_limiter`'s), from which the default query memory budget is sized.
+    pub fn eval_options(&self, memory_limit: Option<u64>) -> EvalOptions {
         let (compat, legacy) = self
             .prometheus_compat
             .as_deref()
@@ -194,8 +275,22 @@ impl PromqlExporterConfig {
             compat,
             legacy_rate_extrapolation: legacy,
             max_samples: self.max_samples_per_query,
+            max_memory: self.query_memory(memory_limit),
             ..Default::default()
         }
+    }
+
+    /// The per-query memory budget in bytes.
+    pub fn query_memory(&self, memory_limit: Option<u64>) -> usize {
+        const MIB: u64 = 1 << 20;
+        let bytes = match self.max_query_memory {
+            Some(b) => b,
+            None => match memory_limit.or_else(crate::processors::memory_limiter::cgroup_limit) {
+                Some(limit) => (limit / 8).clamp(16 * MIB, 512 * MIB),
+                None => 64 * MIB,
+            },
+        };
+        usize::try_from(bytes).unwrap_or(usize::MAX)
     }
 }
 
@@ -264,7 +359,7 @@ mod tests {
     fn compat_versions() {
         let c: PromqlExporterConfig =
             serde_saphyr::from_str("prometheus_compat: \"2.42\"\n").expect("parses");
-        let o = c.eval_options();
+        let o = c.eval_options(None);
         assert_eq!((o.compat, o.legacy_rate_extrapolation), (Compat::V2, true));
         assert_eq!(parse_compat("2.53"), Ok((Compat::V2, false)));
         assert_eq!(parse_compat("3"), Ok((Compat::V3, false)));

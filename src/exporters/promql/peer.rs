@@ -90,27 +90,162 @@ fn from_proto_kind(k: i32) -> Result<MatchKind, String> {
     }
 }
 
-/// One selector of a query and the window it reads.
-pub type Selection = (Vec<LabelMatcher>, i64, i64);
+pub use crate::promql::Selection;
+
+/// Most selectors one peer request may hold (a query within the nesting bound has fewer).
+const MAX_SELECTORS: usize = 512;
+/// Most matchers one selector of a peer request may hold.
+const MAX_MATCHERS: usize = 64;
 
 /// Serves this agent's samples to the agents that fan queries out.
 pub struct PeerService {
     pub store: Arc<Store>,
     pub compat: Compat,
-    /// The façade's bearer tokens: peers present the first of theirs.
-    pub tokens: Vec<Secret>,
+    /// The query API's credentials: a peer request must present them when there are any.
+    pub credentials: super::Credentials,
     pub max_samples: usize,
+    /// The query memory budget: no answer holds more.
+    pub max_memory: usize,
+    /// The window kept: what a peer running long enough would hold.
+    pub retention: Duration,
+    /// The longest an answer may take when the caller sets no deadline.
+    pub timeout: Duration,
 }
 
 impl PeerService {
     pub fn server(self) -> PeerServer<PeerService> {
         // Answers can be large (every sample of a window): far above gRPC's 4 MiB default.
+        // Requests are small: a query's selectors.
         PeerServer::new(self)
-            .max_decoding_message_size(16 << 20)
+            .max_decoding_message_size(4 << 20)
             .max_encoding_message_size(1 << 30)
             .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
     }
+
+    /// Refuses a request that needs samples from before this agent's window started, when
+    /// the asking agent's window reaches further back: a restarted agent would otherwise
+    /// answer for the whole mesh with a hole in it.
+    fn check_warm(&self, selections: &[Selection], asker_from: i64) -> Result<(), tonic::Status> {
+        match warming_up(selections, self.store.born_ms, asker_from, self.retention) {
+            Some(why) => Err(tonic::Status::failed_precondition(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Agents whose windows start within this of each other started together: neither has a
+/// hole the other would fill.
+const WARM_SLACK_MS: i64 = 5_000;
+
+/// Why an agent whose window starts at `from` cannot answer `selections` whole, when another
+/// agent's starts at `other_from` (0: unknown); `None` when it can. It cannot when a
+/// selection needs samples from before `from`, the other agent's window started well
+/// before, and the retention would have kept them.
+pub fn warming_up(
+    selections: &[Selection],
+    from: i64,
+    other_from: i64,
+    retention: Duration,
+) -> Option<String> {
+    let now = super::now_ms();
+    let kept_from = now.saturating_sub(retention.as_millis() as i64);
+    let needs = selections
+        .iter()
+        .map(|s| s.needs_from)
+        .filter(|&t| t != 0)
+        .min()?;
+    let hole = needs < from && from > kept_from.max(needs);
+    let others_older = other_from != 0 && other_from + WARM_SLACK_MS < from;
+    (hole && others_older).then(|| {
+        format!(
+            "warming up: its window starts {} s ago, the query needs {} s",
+            (now - from).max(0) / 1000,
+            (now - needs.max(kept_from)).max(0) / 1000
+        )
+    })
+}
+
+/// A peer request's selectors as matchers, or why they cannot be served: none, too many,
+/// regexes over the query limits, or a selector that would match every series.
+pub fn requested_selections(
+    req: &proto::SelectRequest,
+    compat: Compat,
+) -> Result<Vec<Selection>, tonic::Status> {
+    use crate::promql::bounds::{MAX_QUERY_REGEX_BYTES, MAX_REGEX_BYTES, MAX_REGEX_MATCHERS};
+    let invalid = |m: String| tonic::Status::invalid_argument(m);
+    if req.selectors.is_empty() {
+        return Err(invalid("no selectors".into()));
+    }
+    if req.selectors.len() > MAX_SELECTORS {
+        return Err(invalid(format!("more than {MAX_SELECTORS} selectors")));
+    }
+    let (mut regexes, mut regex_bytes) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(req.selectors.len());
+    for s in &req.selectors {
+        if s.matchers.len() > MAX_MATCHERS {
+            return Err(invalid(format!(
+                "a selector has more than {MAX_MATCHERS} matchers"
+            )));
+        }
+        let mut ms = Vec::with_capacity(s.matchers.len());
+        for m in &s.matchers {
+            let kind = from_proto_kind(m.kind).map_err(invalid)?;
+            if matches!(kind, MatchKind::Re | MatchKind::NotRe) {
+                regexes += 1;
+                regex_bytes += m.value.len();
+                if regexes > MAX_REGEX_MATCHERS
+                    || m.value.len() > MAX_REGEX_BYTES
+                    || regex_bytes > MAX_QUERY_REGEX_BYTES
+                {
+                    return Err(invalid(format!(
+                        "regex matchers over the limits ({MAX_REGEX_MATCHERS} matchers, {MAX_REGEX_BYTES} bytes each, {MAX_QUERY_REGEX_BYTES} in all)"
+                    )));
+                }
+            }
+            ms.push(LabelMatcher::with_compat(&m.name, kind, &m.value, compat).map_err(invalid)?);
+        }
+        // As PromQL: a selector must narrow something down, or it asks for every series.
+        if ms.iter().all(|m| m.matches("")) {
+            return Err(invalid(
+                "a selector must contain at least one matcher that does not match the empty string"
+                    .into(),
+            ));
+        }
+        out.push(Selection {
+            matchers: ms,
+            mint: s.min_time_ms,
+            maxt: s.max_time_ms,
+            needs_from: s.needs_from_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// Sets its flag when dropped: tonic and axum drop a handler whose caller went away, and
+/// the blocking work it started sees the flag.
+pub(super) struct Abandon(pub(super) Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The deadline a gRPC caller set (`grpc-timeout`: digits and a unit).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[tonic::async_trait]
@@ -119,44 +254,60 @@ impl Peer for PeerService {
         &self,
         request: tonic::Request<proto::SelectRequest>,
     ) -> Result<tonic::Response<proto::SelectResponse>, tonic::Status> {
-        if !self.tokens.is_empty() {
-            let ok = request
-                .metadata()
-                .get_all("authorization")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .filter_map(|v| v.strip_prefix("Bearer "))
-                .any(|t| self.tokens.iter().any(|s| s.matches(t.trim().as_bytes())));
-            if !ok {
-                return Err(tonic::Status::unauthenticated(
-                    "missing or invalid bearer token",
-                ));
-            }
+        let values = request.metadata().get_all("authorization");
+        if self
+            .credentials
+            .admit(values.iter().filter_map(|v| v.to_str().ok()))
+            .is_none()
+        {
+            return Err(tonic::Status::unauthenticated(
+                "missing or invalid credentials",
+            ));
         }
+        let timeout =
+            grpc_timeout(request.metadata()).map_or(self.timeout, |t| t.min(self.timeout));
+        let deadline = std::time::Instant::now() + timeout;
         let req = request.into_inner();
-        let mut selections = Vec::with_capacity(req.selectors.len());
-        for s in &req.selectors {
-            let mut ms = Vec::with_capacity(s.matchers.len());
-            for m in &s.matchers {
-                let kind = from_proto_kind(m.kind).map_err(tonic::Status::invalid_argument)?;
-                ms.push(
-                    LabelMatcher::with_compat(&m.name, kind, &m.value, self.compat)
-                        .map_err(tonic::Status::invalid_argument)?,
-                );
-            }
-            selections.push((ms, s.min_time_ms, s.max_time_ms));
-        }
+        let selections = requested_selections(&req, self.compat)?;
+        self.check_warm(&selections, req.asker_window_from_ms)?;
         let limit = match (req.max_samples as usize, self.max_samples) {
             (0, l) | (l, 0) => l,
             (a, b) => a.min(b),
         };
+        let max_memory = self.max_memory;
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _abandon = Abandon(abandoned.clone());
         let store = self.store.clone();
-        let series = tokio::task::spawn_blocking(move || {
+        let answer = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            let mut samples = 0usize;
-            for (ms, lo, hi) in &selections {
-                for s in store.select(ms, *lo, *hi).unwrap_or_default() {
+            let (mut samples, mut used) = (0usize, 0usize);
+            for sel in &selections {
+                let bounds = crate::store::SelectBounds {
+                    max_bytes: if max_memory == 0 {
+                        0
+                    } else {
+                        max_memory.saturating_sub(used).max(1)
+                    },
+                    max_series: 0,
+                    deadline: Some(deadline),
+                    abandoned: Some(abandoned.clone()),
+                };
+                let found = store
+                    .select_bounded(&sel.matchers, sel.mint, sel.maxt, true, &bounds)
+                    .map_err(|stop| match stop {
+                        crate::store::SelectStop::Budget => {
+                            tonic::Status::resource_exhausted(format!(
+                                "the answer would hold more than {} MiB, the query memory budget",
+                                max_memory >> 20
+                            ))
+                        }
+                        crate::store::SelectStop::Deadline => {
+                            tonic::Status::deadline_exceeded("deadline passed while selecting")
+                        }
+                    })?;
+                for s in found {
                     samples += s.samples.len();
+                    used += crate::promql::memory_cost(s.samples.len(), 1);
                     if limit > 0 && samples > limit {
                         return Err(tonic::Status::resource_exhausted(format!(
                             "query would load more than {limit} samples"
@@ -177,10 +328,15 @@ impl Peer for PeerService {
                 }
             }
             Ok(out)
-        })
-        .await
-        .map_err(|e| tonic::Status::internal(e.to_string()))??;
-        Ok(tonic::Response::new(proto::SelectResponse { series }))
+        });
+        let series = tokio::time::timeout_at(deadline.into(), answer)
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("deadline passed while selecting"))?
+            .map_err(|e| tonic::Status::internal(e.to_string()))??;
+        Ok(tonic::Response::new(proto::SelectResponse {
+            series,
+            window_from_ms: self.store.born_ms,
+        }))
     }
 }
 
@@ -265,15 +421,16 @@ pub struct Gathered {
 /// The fan-out client of one exporter.
 pub struct Fanout {
     cfg: PeersConfig,
-    token: Option<Secret>,
+    /// The `Authorization` value presented to peers.
+    authorization: Option<Secret>,
     channels: std::sync::Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 impl Fanout {
-    pub fn new(cfg: PeersConfig, token: Option<Secret>) -> Self {
+    pub fn new(cfg: PeersConfig, authorization: Option<Secret>) -> Self {
         Fanout {
             cfg,
-            token,
+            authorization,
             channels: Default::default(),
         }
     }
@@ -318,8 +475,8 @@ impl Fanout {
             .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
         let mut r = tonic::Request::new(req);
-        if let Some(t) = &self.token {
-            if let Ok(v) = format!("Bearer {}", t.expose()).parse() {
+        if let Some(a) = &self.authorization {
+            if let Ok(v) = a.expose().parse() {
                 r.metadata_mut().insert("authorization", v);
             }
         }
@@ -346,8 +503,17 @@ impl Fanout {
         local: &Store,
         selections: &[Selection],
         max_samples: usize,
+        retention: Duration,
         deadline: Instant,
     ) -> Result<Gathered, String> {
+        // A query without selectors (`vector(1)`, `time()`) needs nothing from anyone.
+        if selections.is_empty() {
+            return Ok(Gathered {
+                merged: Merged::default(),
+                warnings: Vec::new(),
+                peers: 0,
+            });
+        }
         let peers = self.peers().await?;
         // Agents come and go with their pods: forget connections to addresses no longer listed.
         self.channels
@@ -357,8 +523,9 @@ impl Fanout {
         let req = proto::SelectRequest {
             selectors: selections
                 .iter()
-                .map(|(ms, lo, hi)| proto::Selector {
-                    matchers: ms
+                .map(|sel| proto::Selector {
+                    matchers: sel
+                        .matchers
                         .iter()
                         .map(|m| proto::Matcher {
                             kind: to_proto_kind(m.kind),
@@ -366,26 +533,37 @@ impl Fanout {
                             value: m.value.clone(),
                         })
                         .collect(),
-                    min_time_ms: *lo,
-                    max_time_ms: *hi,
+                    min_time_ms: sel.mint,
+                    max_time_ms: sel.maxt,
+                    needs_from_ms: sel.needs_from,
                 })
                 .collect(),
             max_samples: max_samples as u64,
+            asker_window_from_ms: local.born_ms,
         };
         let answers = futures_util::future::join_all(
             peers.iter().map(|p| self.ask(p, req.clone(), deadline)),
         )
         .await;
         let mut merged = Merged::default();
-        for (ms, lo, hi) in selections {
-            for s in local.select(ms, *lo, *hi).unwrap_or_default() {
+        for sel in selections {
+            for s in local
+                .select(&sel.matchers, sel.mint, sel.maxt)
+                .unwrap_or_default()
+            {
                 merged.add(s.labels, s.samples);
             }
         }
         let mut failures = Vec::new();
+        let mut oldest_peer = 0i64;
         for a in answers {
             match a {
                 Ok(resp) => {
+                    if resp.window_from_ms != 0
+                        && (oldest_peer == 0 || resp.window_from_ms < oldest_peer)
+                    {
+                        oldest_peer = resp.window_from_ms;
+                    }
                     for s in resp.series {
                         let labels = Labels::from_vec(
                             s.labels
@@ -399,6 +577,10 @@ impl Fanout {
                 }
                 Err(e) => failures.push(e),
             }
+        }
+        // This agent restarted after its peers: its own part of the answer has the hole.
+        if let Some(why) = warming_up(selections, local.born_ms, oldest_peer, retention) {
+            failures.push(format!("this agent: {why}"));
         }
         if !failures.is_empty() && !self.cfg.partial_response {
             return Err(format!(

@@ -23,14 +23,30 @@ impl QueryRecord {
         latency: Duration,
         outcome: Result<String, String>,
     ) -> Self {
+        // Callers choose these strings: the log keeps a bounded prefix of each.
         QueryRecord {
             at: SystemTime::now(),
-            caller: caller.to_string(),
-            query: query.to_string(),
+            caller: truncate(caller, 256),
+            query: truncate(query, 4096),
             latency,
-            outcome,
+            outcome: match outcome {
+                Ok(s) => Ok(truncate(&s, 1024)),
+                Err(e) => Err(truncate(&e, 1024)),
+            },
         }
     }
+}
+
+/// `s`, or its first `max` bytes (at a character boundary) and how much was left out.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &s[..end], s.len() - end)
 }
 
 /// A bounded log of recent queries.

@@ -5,6 +5,7 @@
 //! represented is refused as an OTLP partial success. While a memory limiter of its pipelines
 //! refuses data, requests get the OTLP retryable answer (gRPC `UNAVAILABLE`, HTTP 503).
 
+pub mod budget;
 pub mod translate;
 
 use std::net::SocketAddr;
@@ -15,17 +16,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::config::units::de_opt_bytes;
 use crate::extensions::bearer_token_auth::BearerTokenAuth;
@@ -41,6 +37,10 @@ pub const DEFAULT_HTTP_MAX_REQUEST_BODY_SIZE: u64 = 20 << 20;
 /// How long a request body may take to arrive: a slow sender holds a connection, not the
 /// receiver.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request may decode to this many times its transport's size limit.
+const DECODED_SIZE_FACTOR: usize = 8;
+/// The OTLP metrics export method.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -195,6 +195,8 @@ struct Shared {
     gates: SharedGates,
     telemetry: SharedTelemetry,
     interner: Interner,
+    /// Decoded bytes: per request, and in flight across both transports.
+    budget: budget::DecodeBudget,
 }
 
 /// Why a request was not taken in.
@@ -202,6 +204,8 @@ enum Refusal {
     Unauthenticated,
     MemoryLimit,
     TooLarge(String),
+    /// What the request would decode to is over the decode budget.
+    DecodedTooLarge(String),
     Timeout(String),
     BadRequest(String),
     UnsupportedMediaType(String),
@@ -214,6 +218,7 @@ impl Refusal {
             Refusal::Unauthenticated => "unauthenticated",
             Refusal::MemoryLimit => "memory_limit",
             Refusal::TooLarge(_) => "too_large",
+            Refusal::DecodedTooLarge(_) => "decoded_too_large",
             Refusal::Timeout(_) => "timeout",
             Refusal::BadRequest(_) => "bad_request",
             Refusal::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -257,18 +262,7 @@ impl Shared {
         })
     }
 
-    /// Counts a request refused whole, and its points when they are known.
-    fn count_refused(&self, transport: &str, reason: &str, points: usize) {
-        self.count_refused_request(transport, reason);
-        self.telemetry
-            .receiver_refused
-            .get_or_create(&Telemetry::labels(&[
-                ("receiver", &self.name),
-                ("transport", transport),
-            ]))
-            .inc_by(points as f64);
-    }
-
+    /// Counts a request refused whole (before decoding: its points are not known).
     fn count_refused_request(&self, transport: &str, reason: &str) {
         self.telemetry
             .requests_refused
@@ -300,7 +294,7 @@ fn point_count(req: &ExportMetricsServiceRequest) -> usize {
 
 /// A running receiver: its servers and the output a reload can repoint.
 pub struct OtlpReceiver {
-    servers: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
+    servers: Vec<crate::http_server::Served>,
     pub grpc_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
 }
@@ -315,11 +309,26 @@ impl OtlpReceiver {
         gates: SharedGates,
         auth: &dyn Fn(&str) -> Option<BearerTokenAuth>,
     ) -> Result<Self, String> {
+        // A request may decode to 8 times its size limit (OTLP's structs are larger than
+        // their wire form); twice that is decoded at once, the rest waits its turn.
+        let largest = [
+            cfg.protocols
+                .grpc
+                .as_ref()
+                .map(|g| (g.max_recv_msg_size_mib << 20) as usize),
+            cfg.protocols.http.as_ref().map(HttpConfig::body_limit),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(DEFAULT_HTTP_MAX_REQUEST_BODY_SIZE as usize);
+        let per_request = largest.saturating_mul(DECODED_SIZE_FACTOR);
         let shared = Arc::new(Shared {
             name: name.clone(),
             out,
             gates,
             telemetry,
+            budget: budget::DecodeBudget::new(per_request, per_request.saturating_mul(2)),
             interner: Interner::default(),
         });
         let mut r = OtlpReceiver {
@@ -337,28 +346,20 @@ impl OtlpReceiver {
                 Some(a) => Some(auth(&a.authenticator).ok_or("unknown authenticator")?),
                 None => None,
             };
-            let svc = MetricsServiceServer::new(GrpcService {
+            let svc = GrpcService {
                 shared: shared.clone(),
                 auth,
-            })
-            .max_decoding_message_size((g.max_recv_msg_size_mib << 20) as usize)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
-            let (stop, stop_rx) = oneshot::channel::<()>();
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                max_message: (g.max_recv_msg_size_mib << 20) as usize,
+            };
             tracing::info!(receiver = %name, address = ?r.grpc_addr, "OTLP/gRPC listening");
-            let task = tokio::spawn(async move {
-                let served = tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "OTLP/gRPC server stopped");
-                }
-            });
-            r.servers.push((stop, task));
+            let router = svc.router();
+            r.servers.push(crate::http_server::serve(
+                &format!("{name}/grpc"),
+                listener,
+                router,
+                crate::http_server::Limits::default(),
+                Some(shared.telemetry.clone()),
+            ));
         }
         if let Some(h) = &cfg.protocols.http {
             let addr = crate::config::parse_listen_address(&h.endpoint)?;
@@ -382,39 +383,56 @@ impl OtlpReceiver {
                 // and answers in OTLP's error format.
                 .layer(axum::extract::DefaultBodyLimit::disable())
                 .with_state(state);
-            let (stop, stop_rx) = oneshot::channel::<()>();
             tracing::info!(receiver = %name, address = ?r.http_addr, "OTLP/HTTP listening");
-            let task = tokio::spawn(async move {
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-            });
-            r.servers.push((stop, task));
+            r.servers.push(crate::http_server::serve(
+                &format!("{name}/http"),
+                listener,
+                router,
+                crate::http_server::Limits::default(),
+                Some(shared.telemetry.clone()),
+            ));
         }
         Ok(r)
     }
 
     /// Stops accepting requests; requests in flight finish (up to 5 s).
     pub async fn shutdown(self) {
-        for (stop, task) in self.servers {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        for served in self.servers {
+            served.stop(Duration::from_secs(5)).await;
         }
     }
 }
 
+/// OTLP/gRPC's `Export`, decoded here rather than by tonic: the memory limiter and the
+/// decode budget are checked on the message's bytes, before they become structs.
+#[derive(Clone)]
 struct GrpcService {
     shared: Arc<Shared>,
     auth: Option<BearerTokenAuth>,
+    max_message: usize,
 }
 
-#[tonic::async_trait]
-impl MetricsService for GrpcService {
+impl GrpcService {
+    fn router(self) -> axum::Router {
+        axum::Router::new().route(
+            EXPORT_PATH,
+            axum::routing::post(move |req: axum::extract::Request| {
+                let svc = self.clone();
+                async move {
+                    // The size limit applies to the decompressed message, as tonic's own.
+                    let mut grpc = tonic::server::Grpc::new(RawRequestCodec)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                        .max_decoding_message_size(svc.max_message);
+                    grpc.unary(svc, req).await.map(axum::body::Body::new)
+                }
+            }),
+        )
+    }
+
     async fn export(
         &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
+        request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         if let Some(auth) = &self.auth {
             let values = request
@@ -429,18 +447,98 @@ impl MetricsService for GrpcService {
                 ));
             }
         }
-        let req = request.into_inner();
         if self.shared.refusing() {
-            self.shared
-                .count_refused("grpc", "memory_limit", point_count(&req));
+            self.shared.count_refused_request("grpc", "memory_limit");
             return Err(tonic::Status::unavailable(
                 "memory limit reached: data refused, retry later",
             ));
         }
+        let body = request.into_inner();
+        // Walking a large body takes a while: not on the workers the scrape loops run on.
+        let (body, estimate) = tokio::task::spawn_blocking(move || {
+            let estimate = budget::decoded_size(&body);
+            (body, estimate)
+        })
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let _room = match self.shared.budget.admit(estimate).await {
+            Ok(room) => room,
+            Err(budget::Denied::TooLarge(n)) => {
+                self.shared
+                    .count_refused_request("grpc", "decoded_too_large");
+                return Err(tonic::Status::resource_exhausted(format!(
+                    "request would decode to about {} MiB, over the limit of {} MiB",
+                    n >> 20,
+                    self.shared.budget.per_request >> 20
+                )));
+            }
+            Err(budget::Denied::Malformed) => {
+                self.shared.count_refused_request("grpc", "bad_request");
+                return Err(tonic::Status::invalid_argument(
+                    "malformed protobuf message",
+                ));
+            }
+        };
+        let decoded =
+            tokio::task::spawn_blocking(move || ExportMetricsServiceRequest::decode(body))
+                .await
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let req = decoded.map_err(|e| {
+            self.shared.count_refused_request("grpc", "bad_request");
+            tonic::Status::invalid_argument(format!("cannot decode the request: {e}"))
+        })?;
         let partial_success = self.shared.accept("grpc", &req).await;
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success,
         }))
+    }
+}
+
+impl tonic::server::UnaryService<Bytes> for GrpcService {
+    type Response = ExportMetricsServiceResponse;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>>
+                + Send,
+        >,
+    >;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let svc = self.clone();
+        Box::pin(async move { svc.export(request).await })
+    }
+}
+
+/// Takes the request message as its bytes and writes the response with prost.
+struct RawRequestCodec;
+
+struct BytesDecoder;
+
+impl tonic::codec::Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl tonic::codec::Codec for RawRequestCodec {
+    type Encode = ExportMetricsServiceResponse;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<ExportMetricsServiceResponse>;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
     }
 }
 
@@ -476,7 +574,7 @@ fn respond_error(enc: Encoding, refusal: Refusal) -> Response {
             14,
             "memory limit reached: data refused, retry later".to_string(),
         ),
-        Refusal::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, 8, m),
+        Refusal::TooLarge(m) | Refusal::DecodedTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, 8, m),
         Refusal::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, 4, m),
         Refusal::BadRequest(m) => (StatusCode::BAD_REQUEST, 3, m),
         Refusal::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, m),
@@ -635,19 +733,61 @@ async fn http_export(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let raw = match decompress(encoding, &body, st.limit) {
-        Ok(b) => b,
-        Err(r) => return st.refuse(enc, r),
+    // Inflating and sizing a large body take a while: not on the workers the scrape loops
+    // run on. What the body decodes to must fit the budget, and waits for room among the
+    // requests being decoded. JSON: every object may become a message.
+    let limit = st.limit;
+    let encoding = encoding.to_string();
+    let sized = tokio::task::spawn_blocking(move || {
+        let raw = decompress(&encoding, &body, limit)?;
+        let estimate = match enc {
+            Encoding::Protobuf => budget::decoded_size(&raw),
+            Encoding::Json => Some(
+                memchr::memchr_iter(b'{', &raw)
+                    .count()
+                    .saturating_mul(budget::MESSAGE_COST)
+                    .saturating_add(raw.len()),
+            ),
+        };
+        Ok((raw, estimate))
+    })
+    .await;
+    let (raw, estimate) = match sized {
+        Ok(Ok(r)) => r,
+        Ok(Err(r)) => return st.refuse(enc, r),
+        Err(e) => return st.refuse(enc, Refusal::BadRequest(format!("decoding failed: {e}"))),
     };
-    let req = match enc {
+    let room = st.shared.budget.admit(estimate).await;
+    let _room = match room {
+        Ok(room) => room,
+        Err(budget::Denied::TooLarge(n)) => {
+            return st.refuse(
+                enc,
+                Refusal::DecodedTooLarge(format!(
+                    "request would decode to about {} MiB, over the limit of {} MiB",
+                    n >> 20,
+                    st.shared.budget.per_request >> 20
+                )),
+            )
+        }
+        Err(budget::Denied::Malformed) => {
+            return st.refuse(
+                enc,
+                Refusal::BadRequest("cannot decode the protobuf body: malformed".into()),
+            )
+        }
+    };
+    let req = tokio::task::spawn_blocking(move || match enc {
         Encoding::Protobuf => ExportMetricsServiceRequest::decode(raw.as_slice())
             .map_err(|e| format!("cannot decode the protobuf body: {e}")),
         Encoding::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(&raw)
             .map_err(|e| format!("cannot decode the JSON body: {e}")),
-    };
+    })
+    .await;
     let req = match req {
-        Ok(r) => r,
-        Err(m) => return st.refuse(enc, Refusal::BadRequest(m)),
+        Ok(Ok(r)) => r,
+        Ok(Err(m)) => return st.refuse(enc, Refusal::BadRequest(m)),
+        Err(e) => return st.refuse(enc, Refusal::BadRequest(format!("decoding failed: {e}"))),
     };
     let partial_success = st.shared.accept("http", &req).await;
     let resp = ExportMetricsServiceResponse { partial_success };

@@ -35,9 +35,30 @@ pub struct TargetStatus {
     pub last_scrape_unix_ms: i64,
     pub last_duration: Duration,
     pub last_samples: usize,
+    /// Samples of the last scrape dropped for a timestamp out of bounds.
+    pub last_out_of_bounds: usize,
+    /// Out-of-bounds samples dropped since the target was found.
+    pub out_of_bounds_total: u64,
     pub last_error: Option<String>,
     pub health: &'static str,
     pub interval: Duration,
+}
+
+/// A sample whose own timestamp is further ahead of the scrape than this is dropped: a
+/// target with a clock gone wrong would otherwise pin its series in a query window past
+/// retention, and its nanoseconds overflow OTLP's for timestamps far enough out.
+pub const FUTURE_SAMPLE_LIMIT_MS: i64 = 10 * 60 * 1000;
+
+/// How old a sample's own timestamp may be before it is dropped: the longest window a query
+/// façade of the config keeps (set by the service), an hour without one, as Prometheus's head
+/// refuses samples older than what it can still append.
+static PAST_SAMPLE_LIMIT_MS: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(60 * 60 * 1000);
+
+/// Sets how old a scraped sample's own timestamp may be (see [`PAST_SAMPLE_LIMIT_MS`]).
+pub fn set_past_sample_limit(limit: Duration) {
+    let ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+    PAST_SAMPLE_LIMIT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Scrape bodies are large (a sidecar's is ~1.5 MB) and each target is scraped once per
@@ -306,12 +327,21 @@ impl ScrapeLoop {
                 let samples = built.scraped;
                 let post = built.post_relabel;
                 let added = built.added;
+                let out_of_bounds = built.out_of_bounds;
+                if out_of_bounds > 0 {
+                    self.telemetry
+                        .samples_out_of_bounds
+                        .get_or_create(&job_labels)
+                        .inc_by(out_of_bounds as f64);
+                }
                 let mut m = built.metrics;
                 self.append_report(&mut m, start_ms, 1.0, duration, samples, post, added);
                 self.update_status(|s| {
                     s.last_scrape_unix_ms = start_ms;
                     s.last_duration = duration;
                     s.last_samples = samples;
+                    s.last_out_of_bounds = out_of_bounds;
+                    s.out_of_bounds_total += out_of_bounds as u64;
                     s.last_error = None;
                     s.health = "up";
                 });
@@ -531,6 +561,11 @@ impl ScrapeLoop {
         let mut scraped = 0usize;
         let mut post = 0usize;
         let mut added = 0usize;
+        let mut out_of_bounds = 0usize;
+        let (too_old, too_new) = (
+            ts.saturating_sub(PAST_SAMPLE_LIMIT_MS.load(std::sync::atomic::Ordering::Relaxed)),
+            ts.saturating_add(FUTURE_SAMPLE_LIMIT_MS),
+        );
         loop {
             if let Some((series_len, name_len)) = self.raw.expected() {
                 parser.expect_series(series_len, name_len);
@@ -633,6 +668,10 @@ impl ScrapeLoop {
                         }
                     };
                     let explicit = s.timestamp_ms.is_some() && self.cfg.honor_timestamps;
+                    if explicit && s.timestamp_ms.is_some_and(|t| t < too_old || t > too_new) {
+                        out_of_bounds += 1;
+                        continue;
+                    }
                     let found = self.tracks.find(slot.track, entry);
                     match found.map(|i| (i, self.tracks.get_mut(i))) {
                         // A duplicate series in one body: the first sample wins.
@@ -730,6 +769,7 @@ impl ScrapeLoop {
             scraped,
             post_relabel: post,
             added,
+            out_of_bounds,
         })
     }
 
@@ -913,6 +953,7 @@ struct Built {
     scraped: usize,
     post_relabel: usize,
     added: usize,
+    out_of_bounds: usize,
 }
 
 /// The scrape cache's key for a series' raw bytes.
