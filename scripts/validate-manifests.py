@@ -3,7 +3,11 @@
 cluster: Kubernetes objects against the Kubernetes OpenAPI schemas (kubernetes-validate,
 strict: unknown fields are errors), Flagger objects against the CRD schemas in
 ../shared/flagger/crd.yaml (also strict), and each agent config in a ConfigMap with
-`meshmetrics validate`. Exits 1 on the first overlay that fails, listing every problem in it.
+`meshmetrics validate`. Then what keeps an install closed by default: every meshmetrics
+workload is covered by a NetworkPolicy, every query façade (`promql` exporter) and every OTLP
+receiver requires credentials, every MetricTemplate asking meshmetrics sends them
+(`secretRef`), and no Service exposes zpages, health or self metrics. Exits 1 if any overlay
+fails, listing every problem in it.
 
     python3 scripts/validate-manifests.py [path/to/meshmetrics]
 """
@@ -53,6 +57,48 @@ def crd_schemas():
     return schemas
 
 
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def closed_by_default(objects):
+    """Problems with how an overlay's objects let callers in."""
+    problems = []
+    policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
+    for o in objects:
+        kind, name = o.get("kind"), o.get("metadata", {}).get("name", "")
+        if kind in ("Deployment", "DaemonSet") and name.startswith("meshmetrics"):
+            labels = o["spec"]["template"]["metadata"].get("labels", {})
+            covered = [
+                p for p in policies
+                if selects(p["spec"]["podSelector"].get("matchLabels"), labels)
+                and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+            ]
+            if not covered:
+                problems.append(f"{kind}/{name}: no NetworkPolicy governs who reaches it")
+        if kind == "Service":
+            for port in o["spec"].get("ports", []):
+                target = str(port.get("targetPort", port.get("port")))
+                if target in ("zpages", "health", "metrics", "55679", "13133", "8888"):
+                    problems.append(f"Service/{name}: exposes {port.get('name')} ({target})")
+        if kind == "ConfigMap" and "config.yaml" in o.get("data", {}):
+            cfg = yaml.safe_load(o["data"]["config.yaml"]) or {}
+            for eid, e in (cfg.get("exporters") or {}).items():
+                if eid.split("/")[0] == "promql" and not (e or {}).get("auth"):
+                    problems.append(f"ConfigMap/{name}: exporter {eid} has no auth")
+            for rid, r in (cfg.get("receivers") or {}).items():
+                if rid.split("/")[0] != "otlp":
+                    continue
+                for proto, p in ((r or {}).get("protocols") or {}).items():
+                    if not (p or {}).get("auth"):
+                        problems.append(f"ConfigMap/{name}: receiver {rid} {proto} has no auth")
+        if kind == "MetricTemplate":
+            provider = o["spec"].get("provider", {})
+            if "meshmetrics" in provider.get("address", "") and not provider.get("secretRef"):
+                problems.append(f"MetricTemplate/{name}: asks meshmetrics without secretRef")
+    return problems
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else None
     schemas = crd_schemas()
@@ -91,13 +137,20 @@ def main():
                 with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
                     f.write(obj["data"]["config.yaml"])
                     f.flush()
-                    env = dict(os.environ, NODE_NAME="node-a", HONEYCOMB_API_KEY="x")
+                    env = dict(
+                        os.environ,
+                        NODE_NAME="node-a",
+                        HONEYCOMB_API_KEY="x",
+                        QUERY_TOKEN="q",
+                        OTLP_TOKEN="o",
+                    )
                     v = subprocess.run(
                         [binary, "validate", "--config", f.name],
                         capture_output=True, text=True, env=env,
                     )
                     if v.returncode != 0:
                         problems.append(f"{name}: meshmetrics validate: {v.stdout}{v.stderr}")
+        problems.extend(closed_by_default(objects))
         kinds = sorted({o["kind"] for o in objects})
         if problems:
             failed = True

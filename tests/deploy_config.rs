@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
+/// The `token` of the meshmetrics-query-token Secret, as the pod's QUERY_TOKEN.
+const QUERY_TOKEN: &str = "flagger-token";
 const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/deploy/overlays/daemonset/meshmetrics.yaml"
@@ -48,7 +50,9 @@ async fn query(q: &str) -> serde_json::Value {
         "http://127.0.0.1:9090/api/v1/query?query={}",
         go_query_escape(q)
     );
-    match try_http_get(&url).await {
+    // As Flagger asks, with the token from the MetricTemplates' secretRef.
+    let auth = format!("Bearer {QUERY_TOKEN}");
+    match try_http_get_with(&url, &[("authorization", &auth)]).await {
         Some((200, body)) => serde_json::from_str(&body).expect("json"),
         _ => json!({}),
     }
@@ -103,6 +107,7 @@ async fn daemonset_config_scrapes_its_node_and_serves() {
             .args(["--config", CONFIG])
             .env("NODE_NAME", "node-a")
             .env("HONEYCOMB_API_KEY", "test-ingest-key")
+            .env("QUERY_TOKEN", QUERY_TOKEN)
             .env("HONEYCOMB_ENDPOINT", format!("http://{sink_addr}"))
             .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
             .env("KUBERNETES_SERVICE_PORT", api.addr.port().to_string())
@@ -122,6 +127,9 @@ async fn daemonset_config_scrapes_its_node_and_serves() {
         r["data"]["result"].as_array().is_some_and(|a| a.len() == 1)
     })
     .await;
+    // Closed by default: no token, no answer.
+    let (status, _) = http_get("http://127.0.0.1:9090/api/v1/query?query=up", &[]).await;
+    assert_eq!(status, 401);
     let r = query(r#"up{job="kubernetes-pods"}"#).await;
     let series = &r["data"]["result"][0];
     assert_eq!(series["metric"]["pod"], "podinfo-7d9c8-abcde", "{r}");

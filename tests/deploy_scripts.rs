@@ -62,6 +62,7 @@ fn setup_secrets_non_interactive() {
         .env("PATH", path)
         .env("HONEYCOMB_API_KEY", "hcaik_SECRET_honeycomb")
         .env("DYNATRACE_API_TOKEN", "dt0c01.SECRET_dynatrace")
+        .env("MESHMETRICS_QUERY_TOKEN", "qt_SECRET_query")
         .output()
         .expect("script runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -75,8 +76,22 @@ fn setup_secrets_non_interactive() {
         stdout.contains("flagger-system/dynatrace-secret: set (dynatrace_token api-token)"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("flagger-system/meshmetrics-query-token: set (token, otlp-token)"),
+        "{stdout}"
+    );
     let log = std::fs::read_to_string(dir.path().join("calls.log")).expect("log");
-    for secret in ["SECRET_honeycomb", "SECRET_dynatrace"] {
+    assert!(
+        log.contains(&format!("token: {}", b64("qt_SECRET_query"))),
+        "the façade's token as given: {log}"
+    );
+    // The OTLP token was not given: a random one, 32 bytes of entropy in base64.
+    let otlp = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("otlp-token: "))
+        .expect("otlp-token written");
+    assert!(otlp.len() >= 40, "{otlp}");
+    for secret in ["SECRET_honeycomb", "SECRET_dynatrace", "SECRET_query"] {
         assert!(!stdout.contains(secret) && !stderr.contains(secret));
         for line in log.lines().filter(|l| l.starts_with("ARGS")) {
             assert!(!line.contains(secret), "value on a command line: {line}");

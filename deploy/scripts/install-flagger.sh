@@ -2,7 +2,9 @@
 # Installs Flagger for Istio in flagger-system, its CRDs, and the load tester the Canary
 # examples call.
 #   deploy/scripts/install-flagger.sh                  # builtin metrics from Istio's Prometheus
-#   METRICS_SERVER=http://meshmetrics.flagger-system:9090 deploy/scripts/install-flagger.sh
+# Flagger's builtin checks ask its metricsServer without credentials, and the meshmetrics
+# façade requires its token (meshmetrics-query-token): judge canaries on meshmetrics through
+# the MetricTemplates of deploy/flagger/meshmetrics, which send it (provider.secretRef).
 set -euo pipefail
 METRICS_SERVER="${METRICS_SERVER:-http://prometheus.istio-system:9090}"
 

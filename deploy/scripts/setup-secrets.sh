@@ -2,6 +2,10 @@
 # Creates or updates the secrets the setups read:
 #   flagger-system/honeycomb-otel-secret  key api-key                      (meshmetrics → Honeycomb)
 #   flagger-system/dynatrace-secret       keys dynatrace_token, api-token  (Flagger → Dynatrace)
+#   flagger-system/meshmetrics-query-token keys token, otlp-token         (Flagger → meshmetrics
+#                                          façade and agent ↔ agent; agents → gateway OTLP)
+# The meshmetrics tokens are random unless MESHMETRICS_QUERY_TOKEN / MESHMETRICS_OTLP_TOKEN
+# give them, and an existing secret is kept (its tokens are what running agents accept).
 # Interactive by default; non-interactive when the values are in the environment:
 #   HONEYCOMB_API_KEY=... DYNATRACE_API_TOKEN=... deploy/scripts/setup-secrets.sh --non-interactive
 # A secret whose value is empty is skipped. Values never appear in the process list or output.
@@ -35,7 +39,25 @@ apply_secret() { # apply_secret NAME KEY... (value on stdin)
   echo "secret $NS/$name: set ($*)"
 }
 
+random_token() {
+  head -c 32 /dev/urandom | base64 | tr -d '/+=\n'
+}
+
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+if kubectl -n "$NS" get secret meshmetrics-query-token -o jsonpath='{.data.token}' 2>/dev/null | grep -q . \
+   && [[ -z "${MESHMETRICS_QUERY_TOKEN:-}${MESHMETRICS_OTLP_TOKEN:-}" ]]; then
+  echo "secret $NS/meshmetrics-query-token: kept (token, otlp-token)"
+else
+  dir=$(mktemp -d)
+  printf '%s' "${MESHMETRICS_QUERY_TOKEN:-$(random_token)}" > "$dir/token"
+  printf '%s' "${MESHMETRICS_OTLP_TOKEN:-$(random_token)}" > "$dir/otlp-token"
+  kubectl -n "$NS" create secret generic meshmetrics-query-token \
+      --from-file=token="$dir/token" --from-file=otlp-token="$dir/otlp-token" \
+      --dry-run=client -o yaml \
+    | kubectl apply --server-side --force-conflicts --field-manager=setup-secrets -f - >/dev/null
+  rm -rf "$dir"
+  echo "secret $NS/meshmetrics-query-token: set (token, otlp-token)"
+fi
 ask HONEYCOMB_API_KEY "Honeycomb ingest key"
 ask DYNATRACE_API_TOKEN "Dynatrace API token"
 if [[ -n "${HONEYCOMB_API_KEY:-}" ]]; then
