@@ -139,3 +139,58 @@ async fn a_missing_peer_is_named_never_silently_left_out() {
         a.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+/// A peer restarted after the others has a hole in its window: a query needing samples from
+/// before its restart fails naming it as warming up (the asking agent too, when it is the
+/// one restarted), while a query about now is answered whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_named_as_warming_up() {
+    let port = free_port();
+    let mut targets = Vec::new();
+    for i in 0..2 {
+        let t = Target::start().await;
+        t.set(
+            "/metrics",
+            Page::text(format!("shard_value{{shard=\"{i}\"}} {}\n", i + 1)),
+        );
+        targets.push(t);
+    }
+    let peers: Vec<String> = (0..2).map(|i| address(port, 10 + i)).collect();
+    let start = |i: usize| {
+        let yaml = agent_yaml(port, 10 + i, &targets[i].addr.to_string(), &peers, false);
+        async move { start_agent(&yaml).await }
+    };
+    let a0 = start(0).await;
+    let a1 = start(1).await;
+    wait_for_sum(&peers[0], 3.0).await;
+    // Both windows are more than the slack (5 s) old.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let window = "sum(count_over_time(shard_value[6s]))";
+    let (status, v) = query(&peers[0], window).await;
+    assert_eq!(status, 200, "{v}");
+
+    // Agent 1 restarts: its window now starts later than agent 0's.
+    a1.shutdown(Duration::from_secs(2)).await;
+    let a1 = start(1).await;
+    wait_for_sum(&peers[0], 3.0).await;
+    let (status, v) = query(&peers[0], window).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["errorType"], "unavailable");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("peer {}: warming up", peers[1])),
+        "{msg}"
+    );
+    // Asked through the restarted agent itself: it names itself.
+    let (status, v) = query(&peers[1], window).await;
+    assert_eq!(status, 503, "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("this agent: warming up"), "{msg}");
+    // A question about now needs nothing from before the restart.
+    let (status, v) = query(&peers[1], "sum(shard_value)").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(scalar_of(&v), Some(3.0));
+    for a in [a0, a1] {
+        a.shutdown(Duration::from_secs(2)).await;
+    }
+}

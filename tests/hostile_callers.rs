@@ -443,3 +443,113 @@ async fn the_peer_api_asks_for_the_query_apis_credentials() {
         assert!(agent.child.0.try_wait().expect("wait").is_none());
     }
 }
+
+/// A backend that answers every export with what no consumer should trust: a Retry-After of
+/// millennia, then an endless error body. The agent stays up and bounded, no consumer stays
+/// stuck, and once the backend behaves the data flows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_backend_reply_stalls_the_exporter() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let mode = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (m, a) = (mode.clone(), accepted.clone());
+    let backend = axum::Router::new().route(
+        "/v1/metrics",
+        axum::routing::post(move |_body: axum::body::Bytes| {
+            let (m, a) = (m.clone(), a.clone());
+            async move {
+                use axum::response::IntoResponse;
+                match m.load(Ordering::Relaxed) {
+                    0 => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after", "18446744073709551615")],
+                        "later",
+                    )
+                        .into_response(),
+                    1 => {
+                        let chunk = bytes::Bytes::from(vec![b'x'; 64 << 10]);
+                        let endless = futures_util::stream::repeat_with(move || {
+                            Ok::<_, std::io::Error>(chunk.clone())
+                        });
+                        (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            axum::body::Body::from_stream(endless),
+                        )
+                            .into_response()
+                    }
+                    _ => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        (
+                            [("content-type", "application/x-protobuf")],
+                            Vec::<u8>::new(),
+                        )
+                            .into_response()
+                    }
+                }
+            }
+        }),
+    );
+    let sink = serve_http(backend).await;
+    let target = Target::start().await;
+    target.set("/metrics", Page::text("app_up 1\n"));
+    let telemetry = free_port();
+    let yaml = format!(
+        "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: app
+          scrape_interval: 200ms
+          scrape_timeout: 200ms
+          static_configs: [{{targets: ['{}']}}]
+processors:
+  batch: {{timeout: 100ms}}
+exporters:
+  otlphttp:
+    endpoint: http://{sink}
+    timeout: 2s
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 1s}}
+    sending_queue: {{num_consumers: 2, queue_size: 10}}
+service:
+  pipelines:
+    metrics: {{receivers: [prometheus], processors: [batch], exporters: [otlphttp]}}
+  telemetry: {{metrics: {{address: '127.0.0.1:{telemetry}'}}}}
+",
+        target.addr
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, yaml).expect("write config");
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent starts"),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mode.store(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mode.store(2, Ordering::Relaxed);
+    let until = Instant::now() + Duration::from_secs(10);
+    while accepted.load(Ordering::Relaxed) < 3 {
+        assert!(
+            Instant::now() < until,
+            "exports never resumed once the backend behaved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "the agent died"
+    );
+    let peak = status_kib(child.0.id(), "VmHWM:") / 1024;
+    assert!(peak < PEAK_MIB, "peak RSS {peak} MiB");
+    eprintln!(
+        "exports resumed {} times after hostile replies; peak {peak} MiB",
+        accepted.load(Ordering::Relaxed)
+    );
+}

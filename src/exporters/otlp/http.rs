@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use super::{parse_retry_after, Batch, Compression, OtlpExporterConfig, SendError, Transport};
 
+/// Most bytes of a response body read.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+
 pub struct HttpTransport {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: http::Uri,
@@ -165,8 +168,10 @@ impl Transport for HttpTransport {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        // Read (a bounded amount of) the body for the log line.
-        let body = match tokio::time::timeout(self.timeout, resp.into_body().collect()).await {
+        // Read a bounded amount of the body, for the log line: a server answering with an
+        // endless or huge body costs at most this much, and the timeout.
+        let limited = http_body_util::Limited::new(resp.into_body(), ERROR_BODY_LIMIT);
+        let body = match tokio::time::timeout(self.timeout, limited.collect()).await {
             Ok(Ok(b)) => b.to_bytes(),
             _ => Bytes::new(),
         };

@@ -313,10 +313,10 @@ async fn deliver(
                 return Outcome::Refused;
             }
             Err(SendError::Retryable { cause, retry_after }) => {
-                let wait = retry_after.unwrap_or_else(|| jitter(retry, backoff));
+                let wait = retry_wait(retry_after, || jitter(retry, backoff));
                 let elapsed = started.elapsed();
-                let out_of_time =
-                    !retry.max_elapsed_time.is_zero() && elapsed + wait > retry.max_elapsed_time;
+                let out_of_time = !retry.max_elapsed_time.is_zero()
+                    && elapsed.saturating_add(wait) > retry.max_elapsed_time;
                 if keep && (!retry.enabled || out_of_time) {
                     tracing::warn!(
                         exporter = name,
@@ -471,6 +471,15 @@ pub struct Storage {
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date.
+/// The longest a server's `Retry-After` (or gRPC `RetryInfo`) may hold a consumer: a reply
+/// asking for a year would otherwise stall it, and with it a share of the queue.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How long to wait before the next attempt: the server's hint, capped, or the backoff.
+pub fn retry_wait(hint: Option<Duration>, backoff: impl FnOnce() -> Duration) -> Duration {
+    hint.map_or_else(backoff, |h| h.min(MAX_RETRY_AFTER))
+}
+
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
@@ -486,6 +495,28 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_hints_cannot_stall_a_consumer() {
+        for hint in [
+            "99999999999999999999",
+            "18446744073709551615",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let parsed = parse_retry_after(hint);
+            let wait = retry_wait(parsed, || Duration::from_secs(1));
+            assert!(wait <= MAX_RETRY_AFTER, "{hint}: {wait:?}");
+        }
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            retry_wait(None, || Duration::from_millis(7)),
+            Duration::from_millis(7)
+        );
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(2)), || Duration::ZERO),
+            Duration::from_secs(2)
+        );
+    }
 
     #[test]
     fn defaults_are_the_collectors() {
