@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the three parsers of outside input:
-# scrape bodies (`exposition`), config files (`config`) and PromQL from parse to answer
-# (`promql`). Seeds come from ../shared/corpora and the shipped configs. Each target runs
+# Coverage-guided fuzzing (cargo fuzz, libFuzzer) of the parsers of outside input: scrape
+# bodies (`exposition`), config files (`config`), PromQL from parse to answer (`promql`), the
+# peer API's requests (`peer_request`) and pushed OTLP bodies (`otlp_request`). Seeds come from ../shared/corpora and the shipped configs. Each target runs
 # for FUZZ_SECONDS (default 60); a crash, a hang over 10 s or more than 2 GiB resident fails
 # the run and leaves the input in fuzz/artifacts/<target>/.
 #
-#   scripts/fuzz.sh                 # all three, 60 s each
+#   scripts/fuzz.sh                 # all of them, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh promql
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 CORPORA=../shared/corpora
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(exposition config promql)
+[ ${#targets[@]} -gt 0 ] || targets=(exposition config promql peer_request otlp_request)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
@@ -61,6 +61,38 @@ for f in sorted(src.rglob("*.test")):
             seen.add(m.group(1))
             (out / f"q{len(seen)}").write_text(m.group(1))
 print(f"promql: {len(seen)} seed queries", file=sys.stderr)
+EOF
+      ;;
+    peer_request | otlp_request)
+      python3 - "$target" "$dir" <<'EOF'
+import pathlib, struct, sys
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+def field(num, payload):  # length-delimited
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+def vint(num, n):
+    return varint(num << 3) + varint(n)
+def f64(num, x):
+    return varint(num << 3 | 1) + struct.pack("<d", x)
+target, out = sys.argv[1], pathlib.Path(sys.argv[2])
+if target == "peer_request":
+    # A Flagger check's selectors as an agent asks them: a name, a regex, a 1-minute window.
+    name = field(2, b"__name__") + field(3, b"istio_requests_total")
+    regex = vint(1, 2) + field(2, b"response_code") + field(3, b"5.*")
+    sel = field(1, name) + field(1, regex) + vint(2, 1_700_000_000_000) + vint(3, 1_700_000_060_000)
+    (out / "flagger-check").write_bytes(field(1, sel) + vint(2, 50_000_000))
+else:
+    # One resource with service.name, one scope, one gauge of one point with an attribute.
+    kv = lambda k, v: field(1, k) + field(2, field(1, v))
+    point = field(7, kv(b"code", b"200")) + varint(3 << 3 | 1) + struct.pack("<Q", 1) + f64(4, 1.5)
+    metric = field(1, b"requests") + field(5, field(1, point))
+    rm = field(1, field(1, kv(b"service.name", b"api"))) + field(2, field(2, metric))
+    (out / "gauge").write_bytes(field(1, rm))
 EOF
       ;;
   esac

@@ -256,6 +256,9 @@ async fn start_exporter(
             let addr = parse_listen_address(&c.endpoint)?;
             let l = bind(&name, addr).await?;
             let credentials = c.credentials().map_err(|e| format!("exporter {id}: {e}"))?;
+            let peer_credentials = c
+                .peer_credentials()
+                .map_err(|e| format!("exporter {id}: {e}"))?;
             // The query memory budget is sized from the agent's memory limit, if it has one.
             let memory_limit = cfg.raw.processors.0.iter().find_map(|(_, p)| match p {
                 ProcessorConfig::MemoryLimiter(m) => Some(m.limits().0),
@@ -264,12 +267,12 @@ async fn start_exporter(
             let opts = c.eval_options(memory_limit);
             // Agents fan queries out to each other with the credentials they accept.
             let fanout = c.peers.as_ref().map(|p| {
-                exporters::promql::peer::Fanout::new(p.clone(), credentials.authorization())
+                exporters::promql::peer::Fanout::new(p.clone(), peer_credentials.authorization())
             });
             let peer_api = exporters::promql::peer::PeerService {
                 store: store.clone(),
                 compat: opts.compat,
-                credentials: credentials.clone(),
+                credentials: peer_credentials,
                 max_samples: c.max_samples_per_query,
                 max_memory: opts.max_memory,
                 retention: c.retention,

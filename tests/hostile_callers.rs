@@ -380,23 +380,36 @@ fn selector(matchers: &[(i32, &str, &str)]) -> proto::Selector {
 async fn the_peer_api_asks_for_the_query_apis_credentials() {
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode("flagger:s3cret");
+    // (the config's auth, what the peer API admits, what the query API admits)
     let cases = [
         (
-            "    auth: {bearer_token: t0ken}\n",
+            "    auth: {bearer_token: t0ken}\n".to_string(),
+            "Bearer t0ken".to_string(),
             "Bearer t0ken".to_string(),
         ),
         (
-            "    auth: {basic: [{username: flagger, password: s3cret}]}\n",
+            "    auth: {basic: [{username: flagger, password: s3cret}]}\n".to_string(),
+            format!("Basic {basic}"),
             format!("Basic {basic}"),
         ),
+        // The peer API's own credentials: the query API's no longer admit there.
+        (
+            "    auth: {bearer_token: t0ken}\n    peers: {static: ['127.0.0.1:1'], auth: {bearer_token: p33r}}\n".to_string(),
+            "Bearer p33r".to_string(),
+            "Bearer t0ken".to_string(),
+        ),
     ];
-    for (auth, good) in cases {
-        let mut agent = Agent::start(auth).await;
+    for (auth, good, api) in cases {
+        let mut agent = Agent::start(&auth).await;
         agent.target.set("/metrics", Page::text("app_up 1\n"));
         tokio::time::sleep(SCRAPE_INTERVAL * 2).await;
         let every = || vec![selector(&[(2, "__name__", ".+")])];
         // Without credentials, with wrong ones: refused, whatever is asked.
-        for header in [None, Some("Bearer nope"), Some("Basic Zm9vOmJhcg==")] {
+        let mut wrong = vec![None, Some("Bearer nope"), Some("Basic Zm9vOmJhcg==")];
+        if good != api {
+            wrong.push(Some(api.as_str()));
+        }
+        for header in wrong {
             let e = peer_select(agent.query, header, every())
                 .await
                 .expect_err("refused");
@@ -436,7 +449,7 @@ async fn the_peer_api_asks_for_the_query_apis_credentials() {
         assert_eq!(status, 401);
         let (status, _) = http_get(
             &agent.url("/api/v1/query?query=vector(1)"),
-            &[("authorization", &good)],
+            &[("authorization", &api)],
         )
         .await;
         assert_eq!(status, 200);

@@ -108,7 +108,7 @@ impl Default for PromqlExporterConfig {
 }
 
 /// Who may query: bearer tokens and/or basic-auth users, from the config, a file or env.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
@@ -119,7 +119,41 @@ pub struct AuthConfig {
     pub basic: Vec<BasicUser>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl AuthConfig {
+    /// The tokens and users, read from files where given; errors start with the key's path
+    /// below `auth` (".bearer_token_file: ...").
+    pub fn credentials(&self) -> Result<Credentials, String> {
+        let mut c = Credentials::default();
+        if let Some(t) = &self.bearer_token {
+            if !t.is_empty() {
+                c.tokens.push(t.clone());
+            }
+        }
+        if let Some(f) = &self.bearer_token_file {
+            c.tokens
+                .push(read_secret_file(f).map_err(|e| format!(".bearer_token_file: {e}"))?);
+        }
+        for u in &self.basic {
+            let pw = match (&u.password, &u.password_file) {
+                (Some(p), None) => p.clone(),
+                (None, Some(f)) => read_secret_file(f).map_err(|e| format!(".basic: {e}"))?,
+                _ => {
+                    return Err(format!(
+                        ".basic user {:?} needs exactly one of password or password_file",
+                        u.username
+                    ))
+                }
+            };
+            c.users.push((u.username.clone(), pw));
+        }
+        if c.tokens.is_empty() && c.users.is_empty() {
+            return Err(" is set but holds no bearer token or user".into());
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BasicUser {
     pub username: String,
@@ -222,41 +256,24 @@ impl PromqlExporterConfig {
         if let Some(p) = &self.peers {
             p.validate()?;
         }
-        self.credentials().map(|_| ())
+        self.credentials()?;
+        self.peer_credentials().map(|_| ())
     }
 
+    /// The query API's credentials.
     pub fn credentials(&self) -> Result<Credentials, String> {
-        let mut c = Credentials::default();
-        if let Some(a) = &self.auth {
-            if let Some(t) = &a.bearer_token {
-                if !t.is_empty() {
-                    c.tokens.push(t.clone());
-                }
-            }
-            if let Some(f) = &a.bearer_token_file {
-                c.tokens
-                    .push(read_secret_file(f).map_err(|e| format!("auth.bearer_token_file: {e}"))?);
-            }
-            for u in &a.basic {
-                let pw = match (&u.password, &u.password_file) {
-                    (Some(p), None) => p.clone(),
-                    (None, Some(f)) => {
-                        read_secret_file(f).map_err(|e| format!("auth.basic: {e}"))?
-                    }
-                    _ => {
-                        return Err(format!(
-                            "auth.basic user {:?} needs exactly one of password or password_file",
-                            u.username
-                        ))
-                    }
-                };
-                c.users.push((u.username.clone(), pw));
-            }
-            if c.tokens.is_empty() && c.users.is_empty() {
-                return Err("auth is set but holds no bearer token or user".into());
-            }
+        match &self.auth {
+            Some(a) => a.credentials().map_err(|e| format!("auth{e}")),
+            None => Ok(Credentials::default()),
         }
-        Ok(c)
+    }
+
+    /// The peer API's credentials: `peers.auth` when set, else the query API's.
+    pub fn peer_credentials(&self) -> Result<Credentials, String> {
+        match self.peers.as_ref().and_then(|p| p.auth.as_ref()) {
+            Some(a) => a.credentials().map_err(|e| format!("peers.auth{e}")),
+            None => self.credentials(),
+        }
     }
 
     /// Evaluation options; `memory_limit` is the agent's memory limit when it has one (its

@@ -45,6 +45,10 @@ pub struct PeersConfig {
     /// Off by default: a canary must not be judged on part of the mesh.
     #[serde(default)]
     pub partial_response: bool,
+    /// Credentials of the peer API, when agents should use others than the query API's
+    /// (which it requires otherwise): agents present them to each other, callers must.
+    #[serde(default)]
+    pub auth: Option<super::AuthConfig>,
 }
 
 fn default_peer_timeout() -> Duration {
