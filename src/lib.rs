@@ -2,11 +2,13 @@
 //!
 //! See ARCHITECTURE.md for the map of modules.
 
+pub mod clock;
 pub mod config;
 pub mod exporters;
 pub mod extensions;
 pub mod google_rpc;
 pub mod http_server;
+pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod processors;

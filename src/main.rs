@@ -46,16 +46,7 @@ fn load(path: Option<&str>) -> Result<Config, String> {
 
 fn init_logging(cfg: &Config) {
     let logs = &cfg.raw.service.telemetry.logs;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&logs.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if logs.encoding == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    meshmetrics::logging::init(&logs.level, &logs.encoding);
 }
 
 fn components() {

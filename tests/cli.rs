@@ -203,4 +203,59 @@ async fn default_config_scrapes_itself_and_serves_health_and_zpages() {
         log.contains("Metrics: resource metrics: 1"),
         "debug exporter logs what it would send:\n{log}"
     );
+    // Written to a pipe, as `kubectl logs` reads it: no colour codes.
+    assert!(!log.contains('\x1b'), "ANSI escapes in a piped log:\n{log}");
+}
+
+/// `encoding: json` writes one object per line with the collector's field names.
+#[test]
+fn json_logs_have_the_collectors_fields() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: nothing
+          static_configs: [{targets: ['127.0.0.1:1']}]
+exporters:
+  debug: {}
+service:
+  pipelines:
+    metrics: {receivers: [prometheus], exporters: [debug]}
+  telemetry:
+    metrics: {address: ''}
+    logs: {level: info, encoding: json}
+",
+    )
+    .expect("write");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    sigterm(&child);
+    let out = child.wait_with_output().expect("exits");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let mut lines = 0;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON object per line");
+        for key in ["level", "ts", "caller", "msg"] {
+            assert!(v[key].is_string(), "{key} missing in {line}");
+        }
+        assert!(["debug", "info", "warn", "error"].contains(&v["level"].as_str().unwrap_or("")));
+        assert!(v["ts"].as_str().unwrap_or("").ends_with('Z'), "{line}");
+        lines += 1;
+    }
+    assert!(lines >= 2, "{log}");
+    assert!(
+        log.contains("\"msg\":\"starting scrape loop\"") && log.contains("\"job\":\"nothing\""),
+        "message and fields: {log}"
+    );
+    assert!(!log.contains('\x1b'));
 }

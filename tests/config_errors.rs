@@ -57,6 +57,7 @@ fn broken_configs_table() {
         ("bad env reference", &GOOD.replace("127.0.0.1:15090", "${env:1BAD}"), &["bad.yaml:7:26", "invalid environment variable name"]),
         ("bad compression", &GOOD.replace("debug: {}", "debug: {}\n  otlp: {endpoint: 'x:4317', compression: brotli}"), &["bad.yaml:12:3: exporters::otlp", "compression \"brotli\" is not supported"]),
         ("bad yaml", "receivers: [\n", &["bad.yaml:1:"]),
+        ("unknown log level", &format!("{GOOD}  telemetry: {{logs: {{level: warning}}}}\n"), &["service.telemetry.logs.level \"warning\" is not one of debug, info, warn, error; did you mean \"warn\"?"]),
         ("two components on one port", &GOOD.replace("debug: {}", "debug: {}\n  promql: {endpoint: '0.0.0.0:13133'}\nextensions:\n  health_check: {endpoint: '127.0.0.1:13133'}").replace("exporters: [debug]", "exporters: [debug, promql]").replace("service:\n", "service:\n  extensions: [health_check]\n"), &["extensions::health_check and exporters::promql both listen on port 13133"]),
         ("otlp receiver without protocols", &GOOD.replace("receivers:\n", "receivers:\n  otlp: {protocols: {}}\n"), &["bad.yaml:2:3: receivers::otlp", "protocols must enable grpc, http or both"]),
         ("otlp auth naming a missing authenticator", &GOOD.replace("receivers:\n", "receivers:\n  otlp: {protocols: {grpc: {auth: {authenticator: bearertokenauth}}}}\n"), &["receivers::otlp: protocols.grpc.auth.authenticator \"bearertokenauth\" must name a bearertokenauth extension listed in service.extensions"]),

@@ -935,6 +935,23 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
     if let Err(m) = raw.service.telemetry.metrics.listen_address() {
         errors.push(plain(format!("service.telemetry.metrics: {m}")));
     }
+    let level = &raw.service.telemetry.logs.level;
+    if !crate::logging::LEVELS.contains(&level.as_str()) {
+        let mut m = format!(
+            "service.telemetry.logs.level {level:?} is not one of {}",
+            crate::logging::LEVELS.join(", ")
+        );
+        let close = nearest(level, crate::logging::LEVELS.iter().copied()).or_else(|| {
+            crate::logging::LEVELS
+                .iter()
+                .find(|l| level.to_ascii_lowercase().starts_with(**l))
+                .copied()
+        });
+        if let Some(s) = close {
+            m.push_str(&format!("; did you mean {s:?}?"));
+        }
+        errors.push(plain(m));
+    }
     if !matches!(
         raw.service.telemetry.logs.encoding.as_str(),
         "console" | "json"

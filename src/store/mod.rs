@@ -345,9 +345,7 @@ impl Store {
             stats: StoreStats::default(),
             interner: crate::model::Interner::default(),
             window_ms: std::sync::atomic::AtomicI64::new(0),
-            born_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            born_ms: crate::clock::now_ms(),
         }
     }
 
@@ -443,9 +441,7 @@ impl Store {
 
     pub fn append_metrics(&self, m: &Metrics) -> usize {
         let mut stored = 0;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = crate::clock::now_ms();
         let window = self.window_ms.load(Ordering::Relaxed);
         let oldest = if window > 0 {
             now.saturating_sub(window)

@@ -7,7 +7,7 @@ pub mod queryz;
 
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::secret::{constant_time_eq, read_secret_file, Secret};
@@ -326,12 +326,7 @@ pub fn parse_compat(v: &str) -> Result<(Compat, bool), String> {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// Feeds the store from the pipeline and trims it to the retention window.
 pub async fn run_ingest(

@@ -141,12 +141,7 @@ pub struct ScrapeLoop {
     inflated: Vec<u8>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 /// Resource attributes for a target, per the OTel Prometheus compatibility spec.
 pub fn resource_for(job: &str, instance: &str, scheme: &str) -> Vec<(String, String)> {
