@@ -727,3 +727,39 @@ async fn file_sd_targets_come_and_go_with_staleness_on_removal() {
     );
     agent.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Environment values are expanded per value, after parsing, as the collector does: a key
+/// holding `: `, ` #` and quotes arrives intact in the header it fills, and a value with a
+/// line break arrives intact in the attribute it sets.
+#[tokio::test]
+async fn environment_values_holding_yaml_syntax_arrive_intact() {
+    const KEY: &str = "hcaik: part #not-a-comment \"dq\" 'sq'";
+    const MULTILINE: &str = "first line\nsecond: line";
+    std::env::set_var("MM_TEST_KEY_WITH_YAML_SYNTAX", KEY);
+    std::env::set_var("MM_TEST_VALUE_WITH_LINE_BREAK", MULTILINE);
+    let target = Target::start().await;
+    target.set("/metrics", Page::text("requests_total 7\n"));
+    let (addr, sink) = http_sink().await;
+    let exporter = format!(
+        "  otlphttp/out:\n    endpoint: http://{addr}\n    headers:\n      x-honeycomb-team: ${{env:MM_TEST_KEY_WITH_YAML_SYNTAX}}\n"
+    );
+    let processors = "  attributes/note:\n    actions:\n      - key: note\n        value: ${env:MM_TEST_VALUE_WITH_LINE_BREAK}\n        action: upsert\n";
+    let yaml = config(&[target.addr.to_string()], &exporter, "", processors)
+        .replace("exporters: [out]", "exporters: [otlphttp/out]")
+        .replace("processors: [batch]", "processors: [attributes/note, batch]");
+    let agent = start_agent(&yaml).await;
+    sink.wait_for(WAIT, "requests_total", |s| {
+        !find(&s.metrics(), "requests_total").is_empty()
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(5)).await;
+    let r = &sink.requests()[0];
+    assert_eq!(
+        r.headers.get("x-honeycomb-team").map(String::as_str),
+        Some(KEY)
+    );
+    let ms = sink.metrics();
+    let (_, m) = find(&ms, "requests_total")[0];
+    let attrs = attrs_map(&number_points(m)[0].attributes);
+    assert_eq!(attrs.get("note").map(String::as_str), Some(MULTILINE));
+}
