@@ -746,7 +746,10 @@ async fn environment_values_holding_yaml_syntax_arrive_intact() {
     let processors = "  attributes/note:\n    actions:\n      - key: note\n        value: ${env:MM_TEST_VALUE_WITH_LINE_BREAK}\n        action: upsert\n";
     let yaml = config(&[target.addr.to_string()], &exporter, "", processors)
         .replace("exporters: [out]", "exporters: [otlphttp/out]")
-        .replace("processors: [batch]", "processors: [attributes/note, batch]");
+        .replace(
+            "processors: [batch]",
+            "processors: [attributes/note, batch]",
+        );
     let agent = start_agent(&yaml).await;
     sink.wait_for(WAIT, "requests_total", |s| {
         !find(&s.metrics(), "requests_total").is_empty()

@@ -487,3 +487,107 @@ async fn connections_are_kept_and_closed_ones_cost_no_scrape() {
         assert!(ups.iter().all(|&u| u == 1.0), "{habit:?}: {ups:?}");
     }
 }
+
+/// Redirects, as Prometheus follows them: a relative one is followed with the target's
+/// credentials, one to another host name is followed without them, a loop stops after 10,
+/// and a job with `follow_redirects: false` fails its scrape with the redirect's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_as_prometheus_does() {
+    use std::sync::{Arc, Mutex};
+    // (path asked, Authorization sent)
+    type Asked = Vec<(String, Option<String>)>;
+    let seen: Arc<Mutex<Asked>> = Arc::default();
+    let port = free_port();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let record = record.clone();
+            async move {
+                use axum::response::IntoResponse;
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                record
+                    .lock()
+                    .expect("lock")
+                    .push((uri.path().to_string(), auth));
+                let found = |to: String| {
+                    (axum::http::StatusCode::FOUND, [("location", to)], "").into_response()
+                };
+                match uri.path() {
+                    "/metrics" => found("real".into()),
+                    "/cross" => found(format!("http://localhost:{port}/real-cross")),
+                    "/loop" => found("/loop".into()),
+                    "/real" => "redirected_ok 1\n".into_response(),
+                    "/real-cross" => "redirected_cross 1\n".into_response(),
+                    _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let facade = free_port();
+    let job = |name: &str, path: &str, extra: &str| {
+        format!(
+            "        - job_name: {name}\n          scrape_interval: 500ms\n          scrape_timeout: 500ms\n          metrics_path: {path}\n          authorization: {{credentials: s3cret}}\n{extra}          static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        )
+    };
+    let yaml = format!(
+        "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n{}{}{}{}exporters:\n  promql:\n    endpoint: 127.0.0.1:{facade}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: ''}}}}\n",
+        job("relative", "/metrics", ""),
+        job("cross", "/cross", ""),
+        job("looping", "/loop", ""),
+        job("refused", "/metrics", "          follow_redirects: false\n"),
+    );
+    let agent = start_agent(&yaml).await;
+    let until = std::time::Instant::now() + WAIT;
+    let up = |job: &str| format!("up{{job=\"{job}\"}}");
+    loop {
+        let v = instant_query(facade, "count(up)").await;
+        if v["data"]["result"][0]["value"][1] == "4" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "not every job scraped: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (job, want) in [
+        ("relative", "1"),
+        ("cross", "1"),
+        ("looping", "0"),
+        ("refused", "0"),
+    ] {
+        let v = instant_query(facade, &up(job)).await;
+        assert_eq!(v["data"]["result"][0]["value"][1], want, "{job}: {v}");
+    }
+    let v = instant_query(facade, "redirected_ok").await;
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(1), "{v}");
+    let seen = seen.lock().expect("lock").clone();
+    let auth_at = |path: &str| {
+        seen.iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("{path} never asked: {seen:?}"))
+    };
+    assert_eq!(
+        auth_at("/real").as_deref(),
+        Some("Bearer s3cret"),
+        "same host keeps it"
+    );
+    assert_eq!(
+        auth_at("/real-cross"),
+        None,
+        "another host name does not get it"
+    );
+    let loops = seen.iter().filter(|(p, _)| p == "/loop").count();
+    assert!(loops >= 11, "the loop was followed 10 times: {loops}");
+    agent.shutdown(Duration::from_secs(2)).await;
+}

@@ -259,6 +259,8 @@ pub struct ResolvedScrapeConfig {
     pub honor_labels: bool,
     pub honor_timestamps: bool,
     pub enable_compression: bool,
+    /// Follow up to 10 redirects, as Prometheus's HTTP client does (default on).
+    pub follow_redirects: bool,
     pub openmetrics: bool,
     pub relabel_configs: Vec<RelabelConfig>,
     pub metric_relabel_configs: Vec<RelabelConfig>,
@@ -359,6 +361,7 @@ impl PrometheusConfig {
                 honor_labels: sc.honor_labels,
                 honor_timestamps: sc.honor_timestamps,
                 enable_compression: sc.enable_compression,
+                follow_redirects: sc.follow_redirects,
                 openmetrics,
                 relabel_configs: sc.relabel_configs.clone(),
                 metric_relabel_configs: sc.metric_relabel_configs.clone(),

@@ -95,6 +95,46 @@ impl Connection {
             .map_err(|e| super::scrape::error_chain(&e))
     }
 
+    /// As `get`, following up to [`MAX_REDIRECTS`] redirects when `follow` is set, as Go's
+    /// client does for Prometheus: the `Location` is resolved against the URL asked, and
+    /// the `Authorization` header goes only to the same host or its subdomains. Redirected
+    /// requests use connections of their own, never kept: the target's kept stream is for
+    /// its own host.
+    pub async fn get_following(
+        &mut self,
+        connector: &Connector,
+        uri: &Uri,
+        headers: &HeaderMap,
+        follow: bool,
+    ) -> Result<(Response<Incoming>, Exchange), String> {
+        let (mut response, mut exchange) = self.get(connector, uri, headers).await?;
+        if !follow {
+            return Ok((response, exchange));
+        }
+        let mut at = uri.clone();
+        let mut headers = headers.clone();
+        for _ in 0..MAX_REDIRECTS {
+            let Some(next) = redirect_target(&at, &response) else {
+                return Ok((response, exchange));
+            };
+            // The redirect's own body is not read: its stream closes with it.
+            drop(exchange);
+            if !same_or_subdomain(&next, uri) {
+                headers.remove(http::header::AUTHORIZATION);
+            }
+            let stream = connect(connector, &next).await?;
+            (response, exchange) = send(stream, &next, &headers)
+                .await
+                .map_err(|e| super::scrape::error_chain(&e))?;
+            exchange.keep_alive = false;
+            at = next;
+        }
+        if redirect_target(&at, &response).is_some() {
+            return Err(format!("stopped after {MAX_REDIRECTS} redirects"));
+        }
+        Ok((response, exchange))
+    }
+
     /// After the whole body was read: keeps the stream for the next scrape when the
     /// response allows it. Dropping an exchange instead closes its stream.
     pub async fn finish(&mut self, mut exchange: Exchange) {
@@ -176,6 +216,60 @@ async fn send(
     Ok((response, exchange))
 }
 
+/// Redirects followed per scrape, as Go's HTTP client.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Where a redirect response sends the request next, if it is one Go's client follows.
+fn redirect_target(base: &Uri, response: &Response<Incoming>) -> Option<Uri> {
+    use http::StatusCode as S;
+    if !matches!(
+        response.status(),
+        S::MOVED_PERMANENTLY
+            | S::FOUND
+            | S::SEE_OTHER
+            | S::TEMPORARY_REDIRECT
+            | S::PERMANENT_REDIRECT
+    ) {
+        return None;
+    }
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    resolve(base, location)
+}
+
+/// `location` resolved against `base` (absolute, scheme-relative, absolute-path or relative).
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?.as_str();
+    let joined = if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{scheme}://{rest}")
+    } else if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else {
+        let path = base.path();
+        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{scheme}://{authority}{dir}{location}")
+    };
+    let uri: Uri = joined.parse().ok()?;
+    uri.host()?;
+    Some(uri)
+}
+
+/// Go's rule for forwarding credentials on a redirect: to the same host name (any port), or
+/// a subdomain of it.
+fn same_or_subdomain(dest: &Uri, initial: &Uri) -> bool {
+    let (Some(d), Some(i)) = (dest.host(), initial.host()) else {
+        return false;
+    };
+    let (d, i) = (d.to_ascii_lowercase(), i.to_ascii_lowercase());
+    d == i || d.strip_suffix(&i).is_some_and(|head| head.ends_with('.'))
+}
+
 /// The request target: path and query only (the host goes in `Host`).
 fn origin_form(uri: &Uri) -> Uri {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -221,5 +315,43 @@ mod tests {
         let uri: Uri = "https://[::1]/".parse().expect("uri");
         assert_eq!(origin_form(&uri), "/");
         assert_eq!(host_header(&uri).expect("host"), "[::1]");
+    }
+
+    #[test]
+    fn redirect_locations_and_credentials() {
+        let base: Uri = "http://10.0.0.1:9090/stats/prometheus?x=1"
+            .parse()
+            .expect("uri");
+        let r = |l: &str| resolve(&base, l).map(|u| u.to_string());
+        assert_eq!(
+            r("/metrics").as_deref(),
+            Some("http://10.0.0.1:9090/metrics")
+        );
+        assert_eq!(
+            r("metrics").as_deref(),
+            Some("http://10.0.0.1:9090/stats/metrics")
+        );
+        assert_eq!(r("//other:1/m").as_deref(), Some("http://other:1/m"));
+        assert_eq!(
+            r("https://x.example/m").as_deref(),
+            Some("https://x.example/m")
+        );
+        let u = |s: &str| s.parse::<Uri>().expect("uri");
+        assert!(same_or_subdomain(
+            &u("http://a.example:1/"),
+            &u("http://a.example:2/")
+        ));
+        assert!(same_or_subdomain(
+            &u("http://m.a.example/"),
+            &u("http://a.example/")
+        ));
+        assert!(!same_or_subdomain(
+            &u("http://evil-a.example/"),
+            &u("http://a.example/")
+        ));
+        assert!(!same_or_subdomain(
+            &u("http://localhost/"),
+            &u("http://127.0.0.1/")
+        ));
     }
 }

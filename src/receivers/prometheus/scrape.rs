@@ -379,7 +379,7 @@ impl ScrapeLoop {
         let (uri, headers) = self.request.as_ref().map_err(|m| fail(m.clone()))?;
         let (resp, mut exchange) = self
             .connection
-            .get(&self.connector, uri, headers)
+            .get_following(&self.connector, uri, headers, self.cfg.follow_redirects)
             .await
             .map_err(fail)?;
         let status = resp.status();
