@@ -503,7 +503,7 @@ impl Running {
                 ExtensionConfig::HealthCheck(h) => {
                     let addr = parse_listen_address(&h.endpoint)?;
                     let l = bind(&id.to_string(), addr).await?;
-                    let router = health_check::router(h, health.clone());
+                    let router = health_check::router(h, health.clone(), telemetry.clone());
                     servers.push((fp, serve(&id.to_string(), l, router, &telemetry)));
                 }
                 ExtensionConfig::Zpages(z) => {
@@ -514,6 +514,7 @@ impl Running {
                         started: SystemTime::now(),
                         targets: targets.clone(),
                         reload: reload_status.clone(),
+                        telemetry: telemetry.clone(),
                     });
                     zpages.push((fp.clone(), state.clone()));
                     servers.push((

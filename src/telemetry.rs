@@ -31,6 +31,8 @@ pub struct Telemetry {
     pub requests_refused: CounterF,
     pub http_refused: CounterF,
     pub samples_out_of_bounds: CounterF,
+    /// Each exporter's deliveries (not a metric family: `/debug/exporterz`).
+    pub exporter_status: ExporterStatuses,
     uptime: Family<Labels, Gauge<f64, AtomicU64>>,
     rss: GaugeF,
     cpu: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -157,6 +159,7 @@ impl Telemetry {
             requests_refused,
             http_refused,
             samples_out_of_bounds,
+            exporter_status: ExporterStatuses::default(),
             uptime,
             rss,
             cpu,
@@ -205,6 +208,83 @@ pub fn process_stats() -> Option<(u64, f64)> {
 
 /// Shared handle.
 pub type SharedTelemetry = Arc<Telemetry>;
+
+/// What one exporter's deliveries came to, for `/debug/exporterz` and the health check.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ExporterStatus {
+    pub last_success_unix_ms: Option<i64>,
+    pub last_error_unix_ms: Option<i64>,
+    /// The last failure's cause (`HTTP 401`, `connection: ...`, a gRPC status).
+    pub last_error: Option<String>,
+    /// What the backend said with it (its first KiB).
+    pub last_error_body: Option<String>,
+    /// Attempts that failed and were tried again.
+    pub retries: u64,
+    pub points_sent: u64,
+    /// Points the backend refused for good (400, 401, 415 ...).
+    pub points_refused: u64,
+    /// Points given up on after the retry budget (in-memory queue only).
+    pub points_dropped: u64,
+    pub queue_batches: usize,
+    pub queue_bytes_on_disk: u64,
+    /// When recent attempts failed (ms), oldest first: what the health check counts.
+    #[serde(skip)]
+    failures: std::collections::VecDeque<i64>,
+}
+
+/// Most failure times kept per exporter (the health check's threshold is far below).
+const FAILURES_KEPT: usize = 1024;
+
+/// Every exporter's status, by name.
+#[derive(Debug, Default)]
+pub struct ExporterStatuses(std::sync::Mutex<std::collections::BTreeMap<String, ExporterStatus>>);
+
+impl ExporterStatuses {
+    pub fn update(&self, exporter: &str, f: impl FnOnce(&mut ExporterStatus)) {
+        if let Ok(mut m) = self.0.lock() {
+            f(m.entry(exporter.to_string()).or_default());
+        }
+    }
+
+    /// A failed attempt: its cause and the backend's words.
+    pub fn failed(&self, exporter: &str, cause: &str, body: Option<&str>) {
+        let now = crate::clock::now_ms();
+        self.update(exporter, |s| {
+            s.last_error_unix_ms = Some(now);
+            s.last_error = Some(cause.to_string());
+            s.last_error_body = body.map(|b| b.chars().take(1024).collect());
+            if s.failures.len() == FAILURES_KEPT {
+                s.failures.pop_front();
+            }
+            s.failures.push_back(now);
+        });
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, ExporterStatus)> {
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Exporters with at least `threshold` failed attempts since `since_ms`.
+    pub fn failing(&self, since_ms: i64, threshold: usize) -> Vec<(String, usize)> {
+        self.0
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.failures.iter().filter(|t| **t >= since_ms).count(),
+                        )
+                    })
+                    .filter(|(_, n)| *n >= threshold.max(1))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -259,3 +259,112 @@ service:
     );
     assert!(!log.contains('\x1b'));
 }
+
+/// A wrong ingest key: the backend answers every export 401. The health check (with the
+/// collector's `check_collector_pipeline`) turns red within its threshold, exporterz shows
+/// the 401 and what the backend said, and the log says "dropping data" once, not per batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_turns_health_red_and_shows_on_exporterz() {
+    let backend = axum::Router::new().route(
+        "/v1/metrics",
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                r#"{"error":"unknown API key - check your credentials"}"#,
+            )
+        }),
+    );
+    let sink = serve_http(backend).await;
+    let target = Target::start().await;
+    target.set("/metrics", Page::text("app_up 1\n"));
+    let (health, zpages) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: app
+          scrape_interval: 200ms
+          scrape_timeout: 200ms
+          static_configs: [{{targets: ['{}']}}]
+processors:
+  batch: {{timeout: 100ms}}
+exporters:
+  otlphttp/honeycomb:
+    endpoint: http://{sink}
+    headers: {{x-honeycomb-team: wrong-key}}
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{health}
+    check_collector_pipeline: {{enabled: true, interval: 1m, exporter_failure_threshold: 3}}
+  zpages: {{endpoint: '127.0.0.1:{zpages}'}}
+service:
+  extensions: [health_check, zpages]
+  pipelines:
+    metrics: {{receivers: [prometheus], processors: [batch], exporters: [otlphttp/honeycomb]}}
+  telemetry: {{metrics: {{address: ''}}}}
+",
+            target.addr
+        ),
+    )
+    .expect("write");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let health_url = format!("http://127.0.0.1:{health}/");
+    let mut red = None;
+    for _ in 0..100 {
+        if let Some((503, body)) = get(&health_url).await {
+            red = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let red = red.expect("health turned red within 10 s");
+    assert!(
+        red.contains("exporter otlphttp/honeycomb") && red.contains("failed attempts"),
+        "{red}"
+    );
+    let (code, body) = get(&format!(
+        "http://127.0.0.1:{zpages}/debug/exporterz?format=json"
+    ))
+    .await
+    .expect("exporterz");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let e = &v[0];
+    assert_eq!(e["exporter"], "otlphttp/honeycomb", "{v}");
+    assert_eq!(e["last_error"], "HTTP 401", "{v}");
+    assert!(
+        e["last_error_body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown API key"),
+        "{v}"
+    );
+    assert!(e["points_refused"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(e["points_sent"], 0, "{v}");
+    let (code, page) = get(&format!("http://127.0.0.1:{zpages}/debug/exporterz"))
+        .await
+        .expect("exporterz");
+    assert_eq!(code, 200);
+    assert!(page.contains("unknown API key"), "{page}");
+    sigterm(&child);
+    let out = child.wait_with_output().expect("exits");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains('\x1b'), "no ANSI escapes:\n{log}");
+    let drops = log.matches("dropping data").count();
+    assert_eq!(
+        drops, 1,
+        "logged once a minute at most, not per batch:\n{log}"
+    );
+    assert!(log.contains("points_dropped"), "{log}");
+}

@@ -1,4 +1,5 @@
-//! The `health_check` extension: 200 with a JSON status while running, 503 otherwise.
+//! The `health_check` extension: 200 with a JSON status while running, 503 otherwise; with
+//! the collector's `check_collector_pipeline`, also 503 while an exporter keeps failing.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,6 +16,42 @@ pub struct HealthCheckConfig {
     pub endpoint: String,
     #[serde(default = "default_path")]
     pub path: String,
+    #[serde(default)]
+    pub check_collector_pipeline: PipelineCheck,
+}
+
+/// `check_collector_pipeline`, as the collector's health check: unhealthy while some
+/// exporter failed `exporter_failure_threshold` attempts or more within `interval`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineCheck {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(
+        default = "default_check_interval",
+        deserialize_with = "crate::config::units::de_duration"
+    )]
+    pub interval: std::time::Duration,
+    #[serde(default = "default_failure_threshold")]
+    pub exporter_failure_threshold: usize,
+}
+
+fn default_check_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+
+fn default_failure_threshold() -> usize {
+    5
+}
+
+impl Default for PipelineCheck {
+    fn default() -> Self {
+        PipelineCheck {
+            enabled: false,
+            interval: default_check_interval(),
+            exporter_failure_threshold: default_failure_threshold(),
+        }
+    }
 }
 
 fn default_endpoint() -> String {
@@ -30,6 +67,7 @@ impl Default for HealthCheckConfig {
         HealthCheckConfig {
             endpoint: default_endpoint(),
             path: default_path(),
+            check_collector_pipeline: PipelineCheck::default(),
         }
     }
 }
@@ -76,7 +114,14 @@ impl HealthState {
     }
 }
 
-async fn handler(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
+struct Checked {
+    state: Arc<HealthState>,
+    pipeline: PipelineCheck,
+    telemetry: crate::telemetry::SharedTelemetry,
+}
+
+async fn handler(State(checked): State<Arc<Checked>>) -> impl IntoResponse {
+    let state = &checked.state;
     let since = state
         .since
         .lock()
@@ -88,17 +133,48 @@ async fn handler(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
         Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "Server not available"),
         Health::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Server not available"),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": status,
         "upSince": since,
         "uptime": "",
     });
+    let check = &checked.pipeline;
+    if code == StatusCode::OK && check.enabled {
+        let window = i64::try_from(check.interval.as_millis()).unwrap_or(i64::MAX);
+        let since = crate::clock::now_ms().saturating_sub(window);
+        let failing = checked
+            .telemetry
+            .exporter_status
+            .failing(since, check.exporter_failure_threshold);
+        if !failing.is_empty() {
+            let why: Vec<String> = failing
+                .iter()
+                .map(|(e, n)| {
+                    format!(
+                        "exporter {e}: {n} failed attempts in the last {}",
+                        crate::config::units::format_duration(check.interval)
+                    )
+                })
+                .collect();
+            body["status"] = "Server not available".into();
+            body["reason"] = why.join("; ").into();
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body));
+        }
+    }
     (code, axum::Json(body))
 }
 
 /// Routes for the health endpoint.
-pub fn router(cfg: &HealthCheckConfig, state: Arc<HealthState>) -> axum::Router {
+pub fn router(
+    cfg: &HealthCheckConfig,
+    state: Arc<HealthState>,
+    telemetry: crate::telemetry::SharedTelemetry,
+) -> axum::Router {
     axum::Router::new()
         .route(&cfg.path, axum::routing::get(handler))
-        .with_state(state)
+        .with_state(Arc::new(Checked {
+            state,
+            pipeline: cfg.check_collector_pipeline.clone(),
+            telemetry,
+        }))
 }

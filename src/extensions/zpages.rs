@@ -1,5 +1,7 @@
 //! The `zpages` extension: `/debug/servicez`, `/debug/pipelinez`, `/debug/extensionz`,
-//! `/debug/featurez`, and `/debug/targetz` (every scrape target with its last scrape).
+//! `/debug/featurez`, `/debug/targetz` (every scrape target with its last scrape) and
+//! `/debug/exporterz` (every exporter's deliveries: last success, last error and what the
+//! backend said, retries, queue, points sent, refused and dropped).
 //! Each page is HTML; add `?format=json` for the same data as JSON.
 
 use axum::extract::{Query, State};
@@ -38,6 +40,7 @@ pub struct ZpagesState {
     pub targets: TargetRegistry,
     /// The outcome of the last config reload, when there was one.
     pub reload: ReloadStatus,
+    pub telemetry: crate::telemetry::SharedTelemetry,
 }
 
 /// The last config reload's outcome (`None` until a reload happens), shared with the service.
@@ -110,7 +113,7 @@ async fn servicez(
                 .to_string(),
         ],
     ];
-    let links = "<p><a href=\"/debug/pipelinez\">pipelinez</a> · <a href=\"/debug/extensionz\">extensionz</a> · <a href=\"/debug/featurez\">featurez</a> · <a href=\"/debug/targetz\">targetz</a></p>";
+    let links = "<p><a href=\"/debug/pipelinez\">pipelinez</a> · <a href=\"/debug/extensionz\">extensionz</a> · <a href=\"/debug/featurez\">featurez</a> · <a href=\"/debug/targetz\">targetz</a> · <a href=\"/debug/exporterz\">exporterz</a></p>";
     page(
         "meshmetrics service",
         format!("{}{links}", table(&["", ""], rows)),
@@ -215,6 +218,70 @@ async fn featurez(Query(q): Query<HashMap<String, String>>) -> Response {
     .into_response()
 }
 
+async fn exporterz(
+    State(s): State<Arc<ZpagesState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let exporters = s.telemetry.exporter_status.snapshot();
+    if wants_json(&q) {
+        let v: Vec<_> = exporters
+            .iter()
+            .map(|(name, st)| {
+                let mut o = serde_json::to_value(st).unwrap_or_default();
+                o["exporter"] = name.clone().into();
+                o
+            })
+            .collect();
+        return axum::Json(v).into_response();
+    }
+    let when = |ms: Option<i64>| match ms {
+        Some(ms) if ms > 0 => httpdate::fmt_http_date(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
+        ),
+        _ => "never".into(),
+    };
+    let rows = exporters
+        .iter()
+        .map(|(name, st)| {
+            vec![
+                name.clone(),
+                when(st.last_success_unix_ms),
+                match &st.last_error {
+                    Some(e) => format!("{}: {e}", when(st.last_error_unix_ms)),
+                    None => String::new(),
+                },
+                st.last_error_body.clone().unwrap_or_default(),
+                st.retries.to_string(),
+                format!(
+                    "{} batches, {} bytes on disk",
+                    st.queue_batches, st.queue_bytes_on_disk
+                ),
+                st.points_sent.to_string(),
+                st.points_refused.to_string(),
+                st.points_dropped.to_string(),
+            ]
+        })
+        .collect();
+    page(
+        "Exporters",
+        table(
+            &[
+                "Exporter",
+                "Last success",
+                "Last error",
+                "Backend said",
+                "Retries",
+                "Queue",
+                "Points sent",
+                "Refused",
+                "Dropped",
+            ],
+            rows,
+        ),
+    )
+    .into_response()
+}
+
 async fn targetz(
     State(s): State<Arc<ZpagesState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -306,5 +373,6 @@ pub fn router(state: Arc<ZpagesState>) -> axum::Router {
         .route("/debug/extensionz", axum::routing::get(extensionz))
         .route("/debug/featurez", axum::routing::get(featurez))
         .route("/debug/targetz", axum::routing::get(targetz))
+        .route("/debug/exporterz", axum::routing::get(exporterz))
         .with_state(state)
 }

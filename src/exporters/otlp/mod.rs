@@ -7,7 +7,7 @@ pub mod grpc;
 pub mod http;
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -237,21 +237,33 @@ pub trait Transport: Send + Sync {
     async fn send(&self, batch: &Batch) -> Result<(), SendError>;
 }
 
-/// Logs each distinct permanent-error cause once at error level, later ones at debug.
+/// The "dropping data" error, at most once a minute per exporter, with the points dropped
+/// since it was last written: a backend refusing every batch (a wrong key) says so without
+/// drowning the log, and the count says how much was lost.
 #[derive(Default)]
-struct OnceLogger(Mutex<HashSet<String>>);
+struct DropLog(Mutex<(Option<std::time::Instant>, u64)>);
 
-impl OnceLogger {
-    fn log(&self, exporter: &str, cause: &str, detail: &str) {
-        let first = self
-            .0
-            .lock()
-            .map(|mut s| s.insert(cause.to_string()))
-            .unwrap_or(true);
-        if first {
-            tracing::error!(exporter, cause, response = detail, "export failed permanently; dropping data (further failures with this cause are logged at debug level)");
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl DropLog {
+    fn dropped(&self, exporter: &str, cause: &str, detail: &str, points: usize) {
+        let Ok(mut guard) = self.0.lock() else {
+            return;
+        };
+        let (last, pending) = &mut *guard;
+        *pending += points as u64;
+        if last.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
+            tracing::error!(
+                exporter,
+                cause,
+                response = detail,
+                points_dropped = *pending,
+                "export failed; dropping data (this error repeats at most once a minute, with the points dropped since)"
+            );
+            *last = Some(std::time::Instant::now());
+            *pending = 0;
         } else {
-            tracing::debug!(exporter, cause, "export failed permanently; dropping data");
+            tracing::debug!(exporter, cause, points, "export failed; dropping data");
         }
     }
 }
@@ -288,10 +300,11 @@ async fn deliver(
     transport: &dyn Transport,
     retry: &RetryConfig,
     batch: &Batch,
-    log: &OnceLogger,
+    log: &DropLog,
     telemetry: &Telemetry,
     keep: bool,
 ) -> Outcome {
+    let status = &telemetry.exporter_status;
     let labels = Telemetry::labels(&[("exporter", name)]);
     let started = tokio::time::Instant::now();
     let mut backoff = retry.initial_interval;
@@ -302,10 +315,16 @@ async fn deliver(
                     .exporter_sent
                     .get_or_create(&labels)
                     .inc_by(batch.points as f64);
+                status.update(name, |s| {
+                    s.last_success_unix_ms = Some(crate::clock::now_ms());
+                    s.points_sent += batch.points as u64;
+                });
                 return Outcome::Delivered;
             }
             Err(SendError::Permanent { cause, detail }) => {
-                log.log(name, &cause, &detail);
+                status.failed(name, &cause, Some(&detail));
+                status.update(name, |s| s.points_refused += batch.points as u64);
+                log.dropped(name, &cause, &detail, batch.points);
                 telemetry
                     .exporter_send_failed
                     .get_or_create(&labels)
@@ -313,6 +332,7 @@ async fn deliver(
                 return Outcome::Refused;
             }
             Err(SendError::Retryable { cause, retry_after }) => {
+                status.failed(name, &cause, None);
                 let wait = retry_wait(retry_after, || jitter(retry, backoff));
                 let elapsed = started.elapsed();
                 let out_of_time = !retry.max_elapsed_time.is_zero()
@@ -327,18 +347,15 @@ async fn deliver(
                     return Outcome::GaveUp;
                 }
                 if !retry.enabled || out_of_time {
-                    tracing::error!(
-                        exporter = name,
-                        cause,
-                        points = batch.points,
-                        "export failed after retries; dropping data"
-                    );
+                    log.dropped(name, &cause, "(retries exhausted)", batch.points);
+                    status.update(name, |s| s.points_dropped += batch.points as u64);
                     telemetry
                         .exporter_send_failed
                         .get_or_create(&labels)
                         .inc_by(batch.points as f64);
                     return Outcome::GaveUp;
                 }
+                status.update(name, |s| s.retries += 1);
                 tracing::info!(exporter = name, cause, retry_in = ?wait, "export failed; will retry");
                 tokio::time::sleep(wait).await;
                 backoff = next_backoff(retry, backoff);
@@ -358,7 +375,7 @@ pub async fn run(
     storage: Option<Storage>,
 ) {
     let labels = Telemetry::labels(&[("exporter", &name)]);
-    let log = Arc::new(OnceLogger::default());
+    let log = Arc::new(DropLog::default());
     if !cfg.sending_queue.enabled {
         while let Some(m) = input.recv().await {
             let batch = Batch::encode(&m);
@@ -400,11 +417,16 @@ pub async fn run(
     let gauge = {
         let telemetry = telemetry.clone();
         let labels = labels.clone();
+        let name = name.clone();
         move |q: &disk_queue::DiskQueue| {
             telemetry
                 .exporter_queue_size
                 .get_or_create(&labels)
-                .set(q.len() as i64)
+                .set(q.len() as i64);
+            telemetry.exporter_status.update(&name, |s| {
+                s.queue_batches = q.len();
+                s.queue_bytes_on_disk = q.disk_bytes();
+            });
         }
     };
     gauge(&queue);
