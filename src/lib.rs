@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod exporters;
 pub mod extensions;
+pub mod features;
 pub mod google_rpc;
 pub mod http_server;
 pub mod logging;

@@ -18,9 +18,17 @@ use meshmetrics::service::Running;
     about = "Metrics agent for Flagger + Istio canaries: scrape, process, export OTLP"
 )]
 struct Cli {
-    /// Config file; without it the embedded default config runs.
+    /// Config file; without it the embedded default config runs. Repeatable: later files
+    /// merge into earlier ones as in the collector (maps merged, lists replaced).
     #[arg(long, global = true)]
-    config: Option<String>,
+    config: Vec<String>,
+    /// A value set over the config files: `--set=processors::batch::timeout=2s`.
+    #[arg(long, global = true)]
+    set: Vec<String>,
+    /// Collector feature gates (`+id`, `-id` or `id`, comma-separated): known ones are
+    /// listed on featurez, unknown ones are ignored with a warning.
+    #[arg(long, global = true, value_delimiter = ',')]
+    feature_gates: Vec<String>,
     /// Threads running the pipelines [default: half the CPUs the process may use, at
     /// least 1]. The query façade's appends and query evaluation use threads of their own.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -32,15 +40,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a config file and list every problem found (exit 1 if any).
-    Validate,
+    Validate {
+        /// Also print the effective config (files merged, `--set` applied, references
+        /// expanded, secrets redacted).
+        #[arg(long)]
+        print: bool,
+    },
     /// List the component types this build supports.
     Components,
 }
 
-fn load(path: Option<&str>) -> Result<Config, String> {
-    match path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => Config::default_config().map_err(|e| e.to_string()),
+/// Where the config comes from: its files and `--set` values.
+#[derive(Clone)]
+struct Sources {
+    files: Vec<String>,
+    sets: Vec<String>,
+}
+
+impl Sources {
+    fn load(&self) -> Result<Config, String> {
+        meshmetrics::config::layers::load(&self.files, &self.sets).map_err(|e| e.to_string())
+    }
+
+    fn name(&self) -> String {
+        match self.files.as_slice() {
+            [] => "<default>".into(),
+            files => files.join(" + "),
+        }
     }
 }
 
@@ -70,7 +96,7 @@ async fn config_changed(watcher: &mut Option<ConfigWatcher>) {
     }
 }
 
-async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
+async fn run(sources: Sources, cfg: Config) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut running = Running::start(Arc::new(cfg)).await?;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
@@ -82,9 +108,8 @@ async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     // Edits to the config file (a ConfigMap update included) reload like SIGHUP does.
-    let mut watcher = path
-        .as_ref()
-        .map(|p| ConfigWatcher::new(p, Duration::from_secs(1)));
+    let mut watcher = (!sources.files.is_empty())
+        .then(|| ConfigWatcher::new(sources.files.clone(), Duration::from_secs(1)));
     loop {
         let why = tokio::select! {
             _ = term.recv() => break,
@@ -93,7 +118,7 @@ async fn run(path: Option<String>, cfg: Config) -> Result<(), String> {
             _ = config_changed(&mut watcher) => "config file changed",
         };
         // Validate first; an invalid edit leaves the running pipelines alone.
-        match load(path.as_deref()) {
+        match sources.load() {
             Err(e) => {
                 tracing::error!(trigger = why, error = %e, "config reload refused; keeping the running config");
                 running.reload_refused(&e);
@@ -167,14 +192,35 @@ fn default_worker_threads() -> usize {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let sources = Sources {
+        files: cli.config.clone(),
+        sets: cli.set.clone(),
+    };
     match cli.command {
         Some(Command::Components) => {
             components();
             ExitCode::SUCCESS
         }
-        Some(Command::Validate) => match load(cli.config.as_deref()) {
-            Ok(_) => {
-                println!("{}: valid", cli.config.as_deref().unwrap_or("<default>"));
+        Some(Command::Validate { print }) => match sources.load() {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for w in meshmetrics::features::requested(&cli.feature_gates) {
+                    eprintln!("warning: {w}");
+                }
+                if print {
+                    match meshmetrics::config::layers::effective(&sources.files, &sources.sets) {
+                        Ok(doc) => {
+                            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+                        }
+                        Err(e) => {
+                            eprintln!("{e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                println!("{}: valid", sources.name());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -183,7 +229,7 @@ fn main() -> ExitCode {
             }
         },
         None => {
-            let cfg = match load(cli.config.as_deref()) {
+            let cfg = match sources.load() {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -191,6 +237,12 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg);
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+            for w in meshmetrics::features::requested(&cli.feature_gates) {
+                tracing::warn!("{w}");
+            }
             limit_malloc_arenas();
             let workers = cli
                 .worker_threads
@@ -207,7 +259,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(run(cli.config, cfg)) {
+            match rt.block_on(run(sources, cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "meshmetrics failed");

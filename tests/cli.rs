@@ -368,3 +368,97 @@ service:
     );
     assert!(log.contains("points_dropped"), "{log}");
 }
+
+/// Collector habits carried over: two `--config` files merged (maps merged, lists replaced,
+/// later wins) and `--set`, shown by `validate --print`; `--feature-gates` accepted, an
+/// unknown gate warned about; collector log keys without effect accepted with a warning.
+#[test]
+fn layered_configs_set_and_feature_gates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let base = dir.path().join("base.yaml");
+    let over = dir.path().join("override.yaml");
+    std::fs::write(
+        &base,
+        "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: a
+          static_configs: [{targets: ['127.0.0.1:1']}]
+processors:
+  batch: {timeout: 1s, send_batch_size: 100}
+exporters:
+  debug: {}
+  otlphttp: {endpoint: 'http://127.0.0.1:4318', headers: {x-honeycomb-team: s3cret-key}}
+service:
+  pipelines:
+    metrics: {receivers: [prometheus], processors: [batch], exporters: [debug, otlphttp]}
+  telemetry:
+    logs: {level: info, sampling: {initial: 10}}
+",
+    )
+    .expect("write");
+    std::fs::write(
+        &over,
+        "processors:
+  batch: {send_batch_size: 500}
+service:
+  pipelines:
+    metrics: {exporters: [debug]}
+",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["validate", "--print", "--config"])
+        .arg(&base)
+        .arg("--config")
+        .arg(&over)
+        .args([
+            "--set=processors::batch::timeout=2s",
+            "--feature-gates=+pkg.translator.prometheus.NormalizeName,-scrape.cache,exporter.made.up",
+        ])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let json_end = stdout.rfind('}').expect("a document") + 1;
+    let doc: serde_json::Value = serde_json::from_str(&stdout[..json_end]).expect("json");
+    let batch = &doc["processors"]["batch"];
+    assert_eq!(batch["timeout"], "2s", "--set wins: {doc}");
+    assert_eq!(batch["send_batch_size"], 500, "the later file wins: {doc}");
+    assert_eq!(
+        doc["service"]["pipelines"]["metrics"]["exporters"],
+        serde_json::json!(["debug"]),
+        "lists are replaced: {doc}"
+    );
+    assert_eq!(
+        doc["service"]["pipelines"]["metrics"]["receivers"],
+        serde_json::json!(["prometheus"]),
+        "maps are merged: {doc}"
+    );
+    assert_eq!(
+        doc["exporters"]["otlphttp"]["headers"]["x-honeycomb-team"], "<redacted>",
+        "{doc}"
+    );
+    assert!(!stdout.contains("s3cret-key"));
+    assert!(stdout.contains("valid"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "warning: service.telemetry.logs.sampling is a collector setting with no effect"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("feature gate \"exporter.made.up\" is unknown"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"scrape.cache\" is always enabled"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("NormalizeName"),
+        "a known gate asked on: {stderr}"
+    );
+}

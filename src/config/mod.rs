@@ -2,6 +2,7 @@
 //! validation, and errors that name `file:line:column`.
 
 pub mod expand;
+pub mod layers;
 pub mod secret;
 pub mod tls;
 pub mod units;
@@ -131,14 +132,48 @@ fn typed<'de, A: MapAccess<'de>, T: Deserialize<'de> + Default>(
     Ok(map.next_value::<Option<T>>()?.unwrap_or_default())
 }
 
+/// What a collector user reaches for instead of a component meshmetrics does not have.
+fn equivalent(noun: &str, kind: &str) -> Option<&'static str> {
+    Some(match (noun, kind) {
+        ("exporter", "logging") => "use `debug`, its successor, with the same verbosity",
+        ("exporter", "prometheus") => {
+            "use `promql`: it serves Prometheus's query API over the same samples, which a Prometheus can also federate"
+        }
+        ("exporter", "prometheusremotewrite") => {
+            "meshmetrics has no remote write yet: export over `otlp`/`otlphttp`"
+        }
+        ("processor", "k8sattributes") => {
+            "the prometheus receiver's Kubernetes discovery already adds k8s.namespace.name, k8s.pod.name, k8s.node.name and the workload as resource attributes"
+        }
+        ("processor", "transform") => {
+            "use `attributes`/`resource` actions, or `filter` match rules (metric names, strict or regexp) instead of OTTL"
+        }
+        ("processor", "metricstransform") => {
+            "rename or drop with the prometheus receiver's metric_relabel_configs"
+        }
+        ("processor", "cumulativetodelta") | ("processor", "deltatocumulative") => {
+            "meshmetrics keeps Prometheus's cumulative counters as they are scraped"
+        }
+        ("receiver", "hostmetrics") | ("receiver", "kubeletstats") => {
+            "scrape node_exporter or the kubelet's /metrics/cadvisor with the prometheus receiver"
+        }
+        _ => return None,
+    })
+}
+
 /// Why a component type is not accepted, with a suggestion when it looks like a typo.
 fn unknown_type_message<C: ComponentSection>(kind: &str) -> String {
     if C::UNSUPPORTED.contains(&kind) {
-        return format!(
+        let mut msg = format!(
             "{} type {kind:?} is an OpenTelemetry Collector component that meshmetrics does not support (supported: {})",
             C::NOUN,
             C::SUPPORTED.join(", ")
         );
+        if let Some(instead) = equivalent(C::NOUN, kind) {
+            msg.push_str("; ");
+            msg.push_str(instead);
+        }
+        return msg;
     }
     let mut msg = format!("unknown {} type {kind:?}", C::NOUN);
     if let Some(s) = nearest(kind, C::SUPPORTED.iter().copied()) {
@@ -467,6 +502,11 @@ pub struct TelemetryConfig {
     pub metrics: TelemetryMetricsConfig,
     #[serde(default)]
     pub logs: TelemetryLogsConfig,
+    /// Collector keys with no effect here (accepted, with a warning).
+    #[serde(default)]
+    pub resource: Option<serde_json::Value>,
+    #[serde(default)]
+    pub traces: Option<serde_json::Value>,
 }
 
 /// `service.telemetry.metrics`: where the agent serves its own `otelcol_*` metrics.
@@ -524,22 +564,39 @@ impl TelemetryMetricsConfig {
     }
 }
 
-/// `service.telemetry.logs`.
+/// `service.telemetry.logs`. Unknown keys land in `ignored` and are checked in `validate`
+/// (serde cannot deny unknown fields beside a flattened map).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TelemetryLogsConfig {
     #[serde(default = "default_log_level")]
     pub level: String,
     /// `console` or `json`.
     #[serde(default = "default_log_encoding")]
     pub encoding: String,
+    /// The collector's zap settings, with no effect here (accepted, with a warning).
+    #[serde(flatten)]
+    pub ignored: std::collections::BTreeMap<String, serde_json::Value>,
 }
+
+/// Keys of `service.telemetry.logs` the collector takes and meshmetrics accepts without
+/// acting on them: a config carried over from the collector still loads.
+const IGNORED_LOG_KEYS: &[&str] = &[
+    "development",
+    "disable_caller",
+    "disable_stacktrace",
+    "sampling",
+    "output_paths",
+    "error_output_paths",
+    "initial_fields",
+    "processors",
+];
 
 impl Default for TelemetryLogsConfig {
     fn default() -> Self {
         TelemetryLogsConfig {
             level: default_log_level(),
             encoding: default_log_encoding(),
+            ignored: Default::default(),
         }
     }
 }
@@ -597,6 +654,8 @@ pub struct Config {
     pub source: String,
     /// SHA-less content fingerprint of the expanded text, to tell real changes apart.
     pub fingerprint: u64,
+    /// What loads but does nothing here (collector keys without an equivalent).
+    pub warnings: Vec<String>,
     pub raw: RawConfig,
     pub pipelines: Vec<Pipeline>,
     pub extensions: Vec<ComponentId>,
@@ -701,7 +760,12 @@ impl Config {
                 message: e.message,
             }])
         })?;
-        let raw: RawConfig = serde_saphyr::from_str(&expanded)
+        Config::from_expanded(file, &expanded)
+    }
+
+    /// Parses and validates config text whose references are already expanded.
+    pub fn from_expanded(file: &str, expanded: &str) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = serde_saphyr::from_str(expanded)
             .map_err(|e| ConfigErrors(vec![yaml_error(file, &e)]))?;
         let fingerprint = xxhash_rust::xxh3::xxh3_64(expanded.as_bytes());
         validate(file, raw, fingerprint)
@@ -935,6 +999,34 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
     if let Err(m) = raw.service.telemetry.metrics.listen_address() {
         errors.push(plain(format!("service.telemetry.metrics: {m}")));
     }
+    let mut warnings = Vec::new();
+    for key in raw.service.telemetry.logs.ignored.keys() {
+        if IGNORED_LOG_KEYS.contains(&key.as_str()) {
+            warnings.push(format!(
+                "service.telemetry.logs.{key} is a collector setting with no effect in meshmetrics"
+            ));
+        } else {
+            let mut m = format!("service.telemetry.logs: unknown key {key:?}");
+            let known = ["level", "encoding"]
+                .iter()
+                .chain(IGNORED_LOG_KEYS.iter())
+                .copied();
+            if let Some(s) = nearest(key, known) {
+                m.push_str(&format!("; did you mean {s:?}?"));
+            }
+            errors.push(plain(m));
+        }
+    }
+    for (key, present) in [
+        ("resource", raw.service.telemetry.resource.is_some()),
+        ("traces", raw.service.telemetry.traces.is_some()),
+    ] {
+        if present {
+            warnings.push(format!(
+                "service.telemetry.{key} is a collector setting with no effect in meshmetrics"
+            ));
+        }
+    }
     let level = &raw.service.telemetry.logs.level;
     if !crate::logging::LEVELS.contains(&level.as_str()) {
         let mut m = format!(
@@ -964,6 +1056,7 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
         let cfg = Config {
             source: file.to_string(),
             fingerprint,
+            warnings,
             raw,
             pipelines,
             extensions,

@@ -8,23 +8,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub struct ConfigWatcher {
-    path: PathBuf,
+    paths: Vec<PathBuf>,
     last: Option<u64>,
     every: Duration,
 }
 
-fn content_hash(path: &PathBuf) -> Option<u64> {
-    std::fs::read(path)
-        .ok()
-        .map(|b| xxhash_rust::xxh3::xxh3_64(&b))
+/// One hash of every file's content, in order; `None` while any is missing.
+fn content_hash(paths: &[PathBuf]) -> Option<u64> {
+    let mut all = Vec::new();
+    for p in paths {
+        all.extend_from_slice(&std::fs::read(p).ok()?);
+        all.push(0);
+    }
+    Some(xxhash_rust::xxh3::xxh3_64(&all))
 }
 
 impl ConfigWatcher {
-    /// Starts from the file's current content.
-    pub fn new(path: impl Into<PathBuf>, every: Duration) -> Self {
-        let path = path.into();
-        let last = content_hash(&path);
-        ConfigWatcher { path, last, every }
+    /// Starts from the files' current content (the `--config` files, merged in order).
+    pub fn new<P: Into<PathBuf>>(paths: impl IntoIterator<Item = P>, every: Duration) -> Self {
+        let paths: Vec<PathBuf> = paths.into_iter().map(Into::into).collect();
+        let last = content_hash(&paths);
+        ConfigWatcher { paths, last, every }
     }
 
     /// Resolves when the content differs from the last seen. A file that is briefly missing
@@ -32,7 +36,7 @@ impl ConfigWatcher {
     pub async fn changed(&mut self) {
         loop {
             tokio::time::sleep(self.every).await;
-            if let Some(h) = content_hash(&self.path) {
+            if let Some(h) = content_hash(&self.paths) {
                 if self.last != Some(h) {
                     self.last = Some(h);
                     return;
@@ -55,7 +59,7 @@ mod tests {
         std::fs::write(d.join("..2026_11_27_07_00_00.1/config.yaml"), "a: 1\n").expect("write");
         symlink("..2026_11_27_07_00_00.1", d.join("..data")).expect("link");
         symlink("..data/config.yaml", d.join("config.yaml")).expect("link");
-        let mut w = ConfigWatcher::new(d.join("config.yaml"), Duration::from_millis(10));
+        let mut w = ConfigWatcher::new([d.join("config.yaml")], Duration::from_millis(10));
         let unchanged = tokio::time::timeout(Duration::from_millis(100), w.changed()).await;
         assert!(
             unchanged.is_err(),

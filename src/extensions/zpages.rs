@@ -183,23 +183,7 @@ async fn extensionz(
 }
 
 async fn featurez(Query(q): Query<HashMap<String, String>>) -> Response {
-    let features = [
-        (
-            "scrape.cache",
-            "enabled",
-            "Series seen before skip label parsing and relabeling",
-        ),
-        (
-            "scrape.staleness",
-            "enabled",
-            "Vanished series and failed scrapes emit NoRecordedValue points",
-        ),
-        (
-            "receiver.prometheus.openmetrics",
-            "enabled",
-            "OpenMetrics 1.0 is preferred in content negotiation",
-        ),
-    ];
+    let features = crate::features::listed();
     if wants_json(&q) {
         let v: Vec<_> = features
             .iter()
