@@ -63,6 +63,7 @@ fn setup_secrets_non_interactive() {
         .env("HONEYCOMB_API_KEY", "hcaik_SECRET_honeycomb")
         .env("DYNATRACE_API_TOKEN", "dt0c01.SECRET_dynatrace")
         .env("MESHMETRICS_QUERY_TOKEN", "qt_SECRET_query")
+        .env_remove("DYNATRACE_ENVIRONMENT_ID")
         .output()
         .expect("script runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -123,6 +124,7 @@ fn setup_secrets_non_interactive() {
         )
         .env_remove("HONEYCOMB_API_KEY")
         .env_remove("DYNATRACE_API_TOKEN")
+        .env_remove("DYNATRACE_ENVIRONMENT_ID")
         .output()
         .expect("script runs");
     assert!(out.status.success());
@@ -132,4 +134,60 @@ fn setup_secrets_non_interactive() {
         "{stdout}"
     );
     assert!(stdout.contains("dynatrace-secret: skipped"), "{stdout}");
+}
+
+/// The Dynatrace environment ID becomes the templates' address: written to the env file the
+/// dynatrace kustomization reads, in a copy of the tree so the repository stays as it is.
+#[test]
+fn setup_secrets_sets_the_dynatrace_environment() {
+    let tree = tempfile::tempdir().expect("tmp");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for rel in [
+        "deploy/scripts/setup-secrets.sh",
+        "deploy/flagger/dynatrace/environment.env",
+    ] {
+        let to = tree.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("dir")).expect("mkdir");
+        std::fs::copy(root.join(rel), &to).expect("copy");
+    }
+    fake_kubectl(tree.path());
+    let path = format!(
+        "{}:{}",
+        tree.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |id: &str| {
+        Command::new("bash")
+            .arg(tree.path().join("deploy/scripts/setup-secrets.sh"))
+            .arg("--non-interactive")
+            .env("PATH", &path)
+            .env_remove("HONEYCOMB_API_KEY")
+            .env_remove("DYNATRACE_API_TOKEN")
+            .env("DYNATRACE_ENVIRONMENT_ID", id)
+            .output()
+            .expect("script runs")
+    };
+    let out = run("abc12345");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(tree.path().join("deploy/flagger/dynatrace/environment.env"))
+        .expect("env file");
+    assert!(
+        env.contains("DYNATRACE_URL=https://abc12345.live.dynatrace.com\n"),
+        "{env}"
+    );
+    assert!(env.starts_with('#'), "its comments are kept: {env}");
+    let out = run("https://dt.example.com/e/abc/");
+    assert!(out.status.success());
+    let env = std::fs::read_to_string(tree.path().join("deploy/flagger/dynatrace/environment.env"))
+        .expect("env file");
+    assert!(
+        env.contains("DYNATRACE_URL=https://dt.example.com/e/abc\n"),
+        "{env}"
+    );
+    let out = run("not an id!");
+    assert!(!out.status.success(), "a malformed ID is refused");
 }

@@ -4,6 +4,8 @@
 #   flagger-system/dynatrace-secret       keys dynatrace_token, api-token  (Flagger → Dynatrace)
 #   flagger-system/meshmetrics-query-token keys token, otlp-token         (Flagger → meshmetrics
 #                                          façade and agent ↔ agent; agents → gateway OTLP)
+# and the Dynatrace environment the templates ask (DYNATRACE_ENVIRONMENT_ID, e.g. abc12345,
+# or a whole URL for a managed cluster), written to deploy/flagger/dynatrace/environment.env.
 # The meshmetrics tokens are random unless MESHMETRICS_QUERY_TOKEN / MESHMETRICS_OTLP_TOKEN
 # give them, and an existing secret is kept (its tokens are what running agents accept).
 # Interactive by default; non-interactive when the values are in the environment:
@@ -60,6 +62,23 @@ else
 fi
 ask HONEYCOMB_API_KEY "Honeycomb ingest key"
 ask DYNATRACE_API_TOKEN "Dynatrace API token"
+if [[ -z "${DYNATRACE_ENVIRONMENT_ID:-}" && $interactive == 1 ]]; then
+  read -r -p "Dynatrace environment ID (abc12345, or https://... for a managed cluster; empty to skip): " DYNATRACE_ENVIRONMENT_ID
+fi
+if [[ -n "${DYNATRACE_ENVIRONMENT_ID:-}" ]]; then
+  case "$DYNATRACE_ENVIRONMENT_ID" in
+    https://*) url=${DYNATRACE_ENVIRONMENT_ID%/} ;;
+    *[!a-z0-9]*) echo "error: Dynatrace environment ID $DYNATRACE_ENVIRONMENT_ID: letters and digits only, or an https:// URL" >&2; exit 1 ;;
+    *) url="https://${DYNATRACE_ENVIRONMENT_ID}.live.dynatrace.com" ;;
+  esac
+  env_file="$(dirname "$0")/../flagger/dynatrace/environment.env"
+  {
+    grep '^#' "$env_file" || true
+    echo "DYNATRACE_URL=$url"
+  } > "$env_file.new"
+  mv "$env_file.new" "$env_file"
+  echo "Dynatrace templates: $url"
+fi
 if [[ -n "${HONEYCOMB_API_KEY:-}" ]]; then
   printf '%s' "$HONEYCOMB_API_KEY" | apply_secret honeycomb-otel-secret api-key
 else
