@@ -278,12 +278,8 @@ async fn a_refused_key_turns_health_red_and_shows_on_exporterz() {
     let target = Target::start().await;
     target.set("/metrics", Page::text("app_up 1\n"));
     let (health, zpages) = (free_port(), free_port());
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "receivers:
+    let yaml = format!(
+        "receivers:
   prometheus:
     config:
       scrape_configs:
@@ -308,17 +304,9 @@ service:
     metrics: {{receivers: [prometheus], processors: [batch], exporters: [otlphttp/honeycomb]}}
   telemetry: {{metrics: {{address: ''}}}}
 ",
-            target.addr
-        ),
-    )
-    .expect("write");
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        target.addr
+    );
+    let (mut agent, _dir) = spawn_agent(&yaml, Stdio::piped());
     let health_url = format!("http://127.0.0.1:{health}/");
     let mut red = None;
     for _ in 0..100 {
@@ -357,9 +345,11 @@ service:
         .expect("exporterz");
     assert_eq!(code, 200);
     assert!(page.contains("unknown API key"), "{page}");
-    sigterm(&child);
-    let out = child.wait_with_output().expect("exits");
-    let log = String::from_utf8_lossy(&out.stderr);
+    sigterm(&agent.0);
+    let mut log = String::new();
+    if let Some(mut err) = agent.0.stderr.take() {
+        std::io::Read::read_to_string(&mut err, &mut log).expect("log");
+    }
     assert!(!log.contains('\x1b'), "no ANSI escapes:\n{log}");
     let drops = log.matches("dropping data").count();
     assert_eq!(

@@ -9,23 +9,13 @@ mod common;
 use common::*;
 use meshmetrics::exporters::promql::peer::proto;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshmetrics");
 /// The agent's peak resident memory through every attack. Measured on this config: about
 /// 40 MiB idle (debug build), and no attack may add more than this allows.
 const PEAK_MIB: u64 = 200;
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -76,18 +66,7 @@ service:
             SCRAPE_INTERVAL.as_secs(),
             target.addr
         );
-        let dir = tempfile::tempdir().expect("tmp");
-        let cfg = dir.path().join("config.yaml");
-        std::fs::write(&cfg, yaml).expect("write config");
-        let child = ChildGuard(
-            Command::new(BIN)
-                .arg("--config")
-                .arg(&cfg)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("agent starts"),
-        );
+        let (child, dir) = spawn_agent(&yaml, Stdio::null());
         let agent = Agent {
             child,
             query,
@@ -531,18 +510,7 @@ service:
 ",
         target.addr
     );
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(&cfg, yaml).expect("write config");
-    let mut child = ChildGuard(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent starts"),
-    );
+    let (mut child, _dir) = spawn_agent(&yaml, Stdio::null());
     tokio::time::sleep(Duration::from_secs(3)).await;
     mode.store(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(3)).await;

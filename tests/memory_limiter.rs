@@ -16,15 +16,6 @@ const LIMIT_MIB: u64 = 90;
 const TARGETS: usize = 10;
 const SERIES_PER_SCRAPE: usize = 5000;
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn churn_page(target: usize, version: u64) -> Page {
     let mut body = String::with_capacity(SERIES_PER_SCRAPE * 64);
     body.push_str("# TYPE churn_total counter\n");

@@ -222,18 +222,8 @@ exporters:
             }
         )
     };
-    let dir = tempfile::tempdir().expect("tmp");
+    let (agent, dir) = spawn_agent(&base("", ""), Stdio::inherit());
     let path = dir.path().join("config.yaml");
-    std::fs::write(&path, base("", "")).expect("write");
-    let agent = ChildGuard(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("agent starts"),
-    );
     let deadline = Instant::now() + Duration::from_secs(15);
     while target.request_count("/metrics") < 3 {
         assert!(Instant::now() < deadline, "target was not scraped");

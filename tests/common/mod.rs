@@ -518,20 +518,9 @@ pub async fn try_http_get_with(url: &str, headers: &[(&str, &str)]) -> Option<(u
 
 /// A GET with headers; returns status and body.
 pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let mut req = http::Request::get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client
-        .request(req.body(http_body_util::Empty::new()).expect("request"))
+    try_http_get_with(url, headers)
         .await
-        .expect("GET");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+        .unwrap_or_else(|| panic!("GET {url}: no answer"))
 }
 
 /// An instant query to a façade on 127.0.0.1:`port`; the parsed JSON answer.
@@ -681,6 +670,32 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The agent binary running on `yaml`, written to a file of a temporary directory that lives
+/// as long as the process; stdout is dropped, stderr goes where `stderr` says.
+pub fn spawn_agent(yaml: &str, stderr: std::process::Stdio) -> (ChildGuard, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, yaml).expect("write config");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_meshmetrics"))
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("agent starts");
+    (ChildGuard(child), dir)
+}
+
+/// A field of a process's `/proc/PID/status` in KiB (`VmHWM:` is its peak resident memory).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A child process (the agent binary) killed when the test ends, passing or not.
