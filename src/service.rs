@@ -169,9 +169,9 @@ fn build_processor(
 fn storage_for(
     cfg: &Config,
     exporter: &str,
-    c: &exporters::otlp::OtlpExporterConfig,
+    queue: &exporters::otlp::QueueConfig,
 ) -> Option<exporters::otlp::Storage> {
-    let id = ComponentId::parse(c.sending_queue.storage.as_deref()?).ok()?;
+    let id = ComponentId::parse(queue.storage.as_deref()?).ok()?;
     match cfg.raw.extensions.get(&id)? {
         ExtensionConfig::FileStorage(f) => Some(exporters::otlp::Storage {
             dir: f.queue_dir(exporter),
@@ -193,11 +193,9 @@ struct Reusable {
 
 fn exporter_fingerprint(cfg: &Config, id: &ComponentId) -> String {
     // The storage directory belongs to the exporter's identity too.
-    let storage = match cfg.raw.exporters.get(id) {
-        Some(ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c)) => {
-            format!("{:#?}", storage_for(cfg, &id.to_string(), c))
-        }
-        _ => String::new(),
+    let storage = match cfg.raw.exporters.get(id).and_then(ExporterConfig::queue) {
+        Some(q) => format!("{:#?}", storage_for(cfg, &id.to_string(), q)),
+        None => String::new(),
     };
     format!("{:#?}{storage}", cfg.raw.exporters.get(id))
 }
@@ -231,15 +229,30 @@ async fn start_exporter(
                         .map_err(|e| format!("exporter {id}: {e}"))?,
                 ),
             };
-            let storage = storage_for(cfg, &name, c);
+            let storage = storage_for(cfg, &name, &c.sending_queue);
             let task = tokio::spawn(exporters::otlp::run(
                 name,
-                (**c).clone(),
+                exporters::otlp::Delivery::otlp(c),
                 tr,
                 rx,
                 t,
                 storage,
             ));
+            (task, None, None)
+        }
+        ExporterConfig::PrometheusRemoteWrite(c) => {
+            let tr: Arc<dyn exporters::otlp::Transport> = Arc::new(
+                exporters::remote_write::RemoteWriteTransport::new(c)
+                    .map_err(|e| format!("exporter {id}: {e}"))?,
+            );
+            let storage = storage_for(cfg, &name, &c.remote_write_queue);
+            let encoder = c.encoder();
+            let delivery = exporters::otlp::Delivery {
+                queue: c.remote_write_queue.clone(),
+                retry: c.retry_on_failure.clone(),
+                encode: Arc::new(move |m| encoder.batch(m)),
+            };
+            let task = tokio::spawn(exporters::otlp::run(name, delivery, tr, rx, t, storage));
             (task, None, None)
         }
         ExporterConfig::Debug(c) => (

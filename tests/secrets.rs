@@ -152,7 +152,7 @@ service:
     let logs = std::fs::read_to_string(&log).expect("log");
     assert!(logs.contains("DEBUG"), "debug logs were on");
     assert!(
-        logs.contains("export failed permanently"),
+        logs.contains("export failed; dropping data"),
         "the refusal was logged"
     );
     assert_clean("the logs", &logs);

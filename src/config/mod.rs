@@ -139,9 +139,6 @@ fn equivalent(noun: &str, kind: &str) -> Option<&'static str> {
         ("exporter", "prometheus") => {
             "use `promql`: it serves Prometheus's query API over the same samples, which a Prometheus can also federate"
         }
-        ("exporter", "prometheusremotewrite") => {
-            "meshmetrics has no remote write yet: export over `otlp`/`otlphttp`"
-        }
         ("processor", "k8sattributes") => {
             "the prometheus receiver's Kubernetes discovery already adds k8s.namespace.name, k8s.pod.name, k8s.node.name and the workload as resource attributes"
         }
@@ -375,14 +372,31 @@ pub enum ExporterConfig {
     OtlpHttp(Box<OtlpExporterConfig>),
     Debug(DebugExporterConfig),
     Promql(Box<PromqlExporterConfig>),
+    PrometheusRemoteWrite(Box<crate::exporters::remote_write::RemoteWriteConfig>),
+}
+
+impl ExporterConfig {
+    /// The queue of an exporter that has one (its `storage`, if on disk).
+    pub fn queue(&self) -> Option<&crate::exporters::otlp::QueueConfig> {
+        match self {
+            ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => Some(&o.sending_queue),
+            ExporterConfig::PrometheusRemoteWrite(r) => Some(&r.remote_write_queue),
+            ExporterConfig::Debug(_) | ExporterConfig::Promql(_) => None,
+        }
+    }
 }
 
 impl ComponentSection for ExporterConfig {
     const NOUN: &'static str = "exporter";
-    const SUPPORTED: &'static [&'static str] = &["otlp", "otlphttp", "debug", "promql"];
+    const SUPPORTED: &'static [&'static str] = &[
+        "otlp",
+        "otlphttp",
+        "debug",
+        "promql",
+        "prometheusremotewrite",
+    ];
     const UNSUPPORTED: &'static [&'static str] = &[
         "prometheus",
-        "prometheusremotewrite",
         "logging",
         "file",
         "kafka",
@@ -411,6 +425,9 @@ impl ComponentSection for ExporterConfig {
             "otlphttp" => Ok(ExporterConfig::OtlpHttp(Box::new(typed(map)?))),
             "debug" => Ok(ExporterConfig::Debug(typed(map)?)),
             "promql" => Ok(ExporterConfig::Promql(Box::new(typed(map)?))),
+            "prometheusremotewrite" => Ok(ExporterConfig::PrometheusRemoteWrite(Box::new(
+                map.next_value()?,
+            ))),
             _ => Err(de::Error::custom(unknown_type_message::<Self>(kind))),
         }
     }
@@ -969,9 +986,10 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
             ExporterConfig::OtlpHttp(o) => o.validate(true),
             ExporterConfig::Debug(d) => d.validate(),
             ExporterConfig::Promql(p) => p.validate(),
+            ExporterConfig::PrometheusRemoteWrite(w) => w.validate(),
         };
-        if let (Ok(()), ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o)) = (&r, x) {
-            if let Some(st) = &o.sending_queue.storage {
+        if let (Ok(()), Some(q)) = (&r, x.queue()) {
+            if let Some(st) = &q.storage {
                 r = check_storage_ref(&raw, st);
             }
         }

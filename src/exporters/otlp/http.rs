@@ -26,6 +26,49 @@ pub struct HttpTransport {
     zstd: std::sync::Mutex<Option<zstd::bulk::Compressor<'static>>>,
 }
 
+/// The HTTP client of an exporter: HTTP/1 and 2, TLS by `tls` (rustls).
+pub fn client(
+    tls: &crate::config::tls::TlsClientConfig,
+) -> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>, String> {
+    let tls = tls.rustls_config()?;
+    let mut conn = HttpConnector::new();
+    conn.enforce_http(false);
+    conn.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(conn);
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+}
+
+/// Configured headers as request headers, their values marked sensitive (never printed).
+pub fn header_values(
+    headers: &std::collections::BTreeMap<String, crate::config::secret::Secret>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, String> {
+    let mut out = Vec::new();
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let mut value = http::HeaderValue::from_str(v.expose())
+            .map_err(|_| format!("header {k:?} has a value that is not valid in a header"))?;
+        value.set_sensitive(true);
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The first KiB of a response body, for the log and exporterz: a server answering with an
+/// endless or huge body costs at most `ERROR_BODY_LIMIT` bytes read, and the timeout.
+pub async fn read_error_body(body: hyper::body::Incoming, timeout: Duration) -> String {
+    let limited = http_body_util::Limited::new(body, ERROR_BODY_LIMIT);
+    let body = match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => Bytes::new(),
+    };
+    String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned()
+}
+
 impl HttpTransport {
     pub fn new(cfg: &OtlpExporterConfig) -> Result<Self, String> {
         let url = match &cfg.metrics_endpoint {
@@ -40,25 +83,8 @@ impl HttpTransport {
                 "endpoint {url} must start with http:// or https://"
             ));
         }
-        let tls = cfg.tls.rustls_config()?;
-        let mut conn = HttpConnector::new();
-        conn.enforce_http(false);
-        conn.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(conn);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-        let mut headers = Vec::new();
-        for (k, v) in &cfg.headers {
-            let name = http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
-            let mut value = http::HeaderValue::from_str(v.expose())
-                .map_err(|_| format!("header {k:?} has a value that is not valid in a header"))?;
-            value.set_sensitive(true);
-            headers.push((name, value));
-        }
+        let client = client(&cfg.tls)?;
+        let headers = header_values(&cfg.headers)?;
         Ok(HttpTransport {
             client,
             url,
@@ -168,17 +194,10 @@ impl Transport for HttpTransport {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        // Read a bounded amount of the body, for the log line: a server answering with an
-        // endless or huge body costs at most this much, and the timeout.
-        let limited = http_body_util::Limited::new(resp.into_body(), ERROR_BODY_LIMIT);
-        let body = match tokio::time::timeout(self.timeout, limited.collect()).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => Bytes::new(),
-        };
+        let detail = read_error_body(resp.into_body(), self.timeout).await;
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let detail = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
         let cause = format!("HTTP {status}");
         if retryable(status) {
             Err(SendError::Retryable { cause, retry_after })

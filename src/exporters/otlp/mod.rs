@@ -364,25 +364,52 @@ async fn deliver(
     }
 }
 
-/// Runs an OTLP exporter: encodes what arrives, queues it, and sends with `num_consumers`
+/// How an exporter turns pipeline data into the bytes its transport sends.
+pub type BatchEncoder = Arc<dyn Fn(&Metrics) -> Batch + Send + Sync>;
+
+/// An exporter's delivery settings: its queue and retries, and how batches are encoded (OTLP
+/// by default; the remote write exporter brings its own).
+pub struct Delivery {
+    pub queue: QueueConfig,
+    pub retry: RetryConfig,
+    pub encode: BatchEncoder,
+}
+
+impl Delivery {
+    /// An OTLP exporter's.
+    pub fn otlp(cfg: &OtlpExporterConfig) -> Delivery {
+        Delivery {
+            queue: cfg.sending_queue.clone(),
+            retry: cfg.retry_on_failure.clone(),
+            encode: Arc::new(Batch::encode),
+        }
+    }
+}
+
+/// Runs an exporter: encodes what arrives, queues it, and sends with `num_consumers`
 /// concurrent workers. Returns when the input is closed and the queue drained.
 pub async fn run(
     name: String,
-    cfg: OtlpExporterConfig,
+    delivery: Delivery,
     transport: Arc<dyn Transport>,
     mut input: mpsc::Receiver<Metrics>,
     telemetry: SharedTelemetry,
     storage: Option<Storage>,
 ) {
+    let Delivery {
+        queue: queue_cfg,
+        retry: retry_cfg,
+        encode,
+    } = delivery;
     let labels = Telemetry::labels(&[("exporter", &name)]);
     let log = Arc::new(DropLog::default());
-    if !cfg.sending_queue.enabled {
+    if !queue_cfg.enabled {
         while let Some(m) = input.recv().await {
-            let batch = Batch::encode(&m);
+            let batch = encode(&m);
             deliver(
                 &name,
                 transport.as_ref(),
-                &cfg.retry_on_failure,
+                &retry_cfg,
                 &batch,
                 &log,
                 &telemetry,
@@ -392,7 +419,7 @@ pub async fn run(
         }
         return;
     }
-    let cap = cfg.sending_queue.queue_size;
+    let cap = queue_cfg.queue_size;
     let queue = match storage {
         None => disk_queue::DiskQueue::in_memory(cap),
         Some(st) => match disk_queue::DiskQueue::open(&st.dir, st.fsync, st.max_bytes, cap) {
@@ -431,10 +458,10 @@ pub async fn run(
     };
     gauge(&queue);
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..cfg.sending_queue.num_consumers {
+    for _ in 0..queue_cfg.num_consumers {
         let queue = queue.clone();
         let transport = transport.clone();
-        let retry = cfg.retry_on_failure.clone();
+        let retry = retry_cfg.clone();
         let log = log.clone();
         let telemetry = telemetry.clone();
         let name = name.clone();
@@ -470,7 +497,7 @@ pub async fn run(
         if points == 0 {
             continue;
         }
-        let batch = Batch::encode(&m);
+        let batch = encode(&m);
         if queue.push(batch).is_err() {
             tracing::warn!(exporter = %name, points, "sending queue is full; refusing the new batch");
             telemetry
