@@ -108,7 +108,8 @@ impl Connection {
         follow: bool,
     ) -> Result<(Response<Incoming>, Exchange), String> {
         let (mut response, mut exchange) = self.get(connector, uri, headers).await?;
-        if !follow {
+        // The common case, an answer: nothing is copied for it.
+        if !follow || redirect_target(uri, &response).is_none() {
             return Ok((response, exchange));
         }
         let mut at = uri.clone();
