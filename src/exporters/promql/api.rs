@@ -695,8 +695,9 @@ fn limit_param(p: &Params) -> Result<usize, Response> {
 }
 
 /// The label sets of series matching the request's `match[]` (all series without one),
-/// distinct, in order found. Scanned off the async workers, stopped at the query timeout and
-/// at the query memory budget; with `max_sets`, at that many sets.
+/// distinct, in order found. Scanned off the async workers, in a turn among the queries,
+/// stopped at the query timeout and at the query memory budget; with `max_sets`, at that
+/// many sets.
 async fn matching_labelsets(
     st: &Arc<ApiState>,
     p: &Params,
@@ -705,6 +706,14 @@ async fn matching_labelsets(
     let (start, end) = time_range(p)?;
     let selectors = selectors(p, st)?;
     let deadline = Instant::now() + st.query_timeout;
+    // Scans take turns with queries: each may hold up to the memory budget.
+    let Ok(Ok(_turn)) = tokio::time::timeout_at(deadline.into(), st.turns.acquire()).await else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "query timed out waiting for a turn: too many queries in flight",
+        ));
+    };
     let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _abandon = super::peer::Abandon(abandoned.clone());
     let bounds = SelectBounds {
