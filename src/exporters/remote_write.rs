@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::otlp::{parse_retry_after, Batch, QueueConfig, RetryConfig, SendError, Transport};
+use super::otlp::{Batch, QueueConfig, RetryConfig, SendError, Transport};
 use crate::config::secret::Secret;
 use crate::config::tls::TlsClientConfig;
 use crate::config::units::de_opt_duration;
@@ -306,28 +306,8 @@ impl Transport for RemoteWriteTransport {
                 cause: "request".into(),
                 detail: e.to_string(),
             })?;
-        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => {
-                return Err(SendError::Retryable {
-                    cause: format!("timeout after {:?}", self.timeout),
-                    retry_after: None,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(SendError::Retryable {
-                    cause: format!("connection: {e}"),
-                    retry_after: None,
-                })
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let detail = super::otlp::http::read_error_body(resp.into_body(), self.timeout).await;
+        let (status, retry_after, detail) =
+            super::otlp::http::post(&self.client, req, self.timeout).await?;
         if (200..300).contains(&status) {
             return Ok(());
         }

@@ -58,6 +58,38 @@ pub fn header_values(
     Ok(out)
 }
 
+/// Sends `req` within `timeout`: the status, the server's retry hint and the first KiB of
+/// the body; a timeout or a connection failure is retryable.
+pub async fn post(
+    client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(u16, Option<Duration>, String), SendError> {
+    let resp = match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => {
+            return Err(SendError::Retryable {
+                cause: format!("timeout after {timeout:?}"),
+                retry_after: None,
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(SendError::Retryable {
+                cause: format!("connection: {e}"),
+                retry_after: None,
+            })
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let detail = read_error_body(resp.into_body(), timeout).await;
+    Ok((status, retry_after, detail))
+}
+
 /// The first KiB of a response body, for the log and exporterz: a server answering with an
 /// endless or huge body costs at most `ERROR_BODY_LIMIT` bytes read, and the timeout.
 pub async fn read_error_body(body: hyper::body::Incoming, timeout: Duration) -> String {
@@ -173,28 +205,7 @@ impl Transport for HttpTransport {
                 cause: "request".into(),
                 detail: e.to_string(),
             })?;
-        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => {
-                return Err(SendError::Retryable {
-                    cause: format!("timeout after {:?}", self.timeout),
-                    retry_after: None,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(SendError::Retryable {
-                    cause: format!("connection: {e}"),
-                    retry_after: None,
-                })
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let detail = read_error_body(resp.into_body(), self.timeout).await;
+        let (status, retry_after, detail) = post(&self.client, req, self.timeout).await?;
         if (200..300).contains(&status) {
             return Ok(());
         }
