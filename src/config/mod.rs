@@ -3,10 +3,16 @@
 
 pub mod expand;
 pub mod layers;
+mod listen;
 pub mod secret;
+mod telemetry;
 pub mod tls;
 pub mod units;
 pub mod watch;
+
+pub use listen::{parse_listen_address, same_port};
+use telemetry::IGNORED_LOG_KEYS;
+pub use telemetry::{TelemetryConfig, TelemetryLogsConfig, TelemetryMetricsConfig};
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -14,7 +20,6 @@ use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 
 use crate::exporters::debug::DebugExporterConfig;
 use crate::exporters::otlp::OtlpExporterConfig;
@@ -511,121 +516,6 @@ pub struct PipelineConfig {
     pub exporters: Vec<Spanned<String>>,
 }
 
-/// `service.telemetry`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    #[serde(default)]
-    pub metrics: TelemetryMetricsConfig,
-    #[serde(default)]
-    pub logs: TelemetryLogsConfig,
-    /// Collector keys with no effect here (accepted, with a warning).
-    #[serde(default)]
-    pub resource: Option<serde_json::Value>,
-    #[serde(default)]
-    pub traces: Option<serde_json::Value>,
-}
-
-/// `service.telemetry.metrics`: where the agent serves its own `otelcol_*` metrics.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryMetricsConfig {
-    /// `none` turns self metrics off; `basic`, `normal` and `detailed` all serve them.
-    #[serde(default = "default_level")]
-    pub level: String,
-    /// Listen address; `""` disables the endpoint.
-    #[serde(default = "default_telemetry_address")]
-    pub address: String,
-    /// The newer collector form: `readers: [{pull: {exporter: {prometheus: {host, port}}}}]`.
-    #[serde(default)]
-    pub readers: Vec<serde_json::Value>,
-}
-
-impl Default for TelemetryMetricsConfig {
-    fn default() -> Self {
-        TelemetryMetricsConfig {
-            level: default_level(),
-            address: default_telemetry_address(),
-            readers: Vec::new(),
-        }
-    }
-}
-
-fn default_level() -> String {
-    "normal".into()
-}
-
-fn default_telemetry_address() -> String {
-    "0.0.0.0:8888".into()
-}
-
-impl TelemetryMetricsConfig {
-    /// The listen address for self metrics, if they are served at all.
-    pub fn listen_address(&self) -> Result<Option<SocketAddr>, String> {
-        if self.level == "none" {
-            return Ok(None);
-        }
-        let mut addr = self.address.clone();
-        for r in &self.readers {
-            let p = &r["pull"]["exporter"]["prometheus"];
-            if p.is_object() {
-                let host = p["host"].as_str().unwrap_or("0.0.0.0");
-                let port = p["port"].as_u64().unwrap_or(8888);
-                addr = format!("{host}:{port}");
-            }
-        }
-        if addr.is_empty() {
-            return Ok(None);
-        }
-        parse_listen_address(&addr).map(Some)
-    }
-}
-
-/// `service.telemetry.logs`. Unknown keys land in `ignored` and are checked in `validate`
-/// (serde cannot deny unknown fields beside a flattened map).
-#[derive(Debug, Clone, Deserialize)]
-pub struct TelemetryLogsConfig {
-    #[serde(default = "default_log_level")]
-    pub level: String,
-    /// `console` or `json`.
-    #[serde(default = "default_log_encoding")]
-    pub encoding: String,
-    /// The collector's zap settings, with no effect here (accepted, with a warning).
-    #[serde(flatten)]
-    pub ignored: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-/// Keys of `service.telemetry.logs` the collector takes and meshmetrics accepts without
-/// acting on them: a config carried over from the collector still loads.
-const IGNORED_LOG_KEYS: &[&str] = &[
-    "development",
-    "disable_caller",
-    "disable_stacktrace",
-    "sampling",
-    "output_paths",
-    "error_output_paths",
-    "initial_fields",
-    "processors",
-];
-
-impl Default for TelemetryLogsConfig {
-    fn default() -> Self {
-        TelemetryLogsConfig {
-            level: default_log_level(),
-            encoding: default_log_encoding(),
-            ignored: Default::default(),
-        }
-    }
-}
-
-fn default_log_level() -> String {
-    "info".into()
-}
-
-fn default_log_encoding() -> String {
-    "console".into()
-}
-
 /// `service:`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1099,76 +989,4 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
     } else {
         Err(ConfigErrors(errors))
     }
-}
-
-/// Whether two listen addresses take the same port: the same port on the same address, or on
-/// any address when either is the unspecified one. Port 0 (any free port) takes none.
-pub fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-impl Config {
-    /// Every address the running config listens on, named by what listens: the receivers
-    /// and exporters of its pipelines, its extensions and its self metrics.
-    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
-        let mut out = Vec::new();
-        let mut add = |name: String, addr: &str| {
-            if let Ok(a) = parse_listen_address(addr) {
-                out.push((name, a));
-            }
-        };
-        let mut receivers: Vec<&ComponentId> =
-            self.pipelines.iter().flat_map(|p| &p.receivers).collect();
-        receivers.sort_by_key(|id| id.to_string());
-        receivers.dedup();
-        for id in receivers {
-            if let Some(ReceiverConfig::Otlp(o)) = self.raw.receivers.get(id) {
-                if let Some(g) = &o.protocols.grpc {
-                    add(format!("receivers::{id} (grpc)"), &g.endpoint);
-                }
-                if let Some(h) = &o.protocols.http {
-                    add(format!("receivers::{id} (http)"), &h.endpoint);
-                }
-            }
-        }
-        let mut exporters: Vec<&ComponentId> =
-            self.pipelines.iter().flat_map(|p| &p.exporters).collect();
-        exporters.sort_by_key(|id| id.to_string());
-        exporters.dedup();
-        for id in exporters {
-            if let Some(ExporterConfig::Promql(p)) = self.raw.exporters.get(id) {
-                add(format!("exporters::{id}"), &p.endpoint);
-            }
-        }
-        for id in &self.extensions {
-            match self.raw.extensions.get(id) {
-                Some(ExtensionConfig::HealthCheck(h)) => {
-                    add(format!("extensions::{id}"), &h.endpoint)
-                }
-                Some(ExtensionConfig::Zpages(z)) => add(format!("extensions::{id}"), &z.endpoint),
-                _ => {}
-            }
-        }
-        if let Ok(Some(a)) = self.raw.service.telemetry.metrics.listen_address() {
-            out.push(("service.telemetry.metrics".into(), a));
-        }
-        out
-    }
-}
-
-/// Parses `host:port`, `:port` (all interfaces) or `localhost:port`.
-pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    let with_host = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else if let Some(rest) = s.strip_prefix("localhost:") {
-        format!("127.0.0.1:{rest}")
-    } else {
-        s.to_string()
-    };
-    with_host
-        .parse()
-        .map_err(|_| format!("invalid listen address {s:?} (expected host:port)"))
 }

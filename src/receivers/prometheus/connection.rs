@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
 use super::config::ResolvedScrapeConfig;
+use super::target::Target;
 
 /// Opens TCP or TLS streams to targets; shared by the targets of one scrape config.
 pub type Connector = HttpsConnector<HttpConnector>;
@@ -92,7 +94,7 @@ impl Connection {
         let stream = connect(connector, uri).await?;
         send(stream, uri, headers)
             .await
-            .map_err(|e| super::scrape::error_chain(&e))
+            .map_err(|e| error_chain(&e))
     }
 
     /// As `get`, following up to [`MAX_REDIRECTS`] redirects when `follow` is set, as Go's
@@ -126,7 +128,7 @@ impl Connection {
             let stream = connect(connector, &next).await?;
             (response, exchange) = send(stream, &next, &headers)
                 .await
-                .map_err(|e| super::scrape::error_chain(&e))?;
+                .map_err(|e| error_chain(&e))?;
             exchange.keep_alive = false;
             at = next;
         }
@@ -182,11 +184,11 @@ async fn connect(connector: &Connector, uri: &Uri) -> Result<Stream, String> {
     let mut connector = connector.clone();
     std::future::poll_fn(|cx| connector.poll_ready(cx))
         .await
-        .map_err(|e| format!("connect: {}", super::scrape::error_chain(&*e)))?;
+        .map_err(|e| format!("connect: {}", error_chain(&*e)))?;
     connector
         .call(uri.clone())
         .await
-        .map_err(|e| format!("connect: {}", super::scrape::error_chain(&*e)))
+        .map_err(|e| format!("connect: {}", error_chain(&*e)))
 }
 
 async fn send(
@@ -300,6 +302,105 @@ fn keeps_alive(response: &Response<Incoming>) -> bool {
         Version::HTTP_10 => has("keep-alive"),
         _ => false,
     }
+}
+
+/// Scrape bodies are large (a sidecar's is ~1.5 MB) and each target is scraped once per
+/// interval, so body buffers are lent per scrape from a small process-wide pool instead of
+/// being kept by every target: memory follows concurrent scrapes, not the number of targets.
+static BODY_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Spare buffers kept, and the largest capacity worth keeping (one huge body must not pin
+/// its size forever).
+const POOLED_BUFFERS: usize = 4;
+pub(super) const POOLED_CAPACITY: usize = 16 << 20;
+
+pub(super) fn take_buffer() -> Vec<u8> {
+    BODY_BUFFERS
+        .lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .unwrap_or_default()
+}
+
+pub(super) fn give_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > POOLED_CAPACITY {
+        return;
+    }
+    buf.clear();
+    if let Ok(mut pool) = BODY_BUFFERS.lock() {
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    }
+}
+
+/// A target's scrape request: its URI and headers. Both follow from the scrape config and
+/// the target alone, which a loop keeps for its life (a changed config starts new loops), so
+/// they are built once; an error fails each scrape with its reason.
+pub(super) fn scrape_request(
+    cfg: &ResolvedScrapeConfig,
+    target: &Target,
+) -> Result<(http::Uri, HeaderMap), String> {
+    let accept = if cfg.openmetrics {
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    } else {
+        "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+    };
+    let mut headers = HeaderMap::with_capacity(5);
+    headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static(if cfg.enable_compression {
+            "gzip"
+        } else {
+            "identity"
+        }),
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(concat!("meshmetrics/", env!("CARGO_PKG_VERSION"))),
+    );
+    let timeout = format!("{}", target.timeout.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&timeout) {
+        headers.insert("X-Prometheus-Scrape-Timeout-Seconds", v);
+    }
+    let authorization = if let Some((kind, cred)) = &cfg.authorization {
+        Some(format!("{kind} {}", cred.expose()))
+    } else if let Some((user, pw)) = &cfg.basic_auth {
+        use base64::Engine;
+        let pair = format!("{user}:{}", pw.expose());
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ))
+    } else {
+        None
+    };
+    if let Some(a) = authorization {
+        let mut v = HeaderValue::from_str(&a)
+            .map_err(|_| "credentials are not a valid header value".to_string())?;
+        v.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, v);
+    }
+    let uri: http::Uri = target
+        .url
+        .parse()
+        .map_err(|e| format!("invalid request: {e}"))?;
+    Ok((uri, headers))
+}
+
+/// An error and its sources, each once, as one line.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

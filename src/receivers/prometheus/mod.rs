@@ -4,6 +4,7 @@ pub mod config;
 mod connection;
 pub mod discovery;
 pub mod exposition;
+mod families;
 pub mod kubernetes;
 pub mod relabel;
 pub mod scrape;

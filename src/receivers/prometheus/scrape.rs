@@ -3,7 +3,7 @@
 //! The per-target cache is keyed by the raw series bytes (`name{labels}` as exposed): a series
 //! seen before skips label parsing, merging and metric relabeling entirely.
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::io::Read;
@@ -11,14 +11,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::ResolvedScrapeConfig;
-use super::connection::{Connection, Connector};
+use super::connection::{
+    error_chain, give_buffer, scrape_request, take_buffer, Connection, Connector, POOLED_CAPACITY,
+};
 use super::exposition::{Entry, Format, Parser};
+use super::families::{
+    append_stale, assemble, family_index_owners, family_of, resource_for, resource_slot, FamilyKey,
+};
 use super::relabel::{relabel, LabelMap};
 use super::series::{RawSeries, SeriesEntry, Tracked, Tracks};
 use super::target::Target;
-use crate::model::{
-    stale_nan, Interner, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
-};
+use crate::model::{stale_nan, Interner, Labels, MetricFamily, MetricKind, Metrics, Sample};
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
 
@@ -61,44 +64,12 @@ pub fn set_past_sample_limit(limit: Duration) {
     PAST_SAMPLE_LIMIT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Scrape bodies are large (a sidecar's is ~1.5 MB) and each target is scraped once per
-/// interval, so body buffers are lent per scrape from a small process-wide pool instead of
-/// being kept by every target: memory follows concurrent scrapes, not the number of targets.
-static BODY_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// Spare buffers kept, and the largest capacity worth keeping (one huge body must not pin
-/// its size forever).
-const POOLED_BUFFERS: usize = 4;
-const POOLED_CAPACITY: usize = 16 << 20;
-
-fn take_buffer() -> Vec<u8> {
-    BODY_BUFFERS
-        .lock()
-        .ok()
-        .and_then(|mut pool| pool.pop())
-        .unwrap_or_default()
-}
-
-fn give_buffer(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > POOLED_CAPACITY {
-        return;
-    }
-    buf.clear();
-    if let Ok(mut pool) = BODY_BUFFERS.lock() {
-        if pool.len() < POOLED_BUFFERS {
-            pool.push(buf);
-        }
-    }
-}
-
 /// Status of every live target, by target key.
 pub type TargetRegistry = Arc<Mutex<std::collections::BTreeMap<u64, TargetStatus>>>;
 
 /// A sample's exposed name and the addresses of its series' final name, job and instance:
 /// samples equal in these belong to one family.
 type FamilyMemoKey<'a> = (&'a [u8], usize, usize, usize);
-
-/// A family within one target's output: (family name, job, instance).
-type FamilyKey = (Arc<str>, Arc<str>, Arc<str>);
 
 /// Why a scrape failed.
 #[derive(Debug, Clone)]
@@ -142,29 +113,6 @@ pub struct ScrapeLoop {
 }
 
 use crate::clock::now_ms;
-
-/// Resource attributes for a target, per the OTel Prometheus compatibility spec.
-pub fn resource_for(job: &str, instance: &str, scheme: &str) -> Vec<(String, String)> {
-    let mut r = vec![
-        ("service.name".to_string(), job.to_string()),
-        ("service.instance.id".to_string(), instance.to_string()),
-    ];
-    if let Some((host, port)) = instance.rsplit_once(':') {
-        if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() {
-            r.push((
-                "server.address".into(),
-                host.trim_matches(['[', ']']).to_string(),
-            ));
-            r.push(("server.port".into(), port.to_string()));
-        } else {
-            r.push(("server.address".into(), instance.to_string()));
-        }
-    } else {
-        r.push(("server.address".into(), instance.to_string()));
-    }
-    r.push(("url.scheme".into(), scheme.to_string()));
-    r
-}
 
 impl ScrapeLoop {
     pub fn new(target: Target, cfg: Arc<ResolvedScrapeConfig>, shared: LoopShared) -> Self {
@@ -869,59 +817,6 @@ impl ScrapeLoop {
     }
 }
 
-/// A target's scrape request: its URI and headers. Both follow from the scrape config and
-/// the target alone, which a loop keeps for its life (a changed config starts new loops), so
-/// they are built once; an error fails each scrape with its reason.
-fn scrape_request(
-    cfg: &ResolvedScrapeConfig,
-    target: &Target,
-) -> Result<(http::Uri, HeaderMap), String> {
-    let accept = if cfg.openmetrics {
-        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    } else {
-        "text/plain;version=0.0.4;q=1,*/*;q=0.1"
-    };
-    let mut headers = HeaderMap::with_capacity(5);
-    headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
-    headers.insert(
-        http::header::ACCEPT_ENCODING,
-        HeaderValue::from_static(if cfg.enable_compression {
-            "gzip"
-        } else {
-            "identity"
-        }),
-    );
-    headers.insert(
-        http::header::USER_AGENT,
-        HeaderValue::from_static(concat!("meshmetrics/", env!("CARGO_PKG_VERSION"))),
-    );
-    let timeout = format!("{}", target.timeout.as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&timeout) {
-        headers.insert("X-Prometheus-Scrape-Timeout-Seconds", v);
-    }
-    let authorization = if let Some((kind, cred)) = &cfg.authorization {
-        Some(format!("{kind} {}", cred.expose()))
-    } else if let Some((user, pw)) = &cfg.basic_auth {
-        use std::io::Write;
-        let mut raw = Vec::new();
-        let _ = write!(raw, "{user}:{}", pw.expose());
-        Some(format!("Basic {}", base64_encode(&raw)))
-    } else {
-        None
-    };
-    if let Some(a) = authorization {
-        let mut v = HeaderValue::from_str(&a)
-            .map_err(|_| "credentials are not a valid header value".to_string())?;
-        v.set_sensitive(true);
-        headers.insert(http::header::AUTHORIZATION, v);
-    }
-    let uri: http::Uri = target
-        .url
-        .parse()
-        .map_err(|e| format!("invalid request: {e}"))?;
-    Ok((uri, headers))
-}
-
 /// What the scrape loops of one job share.
 #[derive(Clone)]
 pub struct LoopShared {
@@ -962,239 +857,4 @@ fn parse_error(url: &str, e: super::exposition::ParseError) -> ScrapeError {
         "scrape of {url} failed: parse error at line {}: {}",
         e.line, e.message
     ))
-}
-
-/// Finds the family a sample belongs to from the body's metadata, the way Prometheus looks
-/// metadata up: the exact name, else the name without a type-specific suffix.
-fn family_of(
-    meta: &HashMap<String, (MetricKind, Arc<str>, Arc<str>)>,
-    exposed: &str,
-    final_name: &Arc<str>,
-) -> (Arc<str>, MetricKind, Arc<str>, Arc<str>) {
-    let unknown = || {
-        (
-            final_name.clone(),
-            MetricKind::Unknown,
-            Arc::from(""),
-            Arc::from(""),
-        )
-    };
-    if exposed != &**final_name {
-        return unknown(); // renamed by relabeling: the exposed metadata no longer applies
-    }
-    if let Some((k, h, u)) = meta.get(exposed) {
-        return (final_name.clone(), *k, h.clone(), u.clone());
-    }
-    const SUFFIXES: &[(&str, &[MetricKind])] = &[
-        ("_total", &[MetricKind::Counter]),
-        (
-            "_created",
-            &[
-                MetricKind::Counter,
-                MetricKind::Histogram,
-                MetricKind::Summary,
-            ],
-        ),
-        (
-            "_bucket",
-            &[MetricKind::Histogram, MetricKind::GaugeHistogram],
-        ),
-        ("_count", &[MetricKind::Histogram, MetricKind::Summary]),
-        ("_sum", &[MetricKind::Histogram, MetricKind::Summary]),
-        ("_gcount", &[MetricKind::GaugeHistogram]),
-        ("_gsum", &[MetricKind::GaugeHistogram]),
-        ("_info", &[MetricKind::Info]),
-    ];
-    for (suffix, kinds) in SUFFIXES {
-        if let Some(base) = exposed.strip_suffix(suffix) {
-            if let Some((k, h, u)) = meta.get(base) {
-                if kinds.contains(k) {
-                    return (Arc::from(base), *k, h.clone(), u.clone());
-                }
-            }
-        }
-    }
-    unknown()
-}
-
-fn family_index_owners(idx: &HashMap<FamilyKey, usize>) -> Vec<(Arc<str>, Arc<str>)> {
-    let mut owners = vec![(Arc::from(""), Arc::from("")); idx.len()];
-    for ((_, job, inst), i) in idx {
-        owners[*i] = (job.clone(), inst.clone());
-    }
-    owners
-}
-
-/// Groups families under a resource per (job, instance); usually exactly one.
-fn assemble(
-    families: Vec<MetricFamily>,
-    owners: &[(Arc<str>, Arc<str>)],
-    base: &[(String, String)],
-    scheme: &str,
-) -> Metrics {
-    let mut m = Metrics::default();
-    for (f, (job, inst)) in families.into_iter().zip(owners) {
-        if f.samples.is_empty() {
-            continue; // its only sample was a duplicate
-        }
-        resource_slot(&mut m, job, inst, scheme, base)
-            .families
-            .push(f);
-    }
-    m
-}
-
-fn resource_slot<'a>(
-    m: &'a mut Metrics,
-    job: &str,
-    instance: &str,
-    scheme: &str,
-    base: &[(String, String)],
-) -> &'a mut ResourceMetrics {
-    let pos = m.resources.iter().position(|r| {
-        r.resource_attr("service.name") == Some(job)
-            && r.resource_attr("service.instance.id") == Some(instance)
-    });
-    match pos {
-        Some(i) => &mut m.resources[i],
-        None => {
-            let base_job = base
-                .iter()
-                .find(|(k, _)| k == "service.name")
-                .map(|(_, v)| v.as_str());
-            let base_inst = base
-                .iter()
-                .find(|(k, _)| k == "service.instance.id")
-                .map(|(_, v)| v.as_str());
-            let resource = if base_job == Some(job) && base_inst == Some(instance) {
-                base.to_vec()
-            } else {
-                resource_for(job, instance, scheme)
-            };
-            m.resources.push(ResourceMetrics {
-                resource,
-                scope_name: SCOPE_NAME.to_string(),
-                scope_version: env!("CARGO_PKG_VERSION").to_string(),
-                families: Vec::new(),
-            });
-            m.resources.last_mut().expect("just pushed")
-        }
-    }
-}
-
-fn append_stale(
-    m: &mut Metrics,
-    stale: Vec<Tracked>,
-    ts: i64,
-    base: &[(String, String)],
-    scheme: &str,
-) {
-    for t in stale {
-        let rm = resource_slot(m, &t.entry.job.value, &t.entry.instance.value, scheme, base);
-        let sample = Sample {
-            name: t.entry.name.clone(),
-            labels: t.entry.labels.clone(),
-            value: stale_nan(),
-            timestamp_ms: ts,
-        };
-        match rm.families.iter_mut().find(|f| f.name == t.family) {
-            Some(f) => f.samples.push(sample),
-            None => rm.families.push(MetricFamily {
-                name: t.family.clone(),
-                kind: t.kind,
-                help: Arc::from(""),
-                unit: Arc::from(""),
-                samples: vec![sample],
-            }),
-        }
-    }
-}
-
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// Standard base64 (for Basic auth headers).
-pub fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64() {
-        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
-        assert_eq!(base64_encode(b"a"), "YQ==");
-    }
-
-    #[test]
-    fn resource_attributes() {
-        let r = resource_for("envoy", "10.0.0.1:15090", "http");
-        assert_eq!(
-            r,
-            vec![
-                ("service.name".to_string(), "envoy".to_string()),
-                (
-                    "service.instance.id".to_string(),
-                    "10.0.0.1:15090".to_string()
-                ),
-                ("server.address".to_string(), "10.0.0.1".to_string()),
-                ("server.port".to_string(), "15090".to_string()),
-                ("url.scheme".to_string(), "http".to_string()),
-            ]
-        );
-    }
-
-    #[test]
-    fn family_lookup_by_suffix() {
-        let mut meta = HashMap::new();
-        meta.insert(
-            "rq".to_string(),
-            (MetricKind::Histogram, Arc::from("h"), Arc::from("")),
-        );
-        meta.insert(
-            "c".to_string(),
-            (MetricKind::Counter, Arc::from(""), Arc::from("")),
-        );
-        let n: Arc<str> = Arc::from("rq_bucket");
-        assert_eq!(family_of(&meta, "rq_bucket", &n).0.as_ref(), "rq");
-        let n: Arc<str> = Arc::from("c_total");
-        assert_eq!(family_of(&meta, "c_total", &n).1, MetricKind::Counter);
-        let n: Arc<str> = Arc::from("rq_total");
-        assert_eq!(family_of(&meta, "rq_total", &n).1, MetricKind::Unknown);
-    }
 }
