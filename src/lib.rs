@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of modules.
 
+pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod exporters;

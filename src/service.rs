@@ -9,16 +9,15 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::agent::AgentState;
 use crate::config::{
     parse_listen_address, ComponentId, Config, ExporterConfig, ExtensionConfig, ProcessorConfig,
     ReceiverConfig,
 };
 use crate::exporters;
-use crate::exporters::promql::api::{self, ApiState};
-use crate::exporters::promql::queryz::QueryLog;
 use crate::extensions::bearer_token_auth::BearerTokenAuth;
 use crate::extensions::health_check::{self, Health, HealthState};
-use crate::extensions::zpages::{self, ReloadStatus, ZpagesState};
+use crate::extensions::zpages::{self, ZpagesState};
 use crate::model::Metrics;
 use crate::pipeline::{run_fanout, run_stage, Fanout, CHANNEL_CAPACITY};
 use crate::processors::attributes::{AttributesProcessor, ResourceProcessor};
@@ -26,7 +25,6 @@ use crate::processors::filter::FilterProcessor;
 use crate::processors::memory_limiter::{self, MemoryGate, SharedGates};
 use crate::processors::{batch, Processor};
 use crate::receivers::otlp::OtlpReceiver;
-use crate::receivers::prometheus::scrape::TargetRegistry;
 use crate::receivers::prometheus::PrometheusReceiver;
 use crate::store::Store;
 use crate::telemetry::{SharedTelemetry, Telemetry};
@@ -112,9 +110,8 @@ pub struct Running {
     zpages: Vec<(String, Arc<ZpagesState>)>,
     pub health: Arc<HealthState>,
     pub telemetry: SharedTelemetry,
-    pub targets: TargetRegistry,
-    /// The outcome of the last reload, shown on zpages.
-    pub reload_status: ReloadStatus,
+    /// The config, start time, last reload and scrape targets, kept across reloads.
+    pub agent: Arc<AgentState>,
 }
 
 async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, String> {
@@ -208,6 +205,7 @@ async fn start_exporter(
     id: &ComponentId,
     rx: mpsc::Receiver<Metrics>,
     telemetry: &SharedTelemetry,
+    agent: &Arc<AgentState>,
     window: Option<Arc<Store>>,
 ) -> Result<(JoinHandle<()>, Option<Server>, Option<Arc<Store>>), String> {
     let ec = cfg
@@ -261,50 +259,16 @@ async fn start_exporter(
             None,
         ),
         ExporterConfig::Promql(c) => {
-            let store = match window {
-                Some(s) if s.max_series() == c.max_series => s,
-                _ => Arc::new(Store::new(c.max_series)),
-            };
-            store.set_window(c.retention);
             let addr = parse_listen_address(&c.endpoint)?;
             let l = bind(&name, addr).await?;
-            let credentials = c.credentials().map_err(|e| format!("exporter {id}: {e}"))?;
-            let peer_credentials = c
-                .peer_credentials()
-                .map_err(|e| format!("exporter {id}: {e}"))?;
             // The query memory budget is sized from the agent's memory limit, if it has one.
             let memory_limit = cfg.raw.processors.0.iter().find_map(|(_, p)| match p {
                 ProcessorConfig::MemoryLimiter(m) => Some(m.limits().0),
                 _ => None,
             });
-            let opts = c.eval_options(memory_limit);
-            // Agents fan queries out to each other with the credentials they accept.
-            let fanout = c.peers.as_ref().map(|p| {
-                exporters::promql::peer::Fanout::new(p.clone(), peer_credentials.authorization())
-            });
-            let peer_api = exporters::promql::peer::PeerService {
-                store: store.clone(),
-                compat: opts.compat,
-                credentials: peer_credentials,
-                max_samples: c.max_samples_per_query,
-                max_memory: opts.max_memory,
-                retention: c.retention,
-                timeout: c.query_timeout,
-            };
-            let state = Arc::new(ApiState {
-                store: store.clone(),
-                opts,
-                query_timeout: c.query_timeout,
-                credentials,
-                queryz: QueryLog::new(c.queryz_size),
-                parsed: Default::default(),
-                fanout,
-                turns: tokio::sync::Semaphore::new(c.max_concurrent_queries),
-                retention: c.retention,
-            });
-            // One port for the Prometheus HTTP API and the peers' gRPC API.
-            let router = api::router(&c.path_prefix, state)
-                .merge(tonic::service::Routes::new(peer_api.server()).into_axum_router());
+            let (router, store) = c
+                .facade(memory_limit, agent.clone(), window)
+                .map_err(|e| format!("exporter {id}: {e}"))?;
             let server = serve(&name, l, router, telemetry);
             let task = tokio::spawn(exporters::promql::run_ingest(
                 name,
@@ -346,13 +310,13 @@ async fn stop_exporter(name: &str, e: ExporterHandle, until: tokio::time::Instan
 impl Running {
     /// Starts everything the config describes.
     pub async fn start(cfg: Arc<Config>) -> Result<Running, String> {
+        let agent = Arc::new(AgentState::new(cfg.clone()));
         Self::assemble(
             cfg,
             Reusable::default(),
             Arc::new(Telemetry::new()),
             Arc::new(HealthState::default()),
-            Arc::default(),
-            Arc::default(),
+            agent,
         )
         .await
         .map(|(running, _nothing_deferred)| running)
@@ -372,8 +336,7 @@ impl Running {
             zpages,
             health,
             telemetry,
-            targets,
-            reload_status,
+            agent,
         } = self;
         for b in background {
             b.abort();
@@ -384,15 +347,7 @@ impl Running {
             exporters,
             receivers,
         };
-        let started = Self::assemble(
-            cfg,
-            reusable,
-            telemetry,
-            health,
-            targets,
-            reload_status.clone(),
-        )
-        .await;
+        let started = Self::assemble(cfg, reusable, telemetry, health, agent.clone()).await;
         // The old pipelines end as their inputs close (receivers now feed the new ones).
         let until = tokio::time::Instant::now() + Duration::from_secs(10);
         for s in stages {
@@ -409,8 +364,15 @@ impl Running {
                 window = old.store.clone();
                 stop_exporter(&name, old, until).await;
             }
-            let (task, server, store) =
-                start_exporter(&running.cfg, &id, rx.0, &running.telemetry, window).await?;
+            let (task, server, store) = start_exporter(
+                &running.cfg,
+                &id,
+                rx.0,
+                &running.telemetry,
+                &running.agent,
+                window,
+            )
+            .await?;
             running.exporters.push((
                 id,
                 ExporterHandle {
@@ -422,16 +384,23 @@ impl Running {
                 },
             ));
         }
-        running.reload_status.store(Arc::new(Some(format!(
+        running.agent.reload.store(Arc::new(Some(format!(
             "applied at {}",
             httpdate::fmt_http_date(SystemTime::now())
         ))));
+        running.agent.config.store(running.cfg.clone());
+        running
+            .agent
+            .applied
+            .store(Arc::new((SystemTime::now(), true)));
         Ok(running)
     }
 
     /// Records a refused reload (shown on zpages); the running config stays.
     pub fn reload_refused(&self, error: &str) {
-        self.reload_status.store(Arc::new(Some(format!(
+        let applied = self.agent.applied.load().0;
+        self.agent.applied.store(Arc::new((applied, false)));
+        self.agent.reload.store(Arc::new(Some(format!(
             "refused at {}; still running the previous config: {error}",
             httpdate::fmt_http_date(SystemTime::now())
         ))));
@@ -443,8 +412,7 @@ impl Running {
         mut old: Reusable,
         telemetry: SharedTelemetry,
         health: Arc<HealthState>,
-        targets: TargetRegistry,
-        reload_status: ReloadStatus,
+        agent: Arc<AgentState>,
     ) -> Result<
         (
             Running,
@@ -525,8 +493,8 @@ impl Running {
                     let state = Arc::new(ZpagesState {
                         config: arc_swap::ArcSwap::new(cfg.clone()),
                         started: SystemTime::now(),
-                        targets: targets.clone(),
-                        reload: reload_status.clone(),
+                        targets: agent.targets.clone(),
+                        reload: agent.reload.clone(),
                         telemetry: telemetry.clone(),
                     });
                     zpages.push((fp.clone(), state.clone()));
@@ -590,7 +558,7 @@ impl Running {
                     None => {
                         let (tx, rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
                         let (task, server, store) =
-                            start_exporter(&cfg, id, rx, &telemetry, None).await?;
+                            start_exporter(&cfg, id, rx, &telemetry, &agent, None).await?;
                         exporter_inputs.insert(id.clone(), tx.clone());
                         exporters_running.push((
                             id.clone(),
@@ -761,7 +729,7 @@ impl Running {
                         pc,
                         out.clone(),
                         telemetry.clone(),
-                        targets.clone(),
+                        agent.targets.clone(),
                         gates.clone(),
                     )
                     .map_err(|e| format!("receiver {id}: {e}"))?;
@@ -797,8 +765,7 @@ impl Running {
                 zpages,
                 health,
                 telemetry,
-                targets,
-                reload_status,
+                agent,
             },
             deferred,
         ))

@@ -603,7 +603,9 @@ async fn limits_fail_the_whole_scrape() {
         sink.wait_for(WAIT, "up", |s| !find(&s.metrics(), "up").is_empty())
             .await;
         let status = agent
+            .agent
             .targets
+            .active
             .lock()
             .expect("lock")
             .values()

@@ -70,6 +70,7 @@ enum Answer {
     Error(String),
     Scalar(f64),
     Vector(BTreeMap<String, f64>),
+    Matrix(BTreeMap<String, Vec<(String, f64)>>),
 }
 
 fn parse_answer(body: &str) -> Answer {
@@ -95,6 +96,21 @@ fn parse_answer(body: &str) -> Answer {
                 m.insert(format!("{labels:?}"), num(&r["value"][1]));
             }
             Answer::Vector(m)
+        }
+        Some("matrix") => {
+            let mut m = BTreeMap::new();
+            for r in v["data"]["result"].as_array().into_iter().flatten() {
+                let labels: BTreeMap<String, String> =
+                    serde_json::from_value(r["metric"].clone()).unwrap_or_default();
+                let points = r["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| (p[0].to_string(), num(&p[1])))
+                    .collect();
+                m.insert(format!("{labels:?}"), points);
+            }
+            Answer::Matrix(m)
         }
         other => Answer::Error(format!("unexpected result type {other:?}")),
     }
@@ -124,8 +140,73 @@ fn compare(query: &str, ours: &Answer, theirs: &Answer) -> Result<(), String> {
             }
             Ok(())
         }
+        (Answer::Matrix(a), Answer::Matrix(b)) => {
+            if a.keys().ne(b.keys()) {
+                return Err(format!(
+                    "{query}: series differ\n  ours:   {:?}\n  theirs: {:?}",
+                    a.keys().collect::<Vec<_>>(),
+                    b.keys().collect::<Vec<_>>()
+                ));
+            }
+            for (k, pa) in a {
+                let pb = &b[k];
+                let equal = pa.len() == pb.len()
+                    && pa
+                        .iter()
+                        .zip(pb)
+                        .all(|((ta, va), (tb, vb))| ta == tb && same(*va, *vb));
+                if !equal {
+                    return Err(format!("{query}: {k}: ours {pa:?} theirs {pb:?}"));
+                }
+            }
+            Ok(())
+        }
         _ => Err(format!("{query}: ours {ours:?} theirs {theirs:?}")),
     }
+}
+
+/// The `data` of a catalog answer (`series`, `labels`, `label values`, `metadata`), with
+/// lists sorted: Prometheus sorts names and values, and lists series in no set order.
+fn catalog_data(body: &str) -> Result<serde_json::Value, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("bad JSON: {e}: {body}"))?;
+    if v["status"] != "success" {
+        return Err(format!("error: {body}"));
+    }
+    let mut data = v["data"].clone();
+    if let Some(list) = data.as_array_mut() {
+        list.sort_by_key(|x| x.to_string());
+    }
+    Ok(data)
+}
+
+/// The catalog questions Grafana asks, over the test's history.
+fn catalog_paths(start: &str, end: &str) -> Vec<String> {
+    let e = go_query_escape;
+    vec![
+        "/api/v1/labels".into(),
+        format!(
+            "/api/v1/labels?match[]={}&start={start}&end={end}",
+            e("istio_requests_total")
+        ),
+        "/api/v1/label/__name__/values".into(),
+        "/api/v1/label/destination_workload/values".into(),
+        format!(
+            "/api/v1/label/instance/values?match[]={}",
+            e("envoy_server_live")
+        ),
+        format!(
+            "/api/v1/series?match[]={}&start={start}&end={end}",
+            e("istio_requests_total{response_code=\"200\"}")
+        ),
+        format!(
+            "/api/v1/series?match[]={}&match[]={}",
+            e("{__name__=~\"envoy_.*\"}"),
+            e("up")
+        ),
+        "/api/v1/metadata?metric=istio_requests_total".into(),
+        "/api/v1/metadata?metric=envoy_cluster_upstream_cx_active".into(),
+    ]
 }
 
 /// The query set: Flagger's builtin Istio checks, Envoy queries, aggregations, joins,
@@ -328,6 +409,40 @@ async fn differential(agents: usize, pods: usize) {
             compared += 1;
         }
     }
+    // Range queries over the last 20 s at 2 s, as a dashboard asks them.
+    let (start, end) = (
+        format!("{:.3}", (last_ts - 20_000) as f64 / 1000.0),
+        format!("{:.3}", last_ts as f64 / 1000.0),
+    );
+    for q in queries()
+        .into_iter()
+        .filter(|q| !q.contains("absent") && !q.contains("timestamp"))
+    {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=2",
+            go_query_escape(&q)
+        );
+        let via = &ours[compared % agents];
+        let (_, a) = http_get(&format!("http://{via}{path}"), &[]).await;
+        let (_, b) = http_get(&format!("http://{theirs}{path}"), &[]).await;
+        if let Err(e) = compare(&format!("range {q}"), &parse_answer(&a), &parse_answer(&b)) {
+            failures.push(format!("(via {via}) {e}"));
+        }
+        compared += 1;
+    }
+    // What Grafana's label browser and metric picker ask.
+    for path in catalog_paths(&start, &end) {
+        let via = &ours[compared % agents];
+        let (_, a) = http_get(&format!("http://{via}{path}"), &[]).await;
+        let (_, b) = http_get(&format!("http://{theirs}{path}"), &[]).await;
+        match (catalog_data(&a), catalog_data(&b)) {
+            (Ok(x), Ok(y)) if x == y => {}
+            (x, y) => failures.push(format!(
+                "(via {via}) {path}:\n  ours:   {x:?}\n  theirs: {y:?}"
+            )),
+        }
+        compared += 1;
+    }
     if !failures.is_empty() {
         // Show the raw samples of one series from both sides to help find the cause.
         let raw = format!(
@@ -340,6 +455,24 @@ async fn differential(agents: usize, pods: usize) {
         let (_, a) = http_get(&format!("http://{}{raw}", ours[0]), &[]).await;
         let (_, b) = http_get(&format!("http://{theirs}{raw}"), &[]).await;
         eprintln!("raw samples, ours:\n{a}\ntheirs:\n{b}");
+    }
+    // One agent stopped: queries and catalog questions through another fail naming it.
+    if agents > 1 {
+        let gone = running.remove(agents - 1);
+        gone.shutdown(Duration::from_secs(5)).await;
+        let stopped = address(agents - 1);
+        for path in [
+            format!(
+                "/api/v1/query?query={}",
+                go_query_escape("sum(envoy_server_live)")
+            ),
+            "/api/v1/label/__name__/values".to_string(),
+        ] {
+            let (status, body) = http_get(&format!("http://{}{path}", ours[0]), &[]).await;
+            if status != 503 || !body.contains(&stopped) {
+                failures.push(format!("{path} with {stopped} stopped: {status} {body}"));
+            }
+        }
     }
     for agent in running {
         agent.shutdown(Duration::from_secs(5)).await;

@@ -339,7 +339,9 @@ async fn run_jobs(
     let agent = start_agent(&yaml).await;
     tokio::time::sleep(wait).await;
     let statuses: Vec<_> = agent
+        .agent
         .targets
+        .active
         .lock()
         .expect("lock")
         .values()

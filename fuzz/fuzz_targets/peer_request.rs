@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(req) = proto::SelectRequest::decode(data) else {
         return;
     };
-    let Ok(selections) = requested_selections(&req, Compat::V3) else {
+    let Ok(selections) = requested_selections(&req.selectors, Compat::V3) else {
         return;
     };
     let bounds = SelectBounds {

@@ -563,6 +563,8 @@ pub struct Config {
     pub fingerprint: u64,
     /// What loads but does nothing here (collector keys without an equivalent).
     pub warnings: Vec<String>,
+    /// The config as loaded, secrets redacted, as YAML (`/api/v1/status/config`).
+    pub redacted_yaml: String,
     pub raw: RawConfig,
     pub pipelines: Vec<Pipeline>,
     pub extensions: Vec<ComponentId>,
@@ -675,7 +677,12 @@ impl Config {
         let raw: RawConfig = serde_saphyr::from_str(expanded)
             .map_err(|e| ConfigErrors(vec![yaml_error(file, &e)]))?;
         let fingerprint = xxhash_rust::xxh3::xxh3_64(expanded.as_bytes());
-        validate(file, raw, fingerprint)
+        let mut cfg = validate(file, raw, fingerprint)?;
+        cfg.redacted_yaml = serde_saphyr::from_str::<serde_json::Value>(expanded)
+            .ok()
+            .and_then(|doc| serde_saphyr::to_string(&layers::redacted(doc)).ok())
+            .unwrap_or_default();
+        Ok(cfg)
     }
 }
 
@@ -965,6 +972,7 @@ fn validate(file: &str, raw: RawConfig, fingerprint: u64) -> Result<Config, Conf
             source: file.to_string(),
             fingerprint,
             warnings,
+            redacted_yaml: String::new(),
             raw,
             pipelines,
             extensions,

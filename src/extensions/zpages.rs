@@ -43,8 +43,7 @@ pub struct ZpagesState {
     pub telemetry: crate::telemetry::SharedTelemetry,
 }
 
-/// The last config reload's outcome (`None` until a reload happens), shared with the service.
-pub type ReloadStatus = Arc<arc_swap::ArcSwap<Option<String>>>;
+pub use crate::agent::ReloadStatus;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -272,6 +271,7 @@ async fn targetz(
 ) -> Response {
     let targets: Vec<_> = s
         .targets
+        .active
         .lock()
         .map(|t| t.values().cloned().collect())
         .unwrap_or_default();

@@ -7,6 +7,7 @@
 //! refused otherwise; staleness markers are stored like any sample.
 
 pub mod chunk;
+pub mod metadata;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -321,6 +322,8 @@ pub struct Store {
     series_count: AtomicUsize,
     max_series: usize,
     pub stats: StoreStats,
+    /// Type, help and unit of the families stored.
+    pub metadata: metadata::MetadataTable,
     /// Shares `job`/`instance`/`__name__` strings between the series built here.
     interner: crate::model::Interner,
     /// When this store was made (ms): its window holds nothing older that it was sent live.
@@ -343,6 +346,7 @@ impl Store {
             series_count: AtomicUsize::new(0),
             max_series,
             stats: StoreStats::default(),
+            metadata: Default::default(),
             interner: crate::model::Interner::default(),
             window_ms: std::sync::atomic::AtomicI64::new(0),
             born_ms: crate::clock::now_ms(),
@@ -460,6 +464,7 @@ impl Store {
             let job = job.as_ref();
             let instance = r.resource_attr("service.instance.id").unwrap_or("");
             for f in &r.families {
+                self.metadata.note(f, now);
                 for s in &f.samples {
                     if s.timestamp_ms < oldest || s.timestamp_ms > newest {
                         self.stats.out_of_bounds.fetch_add(1, Ordering::Relaxed);
@@ -500,6 +505,7 @@ impl Store {
 
     /// Drops chunks entirely older than `min_t`, and series left without samples.
     pub fn trim(&self, min_t: i64) {
+        self.metadata.trim(min_t);
         for shard in self.shards.iter() {
             let mut s = shard.write().unwrap_or_else(|e| e.into_inner());
             let mut dead = Vec::new();

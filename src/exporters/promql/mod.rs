@@ -2,8 +2,10 @@
 //! [`Store`] and serves Prometheus's HTTP query API over it, for Flagger's MetricTemplates.
 
 pub mod api;
+pub mod local;
 pub mod peer;
 pub mod queryz;
+pub mod ui;
 
 use serde::Deserialize;
 use std::sync::Arc;
@@ -308,6 +310,62 @@ impl PromqlExporterConfig {
             },
         };
         usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
+}
+
+impl PromqlExporterConfig {
+    /// The façade of this config: its store (`window`, the store of the instance it replaces,
+    /// when its bound is unchanged: Flagger's next check sees the same window, not an empty
+    /// one) and one router for the Prometheus HTTP API, the query page and the peers' gRPC
+    /// API. `memory_limit` sizes the default query memory budget.
+    pub fn facade(
+        &self,
+        memory_limit: Option<u64>,
+        agent: Arc<crate::agent::AgentState>,
+        window: Option<Arc<Store>>,
+    ) -> Result<(axum::Router, Arc<Store>), String> {
+        let store = match window {
+            Some(s) if s.max_series() == self.max_series => s,
+            _ => Arc::new(Store::new(self.max_series)),
+        };
+        store.set_window(self.retention);
+        let credentials = self.credentials()?;
+        let peer_credentials = self.peer_credentials()?;
+        let opts = self.eval_options(memory_limit);
+        // Agents fan queries out to each other with the credentials they accept.
+        let fanout = self
+            .peers
+            .as_ref()
+            .map(|p| peer::Fanout::new(p.clone(), peer_credentials.authorization()));
+        let peer_api = peer::PeerService {
+            store: store.clone(),
+            compat: opts.compat,
+            credentials: peer_credentials,
+            max_samples: self.max_samples_per_query,
+            max_memory: opts.max_memory,
+            retention: self.retention,
+            timeout: self.query_timeout,
+            targets: agent.targets.clone(),
+        };
+        let state = Arc::new(api::ApiState {
+            store: store.clone(),
+            opts,
+            query_timeout: self.query_timeout,
+            credentials,
+            queryz: queryz::QueryLog::new(self.queryz_size),
+            parsed: Default::default(),
+            fanout,
+            turns: tokio::sync::Semaphore::new(self.max_concurrent_queries),
+            retention: self.retention,
+            agent,
+            settings: self.clone(),
+        });
+        // One port for the Prometheus HTTP API, the page and the peers' gRPC API; a path none
+        // of them serves gets an HTTP answer, never gRPC's.
+        let router = api::router(&self.path_prefix, state)
+            .merge(tonic::service::Routes::new(peer_api.server()).into_axum_router())
+            .fallback(api::not_found);
+        Ok((router, store))
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::secret::Secret;
 use crate::config::units::de_duration;
-use crate::model::{Label, Labels};
+use crate::model::Labels;
 use crate::promql::{Compat, LabelMatcher, MatchKind, Queryable, SeriesSamples};
 use crate::store::Store;
 
@@ -96,6 +96,37 @@ fn from_proto_kind(k: i32) -> Result<MatchKind, String> {
 
 pub use crate::promql::Selection;
 
+/// A selector as the peer API carries it.
+pub fn to_proto_selector(
+    matchers: &[LabelMatcher],
+    mint: i64,
+    maxt: i64,
+    needs_from: i64,
+) -> proto::Selector {
+    proto::Selector {
+        matchers: matchers
+            .iter()
+            .map(|m| proto::Matcher {
+                kind: to_proto_kind(m.kind),
+                name: m.name.clone(),
+                value: m.value.clone(),
+            })
+            .collect(),
+        min_time_ms: mint,
+        max_time_ms: maxt,
+        needs_from_ms: needs_from,
+    }
+}
+
+/// Selectors, each with its window, as the peer API carries them (no warm-up check).
+pub fn to_proto_selectors<'a>(
+    selectors: impl Iterator<Item = (&'a Vec<LabelMatcher>, i64, i64)>,
+) -> Vec<proto::Selector> {
+    selectors
+        .map(|(m, mint, maxt)| to_proto_selector(m, mint, maxt, 0))
+        .collect()
+}
+
 /// Most selectors one peer request may hold (a query within the nesting bound has fewer).
 const MAX_SELECTORS: usize = 512;
 /// Most matchers one selector of a peer request may hold.
@@ -114,6 +145,8 @@ pub struct PeerService {
     pub retention: Duration,
     /// The longest an answer may take when the caller sets no deadline.
     pub timeout: Duration,
+    /// This agent's scrape targets, for `Targets`.
+    pub targets: crate::receivers::prometheus::scrape::TargetRegistry,
 }
 
 impl PeerService {
@@ -125,6 +158,27 @@ impl PeerService {
             .max_encoding_message_size(1 << 30)
             .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+    }
+
+    /// Admits a request presenting the peer API's credentials (any, when there are none).
+    fn admit<T>(&self, request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let values = request.metadata().get_all("authorization");
+        match self
+            .credentials
+            .admit(values.iter().filter_map(|v| v.to_str().ok()))
+        {
+            Some(_) => Ok(()),
+            None => Err(tonic::Status::unauthenticated(
+                "missing or invalid credentials",
+            )),
+        }
+    }
+
+    /// The deadline of a request: the caller's, within the service's own timeout.
+    fn deadline<T>(&self, request: &tonic::Request<T>) -> std::time::Instant {
+        let timeout =
+            grpc_timeout(request.metadata()).map_or(self.timeout, |t| t.min(self.timeout));
+        std::time::Instant::now() + timeout
     }
 
     /// Refuses a request that needs samples from before this agent's window started, when
@@ -173,20 +227,20 @@ pub fn warming_up(
 /// A peer request's selectors as matchers, or why they cannot be served: none, too many,
 /// regexes over the query limits, or a selector that would match every series.
 pub fn requested_selections(
-    req: &proto::SelectRequest,
+    selectors: &[proto::Selector],
     compat: Compat,
 ) -> Result<Vec<Selection>, tonic::Status> {
     use crate::promql::bounds::{MAX_QUERY_REGEX_BYTES, MAX_REGEX_BYTES, MAX_REGEX_MATCHERS};
     let invalid = |m: String| tonic::Status::invalid_argument(m);
-    if req.selectors.is_empty() {
+    if selectors.is_empty() {
         return Err(invalid("no selectors".into()));
     }
-    if req.selectors.len() > MAX_SELECTORS {
+    if selectors.len() > MAX_SELECTORS {
         return Err(invalid(format!("more than {MAX_SELECTORS} selectors")));
     }
     let (mut regexes, mut regex_bytes) = (0usize, 0usize);
-    let mut out = Vec::with_capacity(req.selectors.len());
-    for s in &req.selectors {
+    let mut out = Vec::with_capacity(selectors.len());
+    for s in selectors {
         if s.matchers.len() > MAX_MATCHERS {
             return Err(invalid(format!(
                 "a selector has more than {MAX_MATCHERS} matchers"
@@ -258,21 +312,10 @@ impl Peer for PeerService {
         &self,
         request: tonic::Request<proto::SelectRequest>,
     ) -> Result<tonic::Response<proto::SelectResponse>, tonic::Status> {
-        let values = request.metadata().get_all("authorization");
-        if self
-            .credentials
-            .admit(values.iter().filter_map(|v| v.to_str().ok()))
-            .is_none()
-        {
-            return Err(tonic::Status::unauthenticated(
-                "missing or invalid credentials",
-            ));
-        }
-        let timeout =
-            grpc_timeout(request.metadata()).map_or(self.timeout, |t| t.min(self.timeout));
-        let deadline = std::time::Instant::now() + timeout;
+        self.admit(&request)?;
+        let deadline = self.deadline(&request);
         let req = request.into_inner();
-        let selections = requested_selections(&req, self.compat)?;
+        let selections = requested_selections(&req.selectors, self.compat)?;
         self.check_warm(&selections, req.asker_window_from_ms)?;
         let limit = match (req.max_samples as usize, self.max_samples) {
             (0, l) | (l, 0) => l,
@@ -341,6 +384,85 @@ impl Peer for PeerService {
             series,
             window_from_ms: self.store.born_ms,
         }))
+    }
+
+    async fn labels(
+        &self,
+        request: tonic::Request<proto::LabelsRequest>,
+    ) -> Result<tonic::Response<proto::LabelsResponse>, tonic::Status> {
+        self.admit(&request)?;
+        let deadline = self.deadline(&request);
+        let req = request.into_inner();
+        let selections = requested_selections(&req.selectors, self.compat)?;
+        let kind = proto::labels_request::Kind::try_from(req.kind)
+            .map_err(|_| tonic::Status::invalid_argument(format!("unknown kind {}", req.kind)))?;
+        if kind == proto::labels_request::Kind::Values
+            && !crate::receivers::prometheus::relabel::is_label_name(&req.label_name)
+        {
+            return Err(tonic::Status::invalid_argument(format!(
+                "invalid label name: {:?}",
+                req.label_name
+            )));
+        }
+        let (start, end) = selections
+            .first()
+            .map_or((i64::MIN, i64::MAX), |s| (s.mint, s.maxt));
+        let question = super::local::LabelsQuestion {
+            selectors: selections.into_iter().map(|s| s.matchers).collect(),
+            start,
+            end,
+            kind,
+            label_name: req.label_name,
+            limit: usize::try_from(req.limit).unwrap_or(usize::MAX),
+        };
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _abandon = Abandon(abandoned.clone());
+        let bounds = crate::store::SelectBounds {
+            max_bytes: self.max_memory,
+            max_series: 0,
+            deadline: Some(deadline),
+            abandoned: Some(abandoned),
+        };
+        let store = self.store.clone();
+        let max_memory = self.max_memory;
+        let answer = tokio::task::spawn_blocking(move || {
+            super::local::labels(&store, &question, &bounds).map_err(|stop| match stop {
+                crate::store::SelectStop::Budget => tonic::Status::resource_exhausted(format!(
+                    "the answer would hold more than {} MiB, the query memory budget",
+                    max_memory >> 20
+                )),
+                crate::store::SelectStop::Deadline => {
+                    tonic::Status::deadline_exceeded("deadline passed while selecting")
+                }
+            })
+        });
+        let resp = tokio::time::timeout_at(deadline.into(), answer)
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("deadline passed while selecting"))?
+            .map_err(|e| tonic::Status::internal(e.to_string()))??;
+        Ok(tonic::Response::new(resp))
+    }
+
+    async fn metadata(
+        &self,
+        request: tonic::Request<proto::MetadataRequest>,
+    ) -> Result<tonic::Response<proto::MetadataResponse>, tonic::Status> {
+        self.admit(&request)?;
+        let req = request.into_inner();
+        let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
+        Ok(tonic::Response::new(super::local::metadata(
+            &self.store,
+            &req.metric,
+            limit,
+        )))
+    }
+
+    async fn targets(
+        &self,
+        request: tonic::Request<proto::TargetsRequest>,
+    ) -> Result<tonic::Response<proto::TargetsResponse>, tonic::Status> {
+        self.admit(&request)?;
+        Ok(tonic::Response::new(super::local::targets(&self.targets)))
     }
 }
 
@@ -422,6 +544,31 @@ pub struct Gathered {
     pub peers: usize,
 }
 
+/// One question asked of every peer.
+#[derive(Clone)]
+pub enum Ask {
+    Select(proto::SelectRequest),
+    Labels(proto::LabelsRequest),
+    Metadata(proto::MetadataRequest),
+    Targets,
+}
+
+/// A peer's answer, of the kind asked.
+pub enum Answer {
+    Select(proto::SelectResponse),
+    Labels(proto::LabelsResponse),
+    Metadata(proto::MetadataResponse),
+    Targets(proto::TargetsResponse),
+}
+
+/// What the peers answered, and who did not.
+pub struct Asked {
+    pub answers: Vec<Answer>,
+    /// One line per peer that did not answer, naming it.
+    pub failures: Vec<String>,
+    pub peers: usize,
+}
+
 /// The fan-out client of one exporter.
 pub struct Fanout {
     cfg: PeersConfig,
@@ -467,27 +614,44 @@ impl Fanout {
         Ok(c)
     }
 
-    async fn ask(
-        &self,
-        addr: &str,
-        req: proto::SelectRequest,
-        deadline: Instant,
-    ) -> Result<proto::SelectResponse, String> {
+    /// Asks one peer one question, within the peer timeout and `deadline`.
+    async fn ask(&self, addr: &str, question: Ask, deadline: Instant) -> Result<Answer, String> {
         let channel = self.channel(addr)?;
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(1 << 30)
             .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
-        let mut r = tonic::Request::new(req);
-        if let Some(a) = &self.authorization {
-            if let Ok(v) = a.expose().parse() {
-                r.metadata_mut().insert("authorization", v);
+        let authorize = |mut r: tonic::metadata::MetadataMap| {
+            if let Some(a) = &self.authorization {
+                if let Ok(v) = a.expose().parse() {
+                    r.insert("authorization", v);
+                }
             }
-        }
+            r
+        };
         let asked = Instant::now();
         let until = deadline.min(asked + self.cfg.timeout);
-        match tokio::time::timeout_at(until, client.select(r)).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
+        let call = async {
+            macro_rules! call {
+                ($method:ident, $req:expr, $answer:ident) => {{
+                    let mut r = tonic::Request::new($req);
+                    *r.metadata_mut() = authorize(std::mem::take(r.metadata_mut()));
+                    r.set_timeout(until.saturating_duration_since(Instant::now()));
+                    client
+                        .$method(r)
+                        .await
+                        .map(|a| Answer::$answer(a.into_inner()))
+                }};
+            }
+            match question {
+                Ask::Select(req) => call!(select, req, Select),
+                Ask::Labels(req) => call!(labels, req, Labels),
+                Ask::Metadata(req) => call!(metadata, req, Metadata),
+                Ask::Targets => call!(targets, proto::TargetsRequest {}, Targets),
+            }
+        };
+        match tokio::time::timeout_at(until, call).await {
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(status)) => Err(format!(
                 "peer {addr}: {} ({:?})",
                 status.message(),
@@ -498,6 +662,46 @@ impl Fanout {
                 (until - asked).as_millis()
             )),
         }
+    }
+
+    /// Asks every peer `question`: their answers, and one line per peer that did not answer.
+    pub async fn ask_all(&self, question: Ask, deadline: Instant) -> Result<Asked, String> {
+        let peers = self.peers().await?;
+        // Agents come and go with their pods: forget connections to addresses no longer listed.
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|addr, _| peers.contains(addr));
+        let replies = futures_util::future::join_all(
+            peers
+                .iter()
+                .map(|p| self.ask(p, question.clone(), deadline)),
+        )
+        .await;
+        let mut asked = Asked {
+            answers: Vec::with_capacity(replies.len()),
+            failures: Vec::new(),
+            peers: peers.len(),
+        };
+        for r in replies {
+            match r {
+                Ok(a) => asked.answers.push(a),
+                Err(e) => asked.failures.push(e),
+            }
+        }
+        Ok(asked)
+    }
+
+    /// Peers' failures as the answer's warnings with `partial_response`, else as the error.
+    pub fn settle(&self, failures: Vec<String>, peers: usize) -> Result<Vec<String>, String> {
+        if !failures.is_empty() && !self.cfg.partial_response {
+            return Err(format!(
+                "{} of {peers} peers did not answer: {}",
+                failures.len(),
+                failures.join("; ")
+            ));
+        }
+        Ok(failures)
     }
 
     /// Asks every peer for `selections` and merges their series with `local`'s. Fails naming
@@ -518,37 +722,15 @@ impl Fanout {
                 peers: 0,
             });
         }
-        let peers = self.peers().await?;
-        // Agents come and go with their pods: forget connections to addresses no longer listed.
-        self.channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|addr, _| peers.contains(addr));
         let req = proto::SelectRequest {
             selectors: selections
                 .iter()
-                .map(|sel| proto::Selector {
-                    matchers: sel
-                        .matchers
-                        .iter()
-                        .map(|m| proto::Matcher {
-                            kind: to_proto_kind(m.kind),
-                            name: m.name.clone(),
-                            value: m.value.clone(),
-                        })
-                        .collect(),
-                    min_time_ms: sel.mint,
-                    max_time_ms: sel.maxt,
-                    needs_from_ms: sel.needs_from,
-                })
+                .map(|sel| to_proto_selector(&sel.matchers, sel.mint, sel.maxt, sel.needs_from))
                 .collect(),
             max_samples: max_samples as u64,
             asker_window_from_ms: local.born_ms,
         };
-        let answers = futures_util::future::join_all(
-            peers.iter().map(|p| self.ask(p, req.clone(), deadline)),
-        )
-        .await;
+        let asked = self.ask_all(Ask::Select(req), deadline).await?;
         let mut merged = Merged::default();
         for sel in selections {
             for s in local
@@ -558,46 +740,28 @@ impl Fanout {
                 merged.add(s.labels, s.samples);
             }
         }
-        let mut failures = Vec::new();
+        let mut failures = asked.failures;
         let mut oldest_peer = 0i64;
-        for a in answers {
-            match a {
-                Ok(resp) => {
-                    if resp.window_from_ms != 0
-                        && (oldest_peer == 0 || resp.window_from_ms < oldest_peer)
-                    {
-                        oldest_peer = resp.window_from_ms;
-                    }
-                    for s in resp.series {
-                        let labels = Labels::from_vec(
-                            s.labels
-                                .into_iter()
-                                .map(|l| Label::new(l.name, l.value))
-                                .collect(),
-                        );
-                        let samples = s.timestamps_ms.into_iter().zip(s.values).collect();
-                        merged.add(labels, samples);
-                    }
-                }
-                Err(e) => failures.push(e),
+        for a in asked.answers {
+            let Answer::Select(resp) = a else { continue };
+            if resp.window_from_ms != 0 && (oldest_peer == 0 || resp.window_from_ms < oldest_peer) {
+                oldest_peer = resp.window_from_ms;
+            }
+            for s in resp.series {
+                let labels = super::local::from_proto_labels(s.labels);
+                let samples = s.timestamps_ms.into_iter().zip(s.values).collect();
+                merged.add(labels, samples);
             }
         }
         // This agent restarted after its peers: its own part of the answer has the hole.
         if let Some(why) = warming_up(selections, local.born_ms, oldest_peer, retention) {
             failures.push(format!("this agent: {why}"));
         }
-        if !failures.is_empty() && !self.cfg.partial_response {
-            return Err(format!(
-                "{} of {} peers did not answer: {}",
-                failures.len(),
-                peers.len(),
-                failures.join("; ")
-            ));
-        }
+        let warnings = self.settle(failures, asked.peers)?;
         Ok(Gathered {
             merged,
-            warnings: failures,
-            peers: peers.len(),
+            warnings,
+            peers: asked.peers,
         })
     }
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use self::config::{PrometheusReceiverConfig, ResolvedScrapeConfig, ScrapeConfig};
 use self::discovery::Update;
-use self::scrape::{LoopShared, ScrapeLoop, StopReason, TargetRegistry};
+use self::scrape::{DroppedTargets, LoopShared, ScrapeLoop, StopReason, TargetRegistry};
 use self::target::{populate, Dropped, Target, TargetGroup};
 use crate::pipeline::Fanout;
 use crate::processors::memory_limiter::SharedGates;
@@ -305,10 +305,15 @@ impl JobManager {
             let _ = tx.send(reason);
             let _ = handle.await;
         }
+        if let Ok(mut d) = self.shared.registry.dropped.lock() {
+            d.remove(&self.cfg.job_name);
+        }
     }
 
-    fn targets(&self) -> Vec<Target> {
+    /// The job's targets, and those relabeling dropped.
+    fn targets(&self) -> (Vec<Target>, DroppedTargets) {
         let mut out = Vec::new();
+        let mut dropped = DroppedTargets::default();
         let mut providers: Vec<&usize> = self.groups.keys().collect();
         providers.sort();
         for p in providers {
@@ -316,7 +321,12 @@ impl JobManager {
                 for t in &g.targets {
                     match populate(&self.cfg, &g.labels, t) {
                         Ok(t) => out.push(t),
-                        Err(Dropped::Relabeled) => {}
+                        Err(Dropped::Relabeled(discovered)) => {
+                            dropped.count += 1;
+                            if dropped.shown.len() < DroppedTargets::SHOWN {
+                                dropped.shown.push(discovered);
+                            }
+                        }
                         Err(Dropped::Invalid(why)) => {
                             tracing::warn!(job = %self.cfg.job_name, source = %g.source, reason = %why, "dropping invalid target")
                         }
@@ -324,11 +334,14 @@ impl JobManager {
                 }
             }
         }
-        out
+        (out, dropped)
     }
 
     fn sync(&mut self) {
-        let targets = self.targets();
+        let (targets, dropped) = self.targets();
+        if let Ok(mut d) = self.shared.registry.dropped.lock() {
+            d.insert(self.cfg.job_name.clone(), dropped);
+        }
         let mut wanted: HashMap<u64, Target> = HashMap::new();
         for t in targets {
             wanted.entry(t.key()).or_insert(t);

@@ -45,6 +45,7 @@ pub struct TargetStatus {
     pub last_error: Option<String>,
     pub health: &'static str,
     pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// A sample whose own timestamp is further ahead of the scrape than this is dropped: a
@@ -64,8 +65,27 @@ pub fn set_past_sample_limit(limit: Duration) {
     PAST_SAMPLE_LIMIT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Status of every live target, by target key.
-pub type TargetRegistry = Arc<Mutex<std::collections::BTreeMap<u64, TargetStatus>>>;
+/// Every live target's status by target key, and the targets relabeling dropped, by job:
+/// what targetz and `/api/v1/targets` show.
+#[derive(Default)]
+pub struct TargetTable {
+    pub active: Mutex<std::collections::BTreeMap<u64, TargetStatus>>,
+    pub dropped: Mutex<std::collections::BTreeMap<String, DroppedTargets>>,
+}
+
+/// One job's dropped targets: how many, and the discovered labels of the first
+/// [`DroppedTargets::SHOWN`] (a cluster-wide pod discovery can drop thousands).
+#[derive(Debug, Clone, Default)]
+pub struct DroppedTargets {
+    pub count: usize,
+    pub shown: Vec<LabelMap>,
+}
+
+impl DroppedTargets {
+    pub const SHOWN: usize = 1000;
+}
+
+pub type TargetRegistry = Arc<TargetTable>;
 
 /// A sample's exposed name and the addresses of its series' final name, job and instance:
 /// samples equal in these belong to one family.
@@ -226,19 +246,20 @@ impl ScrapeLoop {
             let m = self.stale_all(now_ms(), true);
             self.out.send(m).await;
         }
-        if let Ok(mut r) = self.registry.lock() {
+        if let Ok(mut r) = self.registry.active.lock() {
             r.remove(&key);
         }
     }
 
     fn update_status(&self, f: impl FnOnce(&mut TargetStatus)) {
-        if let Ok(mut r) = self.registry.lock() {
+        if let Ok(mut r) = self.registry.active.lock() {
             let s = r.entry(self.key).or_insert_with(|| TargetStatus {
                 job: self.cfg.job_name.clone(),
                 url: self.target.url.clone(),
                 labels: self.target.labels.clone(),
                 discovered: self.target.discovered.clone(),
                 interval: self.target.interval,
+                timeout: self.target.timeout,
                 ..Default::default()
             });
             f(s);

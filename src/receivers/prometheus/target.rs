@@ -61,8 +61,9 @@ impl Target {
 /// Why a discovered target did not become a scrape target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dropped {
-    /// Relabeling dropped it (normal; Prometheus lists these as dropped targets).
-    Relabeled,
+    /// Relabeling dropped it (normal; Prometheus lists these as dropped targets), with its
+    /// labels before relabeling.
+    Relabeled(LabelMap),
     /// It is broken: no address, bad interval...
     Invalid(String),
 }
@@ -95,7 +96,7 @@ pub fn populate(
     }
     let discovered = lset.clone();
     if !relabel(&mut lset, &cfg.relabel_configs) {
-        return Err(Dropped::Relabeled);
+        return Err(Dropped::Relabeled(discovered));
     }
     let address = match lset.get("__address__") {
         Some(a) if !a.is_empty() => a.clone(),
@@ -252,6 +253,6 @@ scrape_configs:
         );
         assert_eq!(t.interval, Duration::from_secs(15));
         let dropped = populate(&c, &LabelMap::new(), &map(&[("__address__", "x:1")]));
-        assert_eq!(dropped, Err(Dropped::Relabeled));
+        assert!(matches!(dropped, Err(Dropped::Relabeled(_))));
     }
 }

@@ -1,0 +1,47 @@
+//! What the running agent knows of itself, kept across reloads and shown by the pages and
+//! endpoints that describe it (zpages, the query façade's `/api/v1/status/*` and `/targets`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::receivers::prometheus::scrape::TargetRegistry;
+
+/// The last config reload's outcome (`None` until a reload happens).
+pub type ReloadStatus = Arc<arc_swap::ArcSwap<Option<String>>>;
+
+pub struct AgentState {
+    /// The config running now.
+    pub config: arc_swap::ArcSwap<Config>,
+    pub started: SystemTime,
+    /// When the running config was applied, and whether the last reload attempt succeeded.
+    pub applied: arc_swap::ArcSwap<(SystemTime, bool)>,
+    pub reload: ReloadStatus,
+    pub targets: TargetRegistry,
+}
+
+impl AgentState {
+    pub fn new(config: Arc<Config>) -> Self {
+        let now = SystemTime::now();
+        AgentState {
+            config: arc_swap::ArcSwap::new(config),
+            started: now,
+            applied: arc_swap::ArcSwap::from_pointee((now, true)),
+            reload: Arc::default(),
+            targets: Arc::default(),
+        }
+    }
+}
+
+/// A random number drawn once per process: tells this agent's own answer apart when it is
+/// listed among its peers.
+pub fn instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_i64(crate::clock::now_ms());
+        h.finish()
+    })
+}
