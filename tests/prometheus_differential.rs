@@ -485,3 +485,200 @@ async fn differential(agents: usize, pods: usize) {
     );
     eprintln!("{compared} answers through {agents} agent(s) match Prometheus {major}.{minor}");
 }
+
+/// Whether `ours` has `theirs`'s JSON shape: every key theirs has (with the same kind of
+/// value, recursively; extra keys are allowed), lists of like elements. Under `free` keys
+/// (label sets and other maps keyed by data), only the kind of the values is compared.
+fn conforms(
+    ours: &serde_json::Value,
+    theirs: &serde_json::Value,
+    path: &str,
+) -> Result<(), String> {
+    use serde_json::Value::{Array, Object};
+    const FREE: &[&str] = &[
+        "discoveredLabels",
+        "labels",
+        "metric",
+        "droppedTargetCounts",
+        "data(metadata)",
+        "data(flags)",
+    ];
+    let free = FREE.iter().any(|f| path.ends_with(f));
+    match (ours, theirs) {
+        (Object(a), Object(b)) if free => {
+            let kinds = |m: &serde_json::Map<std::string::String, serde_json::Value>| {
+                m.values()
+                    .map(std::mem::discriminant)
+                    .collect::<std::collections::HashSet<_>>()
+            };
+            match (a.values().next(), b.values().next()) {
+                (Some(_), Some(_)) if kinds(a) != kinds(b) => {
+                    Err(format!("{path}: values of another kind"))
+                }
+                (Some(x), Some(y)) if x.is_array() => conforms(x, y, &format!("{path}.*")),
+                _ => Ok(()),
+            }
+        }
+        (Object(a), Object(b)) => {
+            for (k, v) in b {
+                let Some(mine) = a.get(k) else {
+                    return Err(format!("{path}: no key {k:?}"));
+                };
+                conforms(mine, v, &format!("{path}.{k}"))?;
+            }
+            Ok(())
+        }
+        (Array(a), Array(b)) => match (a.first(), b.first()) {
+            (Some(x), Some(y)) => conforms(x, y, &format!("{path}[]")),
+            _ => Ok(()),
+        },
+        (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) => Ok(()),
+        (a, b) => Err(format!("{path}: ours {a} theirs {b}")),
+    }
+}
+
+/// Every endpoint Grafana's Prometheus data source and common tools call answers in
+/// Prometheus's JSON shape, with its status code; `format_query` formats as it does; an
+/// unknown API path is a JSON 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_answer_in_prometheus_shape() {
+    let (major, minor) = prometheus_version();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let t = Target::start().await;
+    t.set("/metrics", Page::text(istio_like_body(0, 1, None)));
+    // A second job whose only target relabeling drops: both list it as dropped.
+    let scrape = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n      - targets: [\"{a}\"]\n  - job_name: dropped\n    static_configs:\n      - targets: [\"{a}\"]\n    relabel_configs:\n      - {{action: drop, source_labels: [__address__], regex: '.*'}}\n",
+        a = t.addr
+    );
+    let port = free_port();
+    let _prom = start_prometheus(&scrape, port);
+    let theirs = format!("127.0.0.1:{port}");
+    let facade = free_port();
+    let indented: String = scrape.lines().map(|l| format!("      {l}\n")).collect();
+    let agent = start_agent(&format!(
+        "receivers:\n  prometheus:\n    config:\n{indented}exporters:\n  promql:\n    endpoint: \"127.0.0.1:{facade}\"\n    prometheus_compat: \"{major}.{minor}\"\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: \"\"}}}}\n"
+    ))
+    .await;
+    let ours = format!("127.0.0.1:{facade}");
+    // Both have scraped the target (and Prometheus keeps metadata from its scrapes).
+    let mut ready = false;
+    for _ in 0..200 {
+        let probe = "/api/v1/metadata?metric=istio_requests_total";
+        let a = try_http_get(&format!("http://{ours}{probe}")).await;
+        let b = try_http_get(&format!("http://{theirs}{probe}")).await;
+        let has =
+            |x: &Option<(u16, String)>| x.as_ref().is_some_and(|(_, b)| b.contains("counter"));
+        if has(&a) && has(&b) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "both scraped the target");
+    let e = go_query_escape;
+    let (start, end) = (
+        format!("{:.3}", (now_ms - 60_000) as f64 / 1000.0),
+        format!("{:.3}", (now_ms + 60_000) as f64 / 1000.0),
+    );
+    let paths = [
+        "/api/v1/status/buildinfo".to_string(),
+        "/api/v1/status/config".into(),
+        "/api/v1/status/flags".into(),
+        "/api/v1/status/runtimeinfo".into(),
+        "/api/v1/targets".into(),
+        "/api/v1/targets?state=dropped".into(),
+        "/api/v1/targets?state=active&scrapePool=mesh".into(),
+        "/api/v1/rules".into(),
+        "/api/v1/alerts".into(),
+        "/api/v1/metadata".into(),
+        "/api/v1/metadata?metric=istio_requests_total&limit=1".into(),
+        format!("/api/v1/query_exemplars?query={}&start={start}&end={end}", e("istio_requests_total")),
+        format!("/api/v1/query_exemplars?query={}", e("sum(")),
+        format!("/api/v1/format_query?query={}", e("sum(rate(istio_requests_total{reporter=\"destination\",response_code!~\"5.*\"}[1m]))by(destination_workload)/ignoring(x)sum(rate(istio_requests_total[1m]))")),
+        format!("/api/v1/format_query?query={}", e("histogram_quantile(0.99,sum(rate(istio_request_duration_milliseconds_bucket[1m]))by(le))")),
+        format!("/api/v1/format_query?query={}", e("sum(")),
+        "/api/v1/labels?limit=2".into(),
+        format!("/api/v1/series?match[]={}&start={start}&end={end}", e("up")),
+        "/api/v1/series".into(),
+        "/api/v1/label/job/values".into(),
+        "/api/v1/label/__name__/values?limit=3".into(),
+        format!("/api/v1/query?query={}", e("up")),
+        format!("/api/v1/query_range?query={}&start={start}&end={end}&step=15", e("up")),
+    ];
+    let mut failures = Vec::new();
+    for path in &paths {
+        let (sa, a) = http_get(&format!("http://{ours}{path}"), &[]).await;
+        let (sb, b) = http_get(&format!("http://{theirs}{path}"), &[]).await;
+        if sa != sb {
+            failures.push(format!(
+                "{path}: status ours {sa} theirs {sb}\n  ours: {a}\n  theirs: {b}"
+            ));
+            continue;
+        }
+        let (Ok(va), Ok(vb)) = (
+            serde_json::from_str::<serde_json::Value>(&a),
+            serde_json::from_str::<serde_json::Value>(&b),
+        ) else {
+            failures.push(format!("{path}: not JSON\n  ours: {a}\n  theirs: {b}"));
+            continue;
+        };
+        let endpoint = path
+            .split('?')
+            .next()
+            .and_then(|p| p.rsplit('/').next())
+            .unwrap_or("");
+        let root = format!("({endpoint})");
+        let shaped = |v: &serde_json::Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                if let Some(d) = o.remove("data") {
+                    o.insert(format!("data{root}"), d);
+                }
+            }
+            v
+        };
+        if let Err(why) = conforms(&shaped(&va), &shaped(&vb), "") {
+            failures.push(format!("{path}: {why}\n  ours: {a}\n  theirs: {b}"));
+        }
+        if path.contains("format_query") && va["data"] != vb["data"] {
+            failures.push(format!(
+                "{path}: formatted differently\n  ours: {a}\n  theirs: {b}"
+            ));
+        }
+        if path.contains("state=dropped") {
+            let dropped = va["data"]["droppedTargets"].as_array().map_or(0, Vec::len);
+            if dropped != 1 || va["data"]["activeTargets"] != serde_json::json!([]) {
+                failures.push(format!("{path}: one dropped target expected: {a}"));
+            }
+        }
+    }
+    let version = http_get(&format!("http://{ours}/api/v1/status/buildinfo"), &[])
+        .await
+        .1;
+    if !version.contains(&format!("\"version\":\"{major}.{minor}.0\"")) {
+        failures.push(format!(
+            "buildinfo gives another Prometheus version: {version}"
+        ));
+    }
+    for path in [
+        "/api/v1/nope",
+        "/api/v1/status/tsdb_nonexistent",
+        "/api/v1/",
+    ] {
+        let (s, b) = http_get(&format!("http://{ours}{path}"), &[]).await;
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+        if s != 404 || v["status"] != "error" || v["errorType"] != "not_found" {
+            failures.push(format!("{path}: {s} {b}"));
+        }
+    }
+    let (s, b) = http_get(&format!("http://{ours}/nowhere"), &[]).await;
+    if s != 404 || b.contains("grpc") {
+        failures.push(format!("/nowhere: {s} {b}"));
+    }
+    agent.shutdown(Duration::from_secs(5)).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

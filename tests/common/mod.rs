@@ -4,6 +4,7 @@
 
 pub mod kube_api;
 mod query_escape;
+pub mod webdriver;
 pub use query_escape::go_query_escape;
 
 use axum::body::Bytes;
