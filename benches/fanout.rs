@@ -1,10 +1,13 @@
 //! Query fan-out latency: N agent processes on distinct loopback addresses, each scraping its
 //! own synthetic sidecars, with one of them asked Flagger's queries (fanning out to all N),
-//! against one agent process scraping every sidecar itself — same samples, same queries, one
-//! run. Also counts what a fan-out moves: the peers' answers in bytes.
+//! against a real Prometheus server scraping every sidecar itself, and one agent process doing
+//! the same — same samples, same queries, one run. The ratio that counts is fan-out over
+//! Prometheus. Also counts what a fan-out moves: the peers' answers in bytes.
 //!
 //!     cargo bench --bench fanout
 //!     MM_FANOUT_PEERS=8,32,64 MM_SIDECARS_PER_PEER=2 cargo bench --bench fanout
+//!
+//! Needs `prometheus` on the PATH (Debian package `prometheus`).
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -36,7 +39,8 @@ fn agent_config(addr: &str, targets: &[String], peers: &[String]) -> String {
         format!("    peers: {{static: [{}]}}\n", list.join(", "))
     };
     format!(
-        "receivers:\n  prometheus:\n    config:\n      global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n      scrape_configs:\n        - job_name: mesh\n          static_configs:\n{t}exporters:\n  promql:\n    endpoint: {addr}\n{peers}service:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: ''}}, logs: {{level: warn}}}}\n"
+        "receivers:\n  prometheus:\n    config:\n      global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n      scrape_configs:\n        - job_name: mesh\n          static_configs:\n{t}exporters:\n  promql:\n    endpoint: {addr}\n    prometheus_compat: \"{}\"\n{peers}service:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: ''}}, logs: {{level: warn}}}}\n",
+        harness::prometheus_compat()
     )
 }
 
@@ -52,8 +56,8 @@ async fn main() {
     // Built by cargo for this benchmark, with its optimised profile.
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_meshmetrics"));
     let model = Arc::new(workload::Sidecar::new(1));
-    println!("| peers | series | fan-out median | single agent median | ratio | peers' answers | same answer |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| peers | series | fan-out median | Prometheus median | ratio | single agent median | peers' answers | same answer |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
         let sidecars = n * per_peer;
         let base_ms = std::time::SystemTime::now()
@@ -61,9 +65,10 @@ async fn main() {
             .expect("clock")
             .as_millis() as i64
             - STEPS as i64 * STEP_MS;
-        // One step counter per (scraper, sidecar): scraper 0 is the fleet, 1 the single agent.
+        // One step counter per (scraper, sidecar): scraper 0 is the fleet, 1 the single
+        // agent, 2 Prometheus.
         let steps: Arc<Vec<AtomicU64>> =
-            Arc::new((0..2 * sidecars).map(|_| AtomicU64::new(0)).collect());
+            Arc::new((0..3 * sidecars).map(|_| AtomicU64::new(0)).collect());
         // Once every scraper has the whole history, targets answer 404: queries are then
         // timed on an idle machine, not against 2 × N scrapes rendering and parsing bodies.
         let ingested = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -124,6 +129,34 @@ async fn main() {
         let cfg = dir.path().join("single.yaml");
         std::fs::write(&cfg, agent_config(&single, &targets, &[])).expect("write");
         procs.push(spawn_agent(&bin, &cfg));
+        let prom_port = free_port();
+        let prom = format!("127.0.0.1:{prom_port}");
+        let prom_cfg = dir.path().join("prometheus.yml");
+        let mut prom_targets = String::new();
+        for p in 0..sidecars {
+            prom_targets.push_str(&format!(
+                "      - targets: ['{gen}']\n        labels: {{__metrics_path__: /s/2/{p}, pod: p{p}}}\n"
+            ));
+        }
+        std::fs::write(
+            &prom_cfg,
+            format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n{prom_targets}"),
+        )
+        .expect("write");
+        procs.push(harness::Proc(
+            std::process::Command::new("prometheus")
+                .arg(format!("--config.file={}", prom_cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={prom}"))
+                .arg("--log.level=error")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("prometheus on PATH"),
+        ));
         let t0 = Instant::now();
         while !steps.iter().all(|c| c.load(Ordering::Relaxed) >= STEPS + 2) {
             assert!(t0.elapsed() < Duration::from_secs(600), "ingest too slow");
@@ -136,27 +169,29 @@ async fn main() {
         let q = "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"pod1-podinfo-canary\"}[1m])) by (le))";
         let q2 = "sum(rate(istio_requests_total{reporter=\"destination\",destination_workload_namespace=\"test\",response_code!~\"5.*\"}[1m])) / sum(rate(istio_requests_total{reporter=\"destination\",destination_workload_namespace=\"test\"}[1m])) * 100";
         for (name, query) in [("p99 of one workload", q), ("mesh-wide success rate", q2)] {
-            let timed = time_query(&[&peers[0], &single], query, &at, repeats).await;
-            let ((a, fanned), (b, alone)) = (timed[0].clone(), timed[1].clone());
+            let timed = time_query(&[&peers[0], &prom, &single], query, &at, repeats).await;
+            let ((a, fanned), (p, theirs), (b, alone)) =
+                (timed[0].clone(), timed[1].clone(), timed[2].clone());
             // What the peers sent: the raw samples of the selectors, read from a range query
             // of the same selectors through the single agent (same series, same window).
             let moved = answer_bytes(&single, query, &at).await;
-            let agree = same_answer(&fanned, &alone);
+            let agree = same_answer(&fanned, &theirs) && same_answer(&fanned, &alone);
             if !agree {
-                eprintln!("{name}: answers differ\n  fan-out: {fanned}\n  single:  {alone}");
+                eprintln!("{name}: answers differ\n  fan-out: {fanned}\n  prometheus: {theirs}\n  single:  {alone}");
             }
             println!(
-                "| {n} ({name}) | {} | {:.2} ms | {:.2} ms | {:.2}× | {} | {agree} |",
+                "| {n} ({name}) | {} | {:.2} ms | {:.2} ms | {:.2}× | {:.2} ms | {} | {agree} |",
                 sidecars * model.series(),
                 a.as_secs_f64() * 1000.0,
+                p.as_secs_f64() * 1000.0,
+                a.as_secs_f64() / p.as_secs_f64(),
                 b.as_secs_f64() * 1000.0,
-                a.as_secs_f64() / b.as_secs_f64(),
                 moved
             );
         }
         // Memory: one leaf agent (its sidecars only) and the agent holding everything.
         let leaf = procs.get(1).map_or(0, |p| rss_bytes(p.0.id()));
-        let all = procs.last().map_or(0, |p| rss_bytes(p.0.id()));
+        let all = procs.get(n).map_or(0, |p| rss_bytes(p.0.id()));
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         println!(
             "|   | memory: leaf agent {:.1} MiB ({} series), single agent {:.1} MiB ({} series), {:.0} B/series | | | | | |",

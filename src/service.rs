@@ -267,7 +267,13 @@ async fn start_exporter(
                 _ => None,
             });
             let (router, store) = c
-                .facade(memory_limit, agent.clone(), window)
+                .facade(
+                    &name,
+                    telemetry.clone(),
+                    memory_limit,
+                    agent.clone(),
+                    window,
+                )
                 .map_err(|e| format!("exporter {id}: {e}"))?;
             let server = serve(&name, l, router, telemetry);
             let task = tokio::spawn(exporters::promql::run_ingest(

@@ -5,6 +5,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -13,6 +14,15 @@ use std::time::Instant;
 type Labels = Vec<(String, String)>;
 type CounterF = Family<Labels, Counter<f64, AtomicU64>>;
 type GaugeF = Family<Labels, Gauge<i64>>;
+type HistogramF = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Query latency buckets (seconds): Flagger's checks take milliseconds; its client gives up
+/// at 5 s.
+fn query_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
+}
 
 /// All self metrics. Cheap to share: everything inside is atomic.
 pub struct Telemetry {
@@ -31,6 +41,11 @@ pub struct Telemetry {
     pub requests_refused: CounterF,
     pub http_refused: CounterF,
     pub samples_out_of_bounds: CounterF,
+    /// Query façade requests by handler (route) and status code, as Prometheus counts its own.
+    pub query_requests: CounterF,
+    pub query_duration: HistogramF,
+    /// Series held in each query façade's window.
+    pub window_series: GaugeF,
     /// Each exporter's deliveries (not a metric family: `/debug/exporterz`).
     pub exporter_status: ExporterStatuses,
     uptime: Family<Labels, Gauge<f64, AtomicU64>>,
@@ -60,6 +75,9 @@ impl Telemetry {
         let requests_refused = CounterF::default();
         let http_refused = CounterF::default();
         let samples_out_of_bounds = CounterF::default();
+        let query_requests = CounterF::default();
+        let query_duration = HistogramF::new_with_constructor(query_histogram);
+        let window_series = GaugeF::default();
         let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let rss = GaugeF::default();
         let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -129,6 +147,21 @@ impl Telemetry {
             samples_out_of_bounds.clone(),
         );
         registry.register(
+            "meshmetrics_query_requests",
+            "Requests to a query façade, per exporter, handler and HTTP status code",
+            query_requests.clone(),
+        );
+        registry.register(
+            "meshmetrics_query_request_duration_seconds",
+            "Time to answer a query façade request, per exporter and handler",
+            query_duration.clone(),
+        );
+        registry.register(
+            "meshmetrics_query_window_series",
+            "Series held in a query façade's window, per exporter",
+            window_series.clone(),
+        );
+        registry.register(
             "otelcol_process_uptime",
             "Uptime of the process in seconds",
             uptime.clone(),
@@ -159,6 +192,9 @@ impl Telemetry {
             requests_refused,
             http_refused,
             samples_out_of_bounds,
+            query_requests,
+            query_duration,
+            window_series,
             exporter_status: ExporterStatuses::default(),
             uptime,
             rss,

@@ -174,3 +174,20 @@ pub fn same_answer(a: &str, b: &str) -> bool {
                     || (x.1 - y.1).abs() <= 1e-9 * x.1.abs().max(y.1.abs()))
         })
 }
+
+/// The installed Prometheus's `major.minor` (for `prometheus_compat`, so that both answer
+/// alike where releases differ), `"3"` when it cannot be read.
+pub fn prometheus_compat() -> String {
+    let out = Command::new("prometheus").arg("--version").output();
+    let text = out
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+        })
+        .unwrap_or_default();
+    let v = text.split("version ").nth(1).unwrap_or("");
+    let mut it = v.split(['.', '+', ' ']);
+    match (it.next(), it.next()) {
+        (Some(major), Some(minor)) if !major.is_empty() => format!("{major}.{minor}"),
+        _ => "3".into(),
+    }
+}

@@ -320,6 +320,8 @@ impl PromqlExporterConfig {
     /// API. `memory_limit` sizes the default query memory budget.
     pub fn facade(
         &self,
+        name: &str,
+        telemetry: SharedTelemetry,
         memory_limit: Option<u64>,
         agent: Arc<crate::agent::AgentState>,
         window: Option<Arc<Store>>,
@@ -362,7 +364,7 @@ impl PromqlExporterConfig {
         });
         // One port for the Prometheus HTTP API, the page and the peers' gRPC API; a path none
         // of them serves gets an HTTP answer, never gRPC's.
-        let router = api::router(&self.path_prefix, state)
+        let router = api::router(&self.path_prefix, state, name, telemetry)
             .merge(tonic::service::Routes::new(peer_api.server()).into_axum_router())
             .fallback(api::not_found);
         Ok((router, store))
@@ -403,10 +405,11 @@ pub async fn run_ingest(
             m = input.recv() => match m {
                 Some(m) => {
                     let points = m.point_count();
-                    let store = store.clone();
+                    let appender = store.clone();
                     // Appending takes shard locks; keep it off the async workers.
-                    let stored = tokio::task::spawn_blocking(move || store.append_metrics(&m)).await.unwrap_or(0);
+                    let stored = tokio::task::spawn_blocking(move || appender.append_metrics(&m)).await.unwrap_or(0);
                     telemetry.exporter_sent.get_or_create(&labels).inc_by(stored as f64);
+                    telemetry.window_series.get_or_create(&labels).set(store.series_count() as i64);
                     if stored < points {
                         telemetry.exporter_send_failed.get_or_create(&labels).inc_by((points - stored) as f64);
                     }

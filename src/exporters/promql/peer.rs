@@ -650,17 +650,26 @@ impl Fanout {
                 Ask::Targets => call!(targets, proto::TargetsRequest {}, Targets),
             }
         };
+        let silent = || {
+            format!(
+                "peer {addr}: no answer within {} ms",
+                (until - asked).as_millis()
+            )
+        };
         match tokio::time::timeout_at(until, call).await {
             Ok(Ok(answer)) => Ok(answer),
+            // The client's own deadline (the `grpc-timeout` it sent) passed first.
+            Ok(Err(status))
+                if status.code() == tonic::Code::Cancelled && Instant::now() >= until =>
+            {
+                Err(silent())
+            }
             Ok(Err(status)) => Err(format!(
                 "peer {addr}: {} ({:?})",
                 status.message(),
                 status.code()
             )),
-            Err(_) => Err(format!(
-                "peer {addr}: no answer within {} ms",
-                (until - asked).as_millis()
-            )),
+            Err(_) => Err(silent()),
         }
     }
 

@@ -180,8 +180,36 @@ pub async fn queryz(State(st): State<Arc<ApiState>>, uri: Uri, headers: HeaderMa
     st.queryz.render(json)
 }
 
-/// The router, under `prefix` (empty for `/`). `/` and `/graph` are the query page.
-pub fn router(prefix: &str, state: Arc<ApiState>) -> axum::Router {
+/// Counts a request and its latency by route and status code.
+async fn count_request(
+    State((telemetry, exporter)): State<(crate::telemetry::SharedTelemetry, Arc<str>)>,
+    matched: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let handler = matched.map_or_else(String::new, |m| m.as_str().to_string());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16().to_string();
+    let by_route = [("exporter", &*exporter), ("handler", handler.as_str())];
+    telemetry
+        .query_duration
+        .get_or_create(&crate::telemetry::Telemetry::labels(&by_route))
+        .observe(started.elapsed().as_secs_f64());
+    let mut with_code = crate::telemetry::Telemetry::labels(&by_route);
+    with_code.push(("code".into(), code));
+    telemetry.query_requests.get_or_create(&with_code).inc();
+    resp
+}
+
+/// The router, under `prefix` (empty for `/`). `/` and `/graph` are the query page. Each
+/// request is counted on `telemetry` under `exporter`.
+pub fn router(
+    prefix: &str,
+    state: Arc<ApiState>,
+    exporter: &str,
+    telemetry: crate::telemetry::SharedTelemetry,
+) -> axum::Router {
     use axum::routing::{get, post};
     let p = prefix.trim_end_matches('/');
     let api = |path: &str| format!("{p}/api/v1/{path}");
@@ -233,6 +261,10 @@ pub fn router(prefix: &str, state: Arc<ApiState>) -> axum::Router {
         )
         .route(&format!("{p}/debug/queryz"), get(queryz))
         .merge(super::ui::router(p))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (telemetry, Arc::<str>::from(exporter)),
+            count_request,
+        ))
         .with_state(state)
 }
 
