@@ -218,6 +218,7 @@ async fn answer_bytes(single: &str, query: &str, at: &str) -> String {
         })
         .collect();
     let (mut series, mut samples, mut bytes) = (0usize, 0usize, 0usize);
+    let mut pairs = std::collections::HashSet::new();
     for s in selectors {
         let url = format!(
             "http://{single}/api/v1/query?query={}&time={at}",
@@ -229,13 +230,22 @@ async fn answer_bytes(single: &str, query: &str, at: &str) -> String {
             series += 1;
             let n = r["values"].as_array().map_or(0, |a| a.len());
             samples += n;
-            // Protobuf before zstd: each label's two strings with their tags, 16 B a sample.
+            // Protobuf as the peers send it: each distinct label pair once (two strings with
+            // their tags), about 2 B per label of a series pointing into them, and about 15 B a
+            // sample (a varint millisecond timestamp and a double).
             let labels = r["metric"].as_object().map_or(0, |m| {
                 m.iter()
-                    .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len) + 6)
+                    .map(|(k, v)| {
+                        let v = v.as_str().unwrap_or("");
+                        2 + if pairs.insert((k.clone(), v.to_string())) {
+                            k.len() + v.len() + 6
+                        } else {
+                            0
+                        }
+                    })
                     .sum::<usize>()
             });
-            bytes += labels + 16 * n;
+            bytes += labels + 15 * n;
         }
     }
     format!("{series} series, {samples} samples, ≈{} KiB", bytes / 1024)

@@ -33,15 +33,11 @@ impl AgentState {
     }
 }
 
-/// A random number drawn once per process: tells this agent's own answer apart when it is
-/// listed among its peers.
-pub fn instance_id() -> u64 {
+/// A fresh random number (std's per-hasher random keys, the process and the clock).
+pub fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *ID.get_or_init(|| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.write_i64(crate::clock::now_ms());
-        h.finish()
-    })
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_i64(crate::clock::now_ms());
+    h.finish()
 }

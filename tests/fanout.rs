@@ -91,6 +91,29 @@ async fn a_missing_peer_is_named_never_silently_left_out() {
     wait_for_sum(&peers[0], 6.0).await;
     wait_for_sum(&peers[1], 6.0).await;
 
+    // Targets and label values of the whole mesh through any agent, each agent's once (every
+    // agent lists itself among its peers).
+    for via in &peers {
+        let (status, body) = http_get(&format!("http://{via}/api/v1/targets"), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let mut urls: Vec<String> = v["data"]["activeTargets"]
+            .as_array()
+            .expect("active targets")
+            .iter()
+            .map(|t| t["scrapeUrl"].as_str().unwrap_or("").to_string())
+            .collect();
+        urls.sort();
+        let mut want: Vec<String> = targets
+            .iter()
+            .map(|t| format!("http://{}/metrics", t.addr))
+            .collect();
+        want.sort();
+        assert_eq!(urls, want, "via {via}");
+        let (_, body) = http_get(&format!("http://{via}/api/v1/label/shard/values"), &[]).await;
+        assert!(body.contains("[\"0\",\"1\",\"2\"]"), "via {via}: {body}");
+    }
+
     // Agent 2 goes away.
     a2.shutdown(Duration::from_secs(2)).await;
     let (status, v) = query(&peers[0], "sum(shard_value)").await;
@@ -191,6 +214,37 @@ async fn a_restarted_peer_is_named_as_warming_up() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(scalar_of(&v), Some(3.0));
     for a in [a0, a1] {
+        a.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// Peers found through a DNS name (`localhost`, as a headless Service would be): its
+/// agents' series are in the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_found_through_a_dns_name() {
+    let (shared, own) = (free_port(), free_port());
+    let t_peer = Target::start().await;
+    t_peer.set("/metrics", Page::text("shard_value{shard=\"peer\"} 5\n"));
+    let t_own = Target::start().await;
+    t_own.set("/metrics", Page::text("shard_value{shard=\"own\"} 2\n"));
+    let yaml = |endpoint: String, target: &Target, peers: &str| {
+        format!(
+            "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n        - job_name: shard\n          scrape_interval: 200ms\n          static_configs: [{{targets: [\"{}\"]}}]\nexporters:\n  promql:\n    endpoint: \"{endpoint}\"\n{peers}service:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [promql]}}\n  telemetry: {{metrics: {{address: \"\"}}}}\n",
+            target.addr
+        )
+    };
+    let peer = start_agent(&yaml(format!("127.0.0.1:{shared}"), &t_peer, "")).await;
+    // `localhost` may also name ::1, where nothing listens: partial answers, with a warning.
+    let asker = start_agent(&yaml(
+        format!("127.0.0.21:{own}"),
+        &t_own,
+        &format!(
+            "    peers: {{dns: \"localhost:{shared}\", timeout: 500ms, partial_response: true}}\n"
+        ),
+    ))
+    .await;
+    wait_for_sum(&format!("127.0.0.21:{own}"), 7.0).await;
+    for a in [asker, peer] {
         a.shutdown(Duration::from_secs(2)).await;
     }
 }

@@ -44,9 +44,13 @@ async fn call(method: &str, url: &str, body: Option<serde_json::Value>) -> serde
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a fresh profile.
     pub async fn start() -> Browser {
+        use std::os::unix::process::CommandExt;
         let port = super::free_port();
+        // A process group of its own: the browsers it starts end with it, even when a
+        // failing test never closes the session.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -171,15 +175,17 @@ impl Browser {
             .expect("PNG")
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         call("DELETE", &self.url(""), None).await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // chromedriver and every browser process it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.wait();
     }
 }

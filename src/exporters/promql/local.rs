@@ -2,7 +2,7 @@
 //! and values, family metadata, scrape targets — in the peer API's message types: what it
 //! tells an asking peer, and what it merges with its peers' answers when it is asked.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::peer::proto;
 use crate::clock::iso8601_ms;
@@ -40,7 +40,7 @@ pub fn label_sets(
         max_series: max_sets,
         ..bounds.clone()
     };
-    let mut seen = HashSet::new();
+    let mut seen = foldhash::HashSet::default();
     let mut out = Vec::new();
     for ms in &q.selectors {
         for s in store.select_bounded(ms, q.start, q.end, false, &bounds)? {
@@ -138,10 +138,10 @@ fn prom_duration(d: std::time::Duration) -> String {
     crate::config::units::format_duration(d)
 }
 
-/// This agent's scrape targets.
-pub fn targets(registry: &TargetRegistry) -> proto::TargetsResponse {
+/// This agent's scrape targets, under its façade's number `id`.
+pub fn targets(registry: &TargetRegistry, id: u64) -> proto::TargetsResponse {
     let mut resp = proto::TargetsResponse {
-        agent_id: crate::agent::instance_id(),
+        agent_id: id,
         ..Default::default()
     };
     if let Ok(active) = registry.active.lock() {

@@ -334,11 +334,13 @@ impl PromqlExporterConfig {
         let credentials = self.credentials()?;
         let peer_credentials = self.peer_credentials()?;
         let opts = self.eval_options(memory_limit);
+        // Tells this façade's own answer apart when it is among its peers.
+        let id = crate::agent::random_id();
         // Agents fan queries out to each other with the credentials they accept.
         let fanout = self
             .peers
             .as_ref()
-            .map(|p| peer::Fanout::new(p.clone(), peer_credentials.authorization()));
+            .map(|p| peer::Fanout::new(p.clone(), peer_credentials.authorization(), id));
         let peer_api = peer::PeerService {
             store: store.clone(),
             compat: opts.compat,
@@ -348,6 +350,7 @@ impl PromqlExporterConfig {
             retention: self.retention,
             timeout: self.query_timeout,
             targets: agent.targets.clone(),
+            id,
         };
         let state = Arc::new(api::ApiState {
             store: store.clone(),
@@ -361,6 +364,7 @@ impl PromqlExporterConfig {
             retention: self.retention,
             agent,
             settings: self.clone(),
+            id,
         });
         // One port for the Prometheus HTTP API, the page and the peers' gRPC API; a path none
         // of them serves gets an HTTP answer, never gRPC's.

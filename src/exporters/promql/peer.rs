@@ -147,16 +147,19 @@ pub struct PeerService {
     pub timeout: Duration,
     /// This agent's scrape targets, for `Targets`.
     pub targets: crate::receivers::prometheus::scrape::TargetRegistry,
+    /// This façade's random number, sent with each answer (`responder_id`).
+    pub id: u64,
 }
 
 impl PeerService {
     pub fn server(self) -> PeerServer<PeerService> {
         // Answers can be large (every sample of a window): far above gRPC's 4 MiB default.
-        // Requests are small: a query's selectors.
+        // Requests are small: a query's selectors. Answers go uncompressed: with each label
+        // pair sent once they are mostly samples, and compressing them cost more time on
+        // every agent of a fan-out than it saved on the wire (`benches/fanout.rs`).
         PeerServer::new(self)
             .max_decoding_message_size(4 << 20)
             .max_encoding_message_size(1 << 30)
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
     }
 
@@ -280,6 +283,58 @@ pub fn requested_selections(
     Ok(out)
 }
 
+/// The label pairs of one answer, each once, by first use.
+#[derive(Default)]
+struct PairTable {
+    index: foldhash::HashMap<crate::model::Label, u32>,
+    pairs: Vec<proto::Label>,
+}
+
+impl PairTable {
+    fn index(&mut self, l: &crate::model::Label) -> u32 {
+        if let Some(&i) = self.index.get(l) {
+            return i;
+        }
+        let i = self.pairs.len() as u32;
+        self.pairs.push(proto::Label {
+            name: l.name.to_string(),
+            value: l.value.to_string(),
+        });
+        self.index.insert(l.clone(), i);
+        i
+    }
+}
+
+/// A series' label set and its raw samples.
+type RawSeries = (Labels, Vec<(i64, f64)>);
+
+/// The series of a peer's answer with their label sets: written out, or (from peers that
+/// send each pair once) looked up in the answer's pair table; `None` when a reference points
+/// outside it.
+fn answered_series(
+    label_pairs: Vec<proto::Label>,
+    series: Vec<proto::Series>,
+) -> Option<Vec<RawSeries>> {
+    let pairs: Vec<crate::model::Label> = label_pairs
+        .into_iter()
+        .map(|l| crate::model::Label::new(l.name, l.value))
+        .collect();
+    let mut out = Vec::with_capacity(series.len());
+    for s in series {
+        let labels = if s.label_refs.is_empty() {
+            super::local::from_proto_labels(s.labels)
+        } else {
+            let mut v = Vec::with_capacity(s.label_refs.len());
+            for r in s.label_refs {
+                v.push(pairs.get(r as usize)?.clone());
+            }
+            Labels::from_vec(v)
+        };
+        out.push((labels, s.timestamps_ms.into_iter().zip(s.values).collect()));
+    }
+    Some(out)
+}
+
 /// Sets its flag when dropped: tonic and axum drop a handler whose caller went away, and
 /// the blocking work it started sees the flag.
 pub(super) struct Abandon(pub(super) Arc<std::sync::atomic::AtomicBool>);
@@ -327,6 +382,7 @@ impl Peer for PeerService {
         let store = self.store.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
+            let mut pairs = PairTable::default();
             let (mut samples, mut used) = (0usize, 0usize);
             for sel in &selections {
                 let bounds = crate::store::SelectBounds {
@@ -361,28 +417,24 @@ impl Peer for PeerService {
                         )));
                     }
                     out.push(proto::Series {
-                        labels: s
-                            .labels
-                            .iter()
-                            .map(|l| proto::Label {
-                                name: l.name.to_string(),
-                                value: l.value.to_string(),
-                            })
-                            .collect(),
+                        labels: Vec::new(),
                         timestamps_ms: s.samples.iter().map(|p| p.0).collect(),
                         values: s.samples.iter().map(|p| p.1).collect(),
+                        label_refs: s.labels.iter().map(|l| pairs.index(l)).collect(),
                     });
                 }
             }
-            Ok(out)
+            Ok((out, pairs.pairs))
         });
-        let series = tokio::time::timeout_at(deadline.into(), answer)
+        let (series, label_pairs) = tokio::time::timeout_at(deadline.into(), answer)
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("deadline passed while selecting"))?
             .map_err(|e| tonic::Status::internal(e.to_string()))??;
         Ok(tonic::Response::new(proto::SelectResponse {
             series,
             window_from_ms: self.store.born_ms,
+            label_pairs,
+            responder_id: self.id,
         }))
     }
 
@@ -462,44 +514,59 @@ impl Peer for PeerService {
         request: tonic::Request<proto::TargetsRequest>,
     ) -> Result<tonic::Response<proto::TargetsResponse>, tonic::Status> {
         self.admit(&request)?;
-        Ok(tonic::Response::new(super::local::targets(&self.targets)))
+        Ok(tonic::Response::new(super::local::targets(
+            &self.targets,
+            self.id,
+        )))
     }
 }
 
-/// The series of one query gathered from every source, merged by label set.
+/// The series of one query gathered from every source, merged by label set; sorted by
+/// label set once gathered ([`Merged::finish`]), as the evaluator reads them.
 #[derive(Default)]
 pub struct Merged {
-    series: HashMap<Labels, Vec<(i64, f64)>>,
+    // Label sets hash with foldhash: SipHash over 25-label Istio series cost more than the
+    // whole evaluation (`benches/fanout.rs`).
+    index: foldhash::HashMap<Labels, usize>,
+    series: Vec<RawSeries>,
+    sorted: bool,
 }
 
 impl Merged {
     /// Adds a source's series; samples a series already has at the same timestamp are kept
     /// once (an agent listed twice, or a target scraped by two agents while it moves).
     pub fn add(&mut self, labels: Labels, samples: Vec<(i64, f64)>) {
-        match self.series.get_mut(&labels) {
-            None => {
-                self.series.insert(labels, samples);
-            }
-            Some(have) => {
-                let mut merged = Vec::with_capacity(have.len() + samples.len());
-                let (mut i, mut j) = (0, 0);
-                while i < have.len() || j < samples.len() {
-                    let take_have =
-                        j >= samples.len() || (i < have.len() && have[i].0 <= samples[j].0);
-                    let next = if take_have {
-                        i += 1;
-                        have[i - 1]
-                    } else {
-                        j += 1;
-                        samples[j - 1]
-                    };
-                    if merged.last().is_none_or(|l: &(i64, f64)| l.0 != next.0) {
-                        merged.push(next);
-                    }
-                }
-                *have = merged;
+        self.sorted = false;
+        let Some(&i) = self.index.get(&labels) else {
+            self.index.insert(labels.clone(), self.series.len());
+            self.series.push((labels, samples));
+            return;
+        };
+        let have = &mut self.series[i].1;
+        let mut merged = Vec::with_capacity(have.len() + samples.len());
+        let (mut i, mut j) = (0, 0);
+        while i < have.len() || j < samples.len() {
+            let take_have = j >= samples.len() || (i < have.len() && have[i].0 <= samples[j].0);
+            let next = if take_have {
+                i += 1;
+                have[i - 1]
+            } else {
+                j += 1;
+                samples[j - 1]
+            };
+            if merged.last().is_none_or(|l: &(i64, f64)| l.0 != next.0) {
+                merged.push(next);
             }
         }
+        *have = merged;
+    }
+
+    /// Orders the series by label set; nothing is added after.
+    pub fn finish(&mut self) {
+        self.series
+            .sort_unstable_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+        self.index = Default::default();
+        self.sorted = true;
     }
 
     pub fn series_count(&self) -> usize {
@@ -531,7 +598,9 @@ impl Queryable for Merged {
                 });
             }
         }
-        out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+        if !self.sorted {
+            out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+        }
         Ok(out)
     }
 }
@@ -563,7 +632,8 @@ pub enum Answer {
 
 /// What the peers answered, and who did not.
 pub struct Asked {
-    pub answers: Vec<Answer>,
+    /// Each answer with the address of the peer that gave it.
+    pub answers: Vec<(String, Answer)>,
     /// One line per peer that did not answer, naming it.
     pub failures: Vec<String>,
     pub peers: usize,
@@ -575,25 +645,65 @@ pub struct Fanout {
     /// The `Authorization` value presented to peers.
     authorization: Option<Secret>,
     channels: std::sync::Mutex<HashMap<String, tonic::transport::Channel>>,
+    /// This façade's own number (its peer service's `responder_id`).
+    id: u64,
+    /// This façade's own address among the peers, once an answer showed it: not asked again
+    /// (every caller merges this agent's window itself).
+    own_address: std::sync::Mutex<Option<String>>,
+    /// The DNS name's last answer, and when it came.
+    resolved: std::sync::Mutex<Option<(Instant, Vec<String>)>>,
 }
 
+/// How long a DNS answer for the peers is used: a query does not wait on a lookup, and an
+/// agent that appears is asked within this; one that is gone is still asked, and named.
+const DNS_FRESH: Duration = Duration::from_secs(5);
+
 impl Fanout {
-    pub fn new(cfg: PeersConfig, authorization: Option<Secret>) -> Self {
+    /// The client of the façade whose peer service answers with `id`.
+    pub fn new(cfg: PeersConfig, authorization: Option<Secret>, id: u64) -> Self {
         Fanout {
             cfg,
             authorization,
             channels: Default::default(),
+            id,
+            own_address: Default::default(),
+            resolved: Default::default(),
         }
     }
 
-    /// The peers to ask now: the static list plus what the DNS name resolves to.
+    fn note_self(&self, addr: &str) {
+        let mut own = self.own_address.lock().unwrap_or_else(|e| e.into_inner());
+        if own.is_none() {
+            tracing::debug!(address = %addr, "this agent is among its own peers");
+            *own = Some(addr.to_string());
+        }
+    }
+
+    /// The peers to ask now: the static list plus what the DNS name resolves to (looked up
+    /// again once the last answer is [`DNS_FRESH`] old).
     async fn peers(&self) -> Result<Vec<String>, String> {
         let mut out = self.cfg.static_peers.clone();
         if let Some(name) = &self.cfg.dns {
-            let addrs = tokio::net::lookup_host(name.as_str())
-                .await
-                .map_err(|e| format!("peers: cannot resolve {name}: {e}"))?;
-            out.extend(addrs.map(|a| a.to_string()));
+            let cached = {
+                let c = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+                c.as_ref()
+                    .filter(|(at, _)| at.elapsed() < DNS_FRESH)
+                    .map(|(_, addrs)| addrs.clone())
+            };
+            let addrs = match cached {
+                Some(a) => a,
+                None => {
+                    let addrs: Vec<String> = tokio::net::lookup_host(name.as_str())
+                        .await
+                        .map_err(|e| format!("peers: cannot resolve {name}: {e}"))?
+                        .map(|a| a.to_string())
+                        .collect();
+                    *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((Instant::now(), addrs.clone()));
+                    addrs
+                }
+            };
+            out.extend(addrs);
         }
         out.sort();
         out.dedup();
@@ -619,7 +729,6 @@ impl Fanout {
         let channel = self.channel(addr)?;
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(1 << 30)
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
         let authorize = |mut r: tonic::metadata::MetadataMap| {
             if let Some(a) = &self.authorization {
@@ -681,20 +790,26 @@ impl Fanout {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|addr, _| peers.contains(addr));
-        let replies = futures_util::future::join_all(
-            peers
-                .iter()
-                .map(|p| self.ask(p, question.clone(), deadline)),
-        )
-        .await;
+        let own = self
+            .own_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let others = peers.iter().filter(|p| Some(*p) != own.as_ref());
+        let question = &question;
+        let replies =
+            futures_util::future::join_all(others.map(|p| async move {
+                (p.clone(), self.ask(p, question.clone(), deadline).await)
+            }))
+            .await;
         let mut asked = Asked {
             answers: Vec::with_capacity(replies.len()),
             failures: Vec::new(),
             peers: peers.len(),
         };
-        for r in replies {
+        for (addr, r) in replies {
             match r {
-                Ok(a) => asked.answers.push(a),
+                Ok(a) => asked.answers.push((addr, a)),
                 Err(e) => asked.failures.push(e),
             }
         }
@@ -751,15 +866,25 @@ impl Fanout {
         }
         let mut failures = asked.failures;
         let mut oldest_peer = 0i64;
-        for a in asked.answers {
+        for (addr, a) in asked.answers {
             let Answer::Select(resp) = a else { continue };
+            if resp.responder_id == self.id {
+                // This agent, listed among its peers: its window is read directly from now on.
+                self.note_self(&addr);
+                continue;
+            }
             if resp.window_from_ms != 0 && (oldest_peer == 0 || resp.window_from_ms < oldest_peer) {
                 oldest_peer = resp.window_from_ms;
             }
-            for s in resp.series {
-                let labels = super::local::from_proto_labels(s.labels);
-                let samples = s.timestamps_ms.into_iter().zip(s.values).collect();
-                merged.add(labels, samples);
+            match answered_series(resp.label_pairs, resp.series) {
+                Some(series) => {
+                    for (labels, samples) in series {
+                        merged.add(labels, samples);
+                    }
+                }
+                None => failures.push(format!(
+                    "peer {addr}: an answer whose labels point outside its pair table"
+                )),
             }
         }
         // This agent restarted after its peers: its own part of the answer has the hole.
@@ -767,6 +892,7 @@ impl Fanout {
             failures.push(format!("this agent: {why}"));
         }
         let warnings = self.settle(failures, asked.peers)?;
+        merged.finish();
         Ok(Gathered {
             merged,
             warnings,
@@ -802,6 +928,30 @@ mod tests {
             )
             .expect("select")
             .is_empty());
+    }
+
+    #[test]
+    fn label_pairs_are_sent_once_and_read_back() {
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "a"), ("pod", "p1")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "a"), ("pod", "p2")]);
+        let mut table = PairTable::default();
+        let series: Vec<proto::Series> = [&a, &b]
+            .iter()
+            .map(|l| proto::Series {
+                label_refs: l.iter().map(|x| table.index(x)).collect(),
+                timestamps_ms: vec![1000],
+                values: vec![1.0],
+                ..Default::default()
+            })
+            .collect();
+        assert_eq!(table.pairs.len(), 4, "__name__ and job once, two pods");
+        let back = answered_series(table.pairs.clone(), series.clone()).expect("valid");
+        assert_eq!(back[0].0, a);
+        assert_eq!(back[1].0, b);
+        assert_eq!(back[1].1, vec![(1000, 1.0)]);
+        let mut broken = series;
+        broken[0].label_refs.push(99);
+        assert!(answered_series(table.pairs, broken).is_none());
     }
 
     #[test]

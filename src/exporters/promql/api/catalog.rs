@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -180,11 +180,13 @@ async fn answer(
             }
         }
         Some(asked) => {
-            let mut seen: HashSet<Labels> = sets.iter().cloned().collect();
+            let mut seen: foldhash::HashSet<Labels> = sets.iter().cloned().collect();
             let mut distinct: BTreeSet<String> =
                 local::labels_answer(&sets, &q).values.into_iter().collect();
             for a in asked.answers {
-                let Answer::Labels(resp) = a else { continue };
+                let (_, Answer::Labels(resp)) = a else {
+                    continue;
+                };
                 for s in resp.series {
                     let l = local::from_proto_labels(s.labels);
                     if seen.insert(l.clone()) {
@@ -330,7 +332,7 @@ pub async fn metadata(
             Ok(a) => a,
             Err(m) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &m),
         };
-        answers.extend(asked.answers.into_iter().filter_map(|a| match a {
+        answers.extend(asked.answers.into_iter().filter_map(|(_, a)| match a {
             Answer::Metadata(m) => Some(m),
             _ => None,
         }));

@@ -49,6 +49,8 @@ pub struct ApiState {
     pub agent: Arc<AgentState>,
     /// The exporter's own settings, shown as Prometheus flags.
     pub settings: super::PromqlExporterConfig,
+    /// This façade's random number, as its peer service sends it.
+    pub id: u64,
 }
 
 type Params = Vec<(String, String)>;

@@ -173,18 +173,24 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
         ));
         return timed_out("waiting for a turn: too many queries in flight");
     };
-    // Parsing compiles regexes: off the async workers, under the deadline too.
-    let parser = st.clone();
-    let text = query.clone();
-    let parsed = tokio::time::timeout_at(
-        deadline.into(),
-        tokio::task::spawn_blocking(move || parser.parse(&text)),
-    )
-    .await;
-    let parsed = match parsed {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => Err(format!("the parser failed: {e}")),
-        Err(_) => return timed_out("while parsing"),
+    // Parsing compiles regexes: off the async workers, under the deadline too. A query
+    // parsed before (Flagger repeats its checks) is taken from the cache in place.
+    let parsed = match st.parsed.get(&query) {
+        Some(e) => Ok(e),
+        None => {
+            let parser = st.clone();
+            let text = query.clone();
+            let parsed = tokio::time::timeout_at(
+                deadline.into(),
+                tokio::task::spawn_blocking(move || parser.parse(&text)),
+            )
+            .await;
+            match parsed {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => Err(format!("the parser failed: {e}")),
+                Err(_) => return timed_out("while parsing"),
+            }
+        }
     };
     let expr = match parsed {
         Ok(e) => e,

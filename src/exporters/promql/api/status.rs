@@ -224,7 +224,7 @@ pub async fn targets(
     };
     let state = param(&p, "state").unwrap_or("any").to_ascii_lowercase();
     let pool = param(&p, "scrapePool").unwrap_or("").to_string();
-    let mut all = local::targets(&st.agent.targets);
+    let mut all = local::targets(&st.agent.targets, st.id);
     let mut warnings = Vec::new();
     if let Some(f) = &st.fanout {
         let deadline = Instant::now() + st.query_timeout;
@@ -234,7 +234,7 @@ pub async fn targets(
         };
         let mut seen = HashSet::from([all.agent_id]);
         for a in asked.answers {
-            let Answer::Targets(t) = a else { continue };
+            let (_, Answer::Targets(t)) = a else { continue };
             if !seen.insert(t.agent_id) {
                 continue;
             }
