@@ -402,10 +402,11 @@ async fn the_peer_api_asks_for_the_query_apis_credentials() {
         let got = peer_select(agent.query, Some(&good), every())
             .await
             .expect("answered");
-        assert!(got.series.iter().any(|s| s
-            .labels
-            .iter()
-            .any(|l| l.name == "__name__" && l.value == "app_up")));
+        // Each series names its labels as indices into the answer's pair table.
+        assert!(got.series.iter().any(|s| s.label_refs.iter().any(|&r| got
+            .label_pairs
+            .get(r as usize)
+            .is_some_and(|l| l.name == "__name__" && l.value == "app_up"))));
         // Empty selectors, or ones matching everything with empty matches: refused.
         for sels in [
             vec![],

@@ -186,4 +186,22 @@ async fn the_query_page_asks_for_the_apis_credentials() {
         "{page}"
     );
     agent.shutdown(Duration::from_secs(5)).await;
+
+    // A façade with a bearer token only (as the deploy overlays run it): a browser's prompt
+    // opens the page with the token as the password, under any user name.
+    let auth = "    auth:\n      bearer_token: t0ken\n";
+    let facade = free_port();
+    let agent = start_agent(&agent_yaml(&t.addr.to_string(), facade, auth)).await;
+    let base = format!("http://127.0.0.1:{facade}");
+    let (s, _) = http_get(&format!("{base}/graph"), &[]).await;
+    assert_eq!(s, 401);
+    // me:t0ken, then me:wrong
+    let token = [("authorization", "Basic bWU6dDBrZW4=")];
+    assert_eq!(http_get(&format!("{base}/graph"), &token).await.0, 200);
+    let wrong = [("authorization", "Basic bWU6d3Jvbmc=")];
+    assert_eq!(
+        http_get(&format!("{base}/api/v1/labels"), &wrong).await.0,
+        401
+    );
+    agent.shutdown(Duration::from_secs(5)).await;
 }

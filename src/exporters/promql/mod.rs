@@ -180,7 +180,9 @@ impl Credentials {
 
     /// Who presents valid credentials among these `Authorization` values (`Bearer` or
     /// `Basic`; several values, or several comma-separated in one, as Flagger may send
-    /// them), compared in constant time; `None` if none admits. Never the secret itself.
+    /// them), compared in constant time; `None` if none admits. Never the secret itself. A
+    /// bearer token is also taken as the password of basic auth, with any user name, so that
+    /// a browser's prompt opens the query page of a façade that has tokens only.
     pub fn admit<'a>(&self, authorization: impl IntoIterator<Item = &'a str>) -> Option<String> {
         use base64::Engine;
         if self.is_open() {
@@ -207,6 +209,11 @@ impl Credentials {
                         constant_time_eq(cu.as_bytes(), u.as_bytes()) & cp.matches(p.as_bytes())
                     }) {
                         return Some(format!("basic user {u}"));
+                    }
+                    // A bearer token typed as the password of a browser's basic-auth prompt
+                    // (the query page behind a token-only façade): the same secret.
+                    if self.tokens.iter().any(|t| t.matches(p.as_bytes())) {
+                        return Some("bearer token (as a basic-auth password)".into());
                     }
                 }
             }

@@ -313,6 +313,12 @@ mod tests {
             Some("bearer token".into())
         );
         assert_eq!(creds.admit(["Basic dXNlcjpwYXN6"]), None);
+        // The token as a basic-auth password ("anyone:t0k"), as a browser's prompt sends it.
+        assert_eq!(
+            creds.admit(["Basic YW55b25lOnQwaw=="]),
+            Some("bearer token (as a basic-auth password)".into())
+        );
+        assert_eq!(creds.admit(["Basic YW55b25lOnQwag=="]), None);
         assert_eq!(creds.admit(["Basic !!!"]), None);
         assert_eq!(creds.admit(Vec::<&str>::new()), None);
         let back = creds.authorization().expect("has one");
