@@ -3,16 +3,15 @@
 //! agent's: the same question goes to each peer (`peer.rs`), under the same credentials,
 //! timeouts and partial-response rule as queries, and the answers are merged here.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::format::{labels_json, parse_time};
-use super::{admit, bad_data, error, param, success_with_warnings, ApiState, Params};
+use super::{bad_data, error, param, success_with_warnings, Admitted, ApiState, Params};
 use crate::exporters::promql::local::{self, LabelsKind, LabelsQuestion};
 use crate::exporters::promql::peer::{proto, to_proto_selectors, Answer, Ask};
 use crate::model::Labels;
@@ -217,17 +216,8 @@ async fn answer(
     Ok((sets, values, warnings))
 }
 
-pub async fn series(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match admit(&st, &method, &uri, &headers, &body) {
-        Ok((_, p)) => p,
-        Err(r) => return r,
-    };
+pub async fn series(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    let p = a.params;
     if !p.iter().any(|(k, _)| k == "match[]") {
         return bad_data("no match[] parameter provided");
     }
@@ -253,17 +243,8 @@ fn list(values: Vec<String>, warnings: &[String]) -> Response {
     )
 }
 
-pub async fn labels(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match admit(&st, &method, &uri, &headers, &body) {
-        Ok((_, p)) => p,
-        Err(r) => return r,
-    };
+pub async fn labels(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    let p = a.params;
     match answer(&st, &p, LabelsKind::Names, "").await {
         Ok((_, values, warnings)) => list(values, &warnings),
         Err(r) => r,
@@ -273,15 +254,9 @@ pub async fn labels(
 pub async fn label_values(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    a: Admitted,
 ) -> Response {
-    let p = match admit(&st, &method, &uri, &headers, &body) {
-        Ok((_, p)) => p,
-        Err(r) => return r,
-    };
+    let p = a.params;
     if !crate::receivers::prometheus::relabel::is_label_name(&name) {
         return bad_data(format!("invalid label name: {name:?}"));
     }
@@ -293,17 +268,8 @@ pub async fn label_values(
 
 /// `/api/v1/metadata`: type, help and unit by family name (`metric`, `limit`,
 /// `limit_per_metric`), from every agent.
-pub async fn metadata(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match admit(&st, &method, &uri, &headers, &body) {
-        Ok((_, p)) => p,
-        Err(r) => return r,
-    };
+pub async fn metadata(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    let p = a.params;
     let limit = match limit_param(&p) {
         Ok(l) => l,
         Err(r) => return r,

@@ -162,16 +162,43 @@ fn caller(addr: Option<SocketAddr>, headers: &HeaderMap, who: &str) -> String {
     }
 }
 
-/// Authorizes the caller and collects the request's parameters.
-fn admit(
-    st: &ApiState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(String, Params), Response> {
-    let who = authorize(&st.credentials, headers)?;
-    Ok((who, params(method, uri, headers, body)?))
+/// Largest request body read (a POSTed form: a query and its parameters).
+const MAX_BODY: usize = 2 << 20;
+
+/// An admitted request, as handlers take it: who asked (address, user agent and which
+/// credentials, for queryz) and its parameters (the query string, and a POST's form body).
+/// A request without valid credentials is answered 401 before any handler runs.
+pub struct Admitted {
+    pub caller: String,
+    pub params: Params,
+}
+
+impl axum::extract::FromRequest<Arc<ApiState>> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        st: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let who = authorize(&st.credentials, &parts.headers)?;
+        let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_data",
+                "request body too large",
+            )
+        })?;
+        let params = params(&parts.method, &parts.uri, &parts.headers, &body)?;
+        let addr = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Ok(Admitted {
+            caller: caller(addr, &parts.headers, &who),
+            params,
+        })
+    }
 }
 
 pub async fn queryz(State(st): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap) -> Response {

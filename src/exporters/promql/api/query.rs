@@ -1,16 +1,14 @@
 //! `/api/v1/query` and `/api/v1/query_range`: parse (cached), fan out to peers when there
 //! are some, evaluate off the async workers under the query's deadline and memory budget.
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::format::{parse_duration_param, parse_time, result_json};
-use super::{admit, bad_data, caller, error, param, success_with_warnings, ApiState, Params};
+use super::{bad_data, error, param, success_with_warnings, Admitted, ApiState, Params};
 use crate::exporters::promql::now_ms;
 use crate::exporters::promql::queryz::QueryRecord;
 use crate::promql::bounds::QueryShape;
@@ -289,39 +287,10 @@ fn peer_sample_limit(opts: &EvalOptions) -> usize {
     }
 }
 
-async fn query_handler(
-    st: Arc<ApiState>,
-    addr: SocketAddr,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-    range: bool,
-) -> Response {
-    match admit(&st, &method, &uri, &headers, &body) {
-        Ok((who, p)) => run_query(st.clone(), p, range, caller(Some(addr), &headers, &who)).await,
-        Err(r) => r,
-    }
+pub async fn query(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    run_query(st, a.params, false, a.caller).await
 }
 
-pub async fn query(
-    State(st): State<Arc<ApiState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    query_handler(st, addr, method, uri, headers, body, false).await
-}
-
-pub async fn query_range(
-    State(st): State<Arc<ApiState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    query_handler(st, addr, method, uri, headers, body, true).await
+pub async fn query_range(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    run_query(st, a.params, true, a.caller).await
 }

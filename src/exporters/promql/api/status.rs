@@ -3,16 +3,15 @@
 //! agent's, with peers), `format_query`, and the empty answers of what an agent without
 //! rules or exemplars has (`rules`, `alerts`, `alertmanagers`, `query_exemplars`).
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::format::parse_time;
-use super::{admit, bad_data, error, param, success, success_with_warnings, ApiState, Params};
+use super::{bad_data, error, param, success, success_with_warnings, Admitted, ApiState, Params};
 use crate::clock::iso8601_ms;
 use crate::exporters::promql::local;
 use crate::exporters::promql::peer::{proto, Answer, Ask};
@@ -37,43 +36,20 @@ fn prometheus_version(st: &ApiState) -> String {
     }
 }
 
-/// Runs `f` for an admitted caller with the request's parameters.
-fn admitted(
-    st: &ApiState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Bytes,
-    f: impl FnOnce(Params) -> Response,
-) -> Response {
-    match admit(st, method, uri, headers, body) {
-        Ok((_, p)) => f(p),
-        Err(r) => r,
-    }
-}
-
-pub async fn buildinfo(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |_| {
-        success(
-            serde_json::json!({
-                "version": prometheus_version(&st),
-                "revision": "",
-                "branch": "",
-                "buildUser": "",
-                "buildDate": "",
-                "goVersion": "",
-                "application": "meshmetrics",
-                "meshmetricsVersion": env!("CARGO_PKG_VERSION"),
-            })
-            .to_string(),
-        )
-    })
+pub async fn buildinfo(State(st): State<Arc<ApiState>>, _: Admitted) -> Response {
+    success(
+        serde_json::json!({
+            "version": prometheus_version(&st),
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+            "application": "meshmetrics",
+            "meshmetricsVersion": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string(),
+    )
 }
 
 /// A query's text from `query`, checked as PromQL.
@@ -88,89 +64,53 @@ fn checked_query(p: &Params) -> Result<promql_parser::parser::Expr, Response> {
 
 /// No exemplars are kept: the query and times are checked as Prometheus does, the list is
 /// empty.
-pub async fn query_exemplars(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |p| {
-        if let Err(r) = checked_query(&p) {
-            return r;
-        }
-        for name in ["start", "end"] {
-            if let Some(t) = param(&p, name) {
-                if let Err(e) = parse_time(t) {
-                    return bad_data(format!("invalid parameter \"{name}\": {e}"));
-                }
+pub async fn query_exemplars(State(_st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    let p = a.params;
+    if let Err(r) = checked_query(&p) {
+        return r;
+    }
+    for name in ["start", "end"] {
+        if let Some(t) = param(&p, name) {
+            if let Err(e) = parse_time(t) {
+                return bad_data(format!("invalid parameter \"{name}\": {e}"));
             }
         }
-        success("[]".into())
-    })
+    }
+    success("[]".into())
 }
 
-pub async fn format_query(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(
-        &st,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        |p| match checked_query(&p) {
-            Ok(e) => success(serde_json::to_string(&e.prettify()).unwrap_or_default()),
-            Err(r) => r,
-        },
-    )
+pub async fn format_query(State(_st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    match checked_query(&a.params) {
+        Ok(e) => success(serde_json::to_string(&e.prettify()).unwrap_or_default()),
+        Err(r) => r,
+    }
 }
 
 /// The running config, secrets redacted.
-pub async fn config(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |_| {
-        let cfg = st.agent.config.load();
-        success(serde_json::json!({ "yaml": cfg.redacted_yaml }).to_string())
-    })
+pub async fn config(State(st): State<Arc<ApiState>>, _: Admitted) -> Response {
+    let cfg = st.agent.config.load();
+    success(serde_json::json!({ "yaml": cfg.redacted_yaml }).to_string())
 }
 
 /// The façade's settings under the Prometheus flag names tools read.
-pub async fn flags(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |_| {
-        let d = crate::config::units::format_duration;
-        let s = &st.settings;
-        let cfg = st.agent.config.load();
-        success(
-            serde_json::json!({
-                "config.file": cfg.source,
-                "query.lookback-delta": d(std::time::Duration::from_millis(st.opts.lookback_ms.max(0) as u64)),
-                "query.max-concurrency": s.max_concurrent_queries.to_string(),
-                "query.max-samples": s.max_samples_per_query.to_string(),
-                "query.timeout": d(s.query_timeout),
-                "storage.tsdb.retention.time": d(s.retention),
-                "web.listen-address": s.endpoint,
-                "web.route-prefix": if s.path_prefix.is_empty() { "/" } else { s.path_prefix.as_str() },
-                "agent": "false",
-            })
-            .to_string(),
-        )
-    })
+pub async fn flags(State(st): State<Arc<ApiState>>, _: Admitted) -> Response {
+    let d = crate::config::units::format_duration;
+    let s = &st.settings;
+    let cfg = st.agent.config.load();
+    success(
+        serde_json::json!({
+            "config.file": cfg.source,
+            "query.lookback-delta": d(std::time::Duration::from_millis(st.opts.lookback_ms.max(0) as u64)),
+            "query.max-concurrency": s.max_concurrent_queries.to_string(),
+            "query.max-samples": s.max_samples_per_query.to_string(),
+            "query.timeout": d(s.query_timeout),
+            "storage.tsdb.retention.time": d(s.retention),
+            "web.listen-address": s.endpoint,
+            "web.route-prefix": if s.path_prefix.is_empty() { "/" } else { s.path_prefix.as_str() },
+            "agent": "false",
+        })
+        .to_string(),
+    )
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -181,47 +121,30 @@ fn rfc3339(t: SystemTime) -> String {
     iso8601_ms(ms)
 }
 
-pub async fn runtimeinfo(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |_| {
-        let (applied, ok) = **st.agent.applied.load();
-        let rt = tokio::runtime::Handle::current().metrics();
-        success(
-            serde_json::json!({
-                "startTime": rfc3339(st.agent.started),
-                "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
-                "reloadConfigSuccess": ok,
-                "lastConfigTime": rfc3339(applied),
-                "corruptionCount": 0,
-                "goroutineCount": rt.num_alive_tasks(),
-                "GOMAXPROCS": rt.num_workers(),
-                "GOMEMLIMIT": 0,
-                "GOGC": "",
-                "GODEBUG": "",
-                "storageRetention": crate::config::units::format_duration(st.retention),
-            })
-            .to_string(),
-        )
-    })
+pub async fn runtimeinfo(State(st): State<Arc<ApiState>>, _: Admitted) -> Response {
+    let (applied, ok) = **st.agent.applied.load();
+    let rt = tokio::runtime::Handle::current().metrics();
+    success(
+        serde_json::json!({
+            "startTime": rfc3339(st.agent.started),
+            "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+            "reloadConfigSuccess": ok,
+            "lastConfigTime": rfc3339(applied),
+            "corruptionCount": 0,
+            "goroutineCount": rt.num_alive_tasks(),
+            "GOMAXPROCS": rt.num_workers(),
+            "GOMEMLIMIT": 0,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": crate::config::units::format_duration(st.retention),
+        })
+        .to_string(),
+    )
 }
 
 /// Every agent's scrape targets (`state`: `active`, `dropped` or `any`; `scrapePool`).
-pub async fn targets(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match admit(&st, &method, &uri, &headers, &body) {
-        Ok((_, p)) => p,
-        Err(r) => return r,
-    };
+pub async fn targets(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
+    let p = a.params;
     let state = param(&p, "state").unwrap_or("any").to_ascii_lowercase();
     let pool = param(&p, "scrapePool").unwrap_or("").to_string();
     let mut all = local::targets(&st.agent.targets, st.id);
@@ -259,38 +182,14 @@ fn merge_targets(into: &mut proto::TargetsResponse, other: proto::TargetsRespons
     }
 }
 
-pub async fn rules(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |_| {
-        success("{\"groups\":[]}".into())
-    })
+pub async fn rules(State(_st): State<Arc<ApiState>>, _: Admitted) -> Response {
+    success("{\"groups\":[]}".into())
 }
 
-pub async fn alerts(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |_| {
-        success("{\"alerts\":[]}".into())
-    })
+pub async fn alerts(State(_st): State<Arc<ApiState>>, _: Admitted) -> Response {
+    success("{\"alerts\":[]}".into())
 }
 
-pub async fn alertmanagers(
-    State(st): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    admitted(&st, &method, &uri, &headers, &body, |_| {
-        success("{\"activeAlertmanagers\":[],\"droppedAlertmanagers\":[]}".into())
-    })
+pub async fn alertmanagers(State(_st): State<Arc<ApiState>>, _: Admitted) -> Response {
+    success("{\"activeAlertmanagers\":[],\"droppedAlertmanagers\":[]}".into())
 }
