@@ -99,25 +99,10 @@ async fn main() {
 
     // Prometheus.
     let prom_port = free_port();
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_cfg,
-        format!("global: {{scrape_interval: {interval}, scrape_timeout: {interval}}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n{}", targets(0).replace("        ", "      ")),
-    )
-    .expect("write");
-    let prom = Proc(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--log.level=error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus on PATH"),
+    let prom = harness::spawn_prometheus(
+        dir.path(),
+        &format!("global: {{scrape_interval: {interval}, scrape_timeout: {interval}}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n{}", targets(0).replace("        ", "      ")),
+        &format!("127.0.0.1:{prom_port}"),
     );
 
     // meshmetrics, optimised, with only the façade.

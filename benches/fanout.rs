@@ -131,31 +131,16 @@ async fn main() {
         procs.push(spawn_agent(&bin, &cfg));
         let prom_port = free_port();
         let prom = format!("127.0.0.1:{prom_port}");
-        let prom_cfg = dir.path().join("prometheus.yml");
         let mut prom_targets = String::new();
         for p in 0..sidecars {
             prom_targets.push_str(&format!(
                 "      - targets: ['{gen}']\n        labels: {{__metrics_path__: /s/2/{p}, pod: p{p}}}\n"
             ));
         }
-        std::fs::write(
-            &prom_cfg,
-            format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n{prom_targets}"),
-        )
-        .expect("write");
-        procs.push(harness::Proc(
-            std::process::Command::new("prometheus")
-                .arg(format!("--config.file={}", prom_cfg.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address={prom}"))
-                .arg("--log.level=error")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("prometheus on PATH"),
+        procs.push(harness::spawn_prometheus(
+            dir.path(),
+            &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: mesh\n    static_configs:\n{prom_targets}"),
+            &prom,
         ));
         let t0 = Instant::now();
         while !steps.iter().all(|c| c.load(Ordering::Relaxed) >= STEPS + 2) {

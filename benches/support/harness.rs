@@ -191,3 +191,24 @@ pub fn prometheus_compat() -> String {
         _ => "3".into(),
     }
 }
+
+/// A real Prometheus server (Debian package `prometheus`) on `addr`, with its config file and
+/// a data directory under `dir`; killed when dropped.
+pub fn spawn_prometheus(dir: &std::path::Path, config: &str, addr: &str) -> Proc {
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, config).expect("write prometheus.yml");
+    Proc(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus on PATH"),
+    )
+}

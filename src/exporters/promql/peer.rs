@@ -361,6 +361,19 @@ fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     })
 }
 
+/// Why a bounded selection stopped, as the peer API says it.
+fn stopped(stop: crate::store::SelectStop, max_memory: usize) -> tonic::Status {
+    match stop {
+        crate::store::SelectStop::Budget => tonic::Status::resource_exhausted(format!(
+            "the answer would hold more than {} MiB, the query memory budget",
+            max_memory >> 20
+        )),
+        crate::store::SelectStop::Deadline => {
+            tonic::Status::deadline_exceeded("deadline passed while selecting")
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn select(
@@ -397,17 +410,7 @@ impl Peer for PeerService {
                 };
                 let found = store
                     .select_bounded(&sel.matchers, sel.mint, sel.maxt, true, &bounds)
-                    .map_err(|stop| match stop {
-                        crate::store::SelectStop::Budget => {
-                            tonic::Status::resource_exhausted(format!(
-                                "the answer would hold more than {} MiB, the query memory budget",
-                                max_memory >> 20
-                            ))
-                        }
-                        crate::store::SelectStop::Deadline => {
-                            tonic::Status::deadline_exceeded("deadline passed while selecting")
-                        }
-                    })?;
+                    .map_err(|stop| stopped(stop, max_memory))?;
                 for s in found {
                     samples += s.samples.len();
                     used += crate::promql::memory_cost(s.samples.len(), 1);
@@ -478,15 +481,8 @@ impl Peer for PeerService {
         let store = self.store.clone();
         let max_memory = self.max_memory;
         let answer = tokio::task::spawn_blocking(move || {
-            super::local::labels(&store, &question, &bounds).map_err(|stop| match stop {
-                crate::store::SelectStop::Budget => tonic::Status::resource_exhausted(format!(
-                    "the answer would hold more than {} MiB, the query memory budget",
-                    max_memory >> 20
-                )),
-                crate::store::SelectStop::Deadline => {
-                    tonic::Status::deadline_exceeded("deadline passed while selecting")
-                }
-            })
+            super::local::labels(&store, &question, &bounds)
+                .map_err(|stop| stopped(stop, max_memory))
         });
         let resp = tokio::time::timeout_at(deadline.into(), answer)
             .await
