@@ -1,6 +1,6 @@
 //! What the window holds, for Grafana and tools: `/api/v1/series`, `/labels`,
 //! `/label/<name>/values` and `/metadata`, over this agent's window and, with peers, every
-//! agent's: the same question goes to each peer (`peer.rs`), under the same credentials,
+//! agent's: the same question goes to each peer (`peer/`), under the same credentials,
 //! timeouts and partial-response rule as queries, and the answers are merged here.
 
 use axum::extract::{Path, State};
