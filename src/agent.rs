@@ -21,6 +21,17 @@ pub struct AgentState {
 }
 
 impl AgentState {
+    /// The port of the running config's zpages extension, when it has one.
+    pub fn zpages_port(&self) -> Option<String> {
+        let cfg = self.config.load();
+        cfg.raw.extensions.0.iter().find_map(|(_, e)| match e {
+            crate::config::ExtensionConfig::Zpages(z) => {
+                z.endpoint.rsplit_once(':').map(|(_, p)| p.to_string())
+            }
+            _ => None,
+        })
+    }
+
     pub fn new(config: Arc<Config>) -> Self {
         let now = SystemTime::now();
         AgentState {

@@ -375,7 +375,8 @@ impl PromqlExporterConfig {
         });
         // One port for the Prometheus HTTP API, the page and the peers' gRPC API; a path none
         // of them serves gets an HTTP answer, never gRPC's.
-        let router = api::router(&self.path_prefix, state, name, telemetry)
+        let pages = ui::router(self.path_prefix.trim_end_matches('/'));
+        let router = api::router(&self.path_prefix, state, pages, name, telemetry)
             .merge(tonic::service::Routes::new(peer_api.server()).into_axum_router())
             .fallback(api::not_found);
         Ok((router, store))

@@ -11,24 +11,17 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 use super::api::{authorize, ApiState};
-use crate::config::ExtensionConfig;
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
 const APP_CSS: &str = include_str!("ui/app.css");
 
-/// The zpages port of the running config, when it has a zpages extension.
-fn zpages_port(st: &ApiState) -> String {
-    let cfg = st.agent.config.load();
-    cfg.raw
-        .extensions
-        .0
-        .iter()
-        .find_map(|(_, e)| match e {
-            ExtensionConfig::Zpages(z) => z.endpoint.rsplit_once(':').map(|(_, p)| p.to_string()),
-            _ => None,
-        })
-        .unwrap_or_default()
+/// Text made safe inside a double-quoted HTML attribute.
+fn attribute(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn asset(st: &ApiState, headers: &HeaderMap, content_type: &'static str, body: String) -> Response {
@@ -52,9 +45,10 @@ pub fn router(prefix: &str) -> axum::Router<Arc<ApiState>> {
     let page = move |State(st): State<Arc<ApiState>>, headers: HeaderMap| {
         let p = page_prefix.clone();
         async move {
-            let html = INDEX_HTML
-                .replace("{{PREFIX}}", &p)
-                .replace("{{ZPAGES_PORT}}", &zpages_port(&st));
+            let html = INDEX_HTML.replace("{{PREFIX}}", &attribute(&p)).replace(
+                "{{ZPAGES_PORT}}",
+                &attribute(&st.agent.zpages_port().unwrap_or_default()),
+            );
             asset(&st, &headers, "text/html; charset=utf-8", html)
         }
     };

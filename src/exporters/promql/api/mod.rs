@@ -231,11 +231,12 @@ async fn count_request(
     resp
 }
 
-/// The router, under `prefix` (empty for `/`). `/` and `/graph` are the query page. Each
-/// request is counted on `telemetry` under `exporter`.
+/// The router, under `prefix` (empty for `/`), with `pages` (the query page) beside the API.
+/// Each request is counted on `telemetry` under `exporter`.
 pub fn router(
     prefix: &str,
     state: Arc<ApiState>,
+    pages: axum::Router<Arc<ApiState>>,
     exporter: &str,
     telemetry: crate::telemetry::SharedTelemetry,
 ) -> axum::Router {
@@ -289,7 +290,7 @@ pub fn router(
             get(|| async { "Prometheus Server is Ready.\n" }),
         )
         .route(&format!("{p}/debug/queryz"), get(queryz))
-        .merge(super::ui::router(p))
+        .merge(pages)
         .route_layer(axum::middleware::from_fn_with_state(
             (telemetry, Arc::<str>::from(exporter)),
             count_request,
