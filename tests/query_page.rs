@@ -93,6 +93,20 @@ async fn the_query_page_charts_a_range_query_in_chromium() {
         .eval("return document.getElementById('status').textContent;")
         .await;
     let png = browser.screenshot().await;
+    // The table of the instant answer: a row per series.
+    browser
+        .eval("document.body.dataset.state = ''; return true;")
+        .await;
+    browser.click("#tab-table").await;
+    browser
+        .wait_for(
+            "the table",
+            "return document.body.dataset.state === 'done';",
+        )
+        .await;
+    let rows = browser
+        .eval("return [...document.querySelectorAll('#result-table tbody tr')].map(tr => tr.firstChild.textContent);")
+        .await;
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/query-page.png");
     std::fs::write(&shot, &png).expect("write screenshot");
     browser.close().await;
@@ -136,6 +150,14 @@ async fn the_query_page_charts_a_range_query_in_chromium() {
         "the data has several response codes: {body}"
     );
     assert_eq!(shown, expected, "legend against the API's series");
+    let mut rows: Vec<String> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|s| s.as_str().unwrap_or("").to_string())
+        .collect();
+    rows.sort();
+    assert_eq!(rows, expected, "table rows against the API's series");
     let paths = paths.as_array().expect("paths");
     assert_eq!(paths.len(), expected.len(), "one line per series");
     for p in paths {

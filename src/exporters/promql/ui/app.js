@@ -202,9 +202,11 @@ async function runInstant(expr) {
   } else if (resultType === "matrix") {
     result.forEach((s) => row(seriesName(s.metric), s.values.map((v) => `${v[1]} @${v[0]}`).join("\n")));
   } else {
-    row(resultType, resultType === "string" ? result[1] : result[1]);
+    // A scalar or a string: [time, value].
+    row(resultType, String(result[1]));
+    return { warnings: json.warnings, count: 1 };
   }
-  return { warnings: json.warnings, count: Array.isArray(result) && resultType !== "scalar" && resultType !== "string" ? result.length : 1 };
+  return { warnings: json.warnings, count: result.length };
 }
 
 function autoStep(range) {
@@ -276,7 +278,9 @@ function drawChart(result, start, end) {
   for (const t of niceTicks(start, end, 6)) {
     const d = new Date(t * 1000);
     const label = d.toISOString().slice(11, 19);
-    axes.appendChild(svgEl("text", { x: x(t), y: H - 10, "text-anchor": "middle" }, label));
+    // Near the right edge a label ends at its tick instead of overflowing the chart.
+    const anchor = x(t) > W - pad.r - 30 ? "end" : "middle";
+    axes.appendChild(svgEl("text", { x: x(t), y: H - 10, "text-anchor": anchor }, label));
   }
   svg.appendChild(axes);
   result.forEach((s, i) => {
