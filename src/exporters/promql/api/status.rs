@@ -142,16 +142,30 @@ pub async fn runtimeinfo(State(st): State<Arc<ApiState>>, _: Admitted) -> Respon
     )
 }
 
+/// Most dropped targets one answer lists (the counts stay whole), and with peers, most
+/// listed per agent: the answers of every peer are held at once.
+const DROPPED_LISTED: usize = 1000;
+const DROPPED_LISTED_PER_AGENT: usize = 100;
+
 /// Every agent's scrape targets (`state`: `active`, `dropped` or `any`; `scrapePool`).
 pub async fn targets(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
     let p = a.params;
     let state = param(&p, "state").unwrap_or("any").to_ascii_lowercase();
     let pool = param(&p, "scrapePool").unwrap_or("").to_string();
+    let (max_dropped, per_agent) = match (state.as_str(), &st.fanout) {
+        ("active", _) => (0, 0),
+        (_, Some(_)) => (DROPPED_LISTED, DROPPED_LISTED_PER_AGENT),
+        (_, None) => (DROPPED_LISTED, DROPPED_LISTED),
+    };
     let mut all = local::targets(&st.agent.targets, st.id);
+    all.dropped.truncate(per_agent);
     let mut warnings = Vec::new();
     if let Some(f) = &st.fanout {
         let deadline = Instant::now() + st.query_timeout;
-        let asked = match f.ask_all(Ask::Targets, deadline.into()).await {
+        let req = proto::TargetsRequest {
+            max_dropped: per_agent as u64,
+        };
+        let asked = match f.ask_all(Ask::Targets(req), deadline.into()).await {
             Ok(a) => a,
             Err(m) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &m),
         };
@@ -162,6 +176,7 @@ pub async fn targets(State(st): State<Arc<ApiState>>, a: Admitted) -> Response {
                 continue;
             }
             merge_targets(&mut all, t);
+            all.dropped.truncate(max_dropped);
         }
         warnings = match f.settle(asked.failures, asked.peers) {
             Ok(w) => w,

@@ -140,7 +140,7 @@ pub enum Ask {
     Select(proto::SelectRequest),
     Labels(proto::LabelsRequest),
     Metadata(proto::MetadataRequest),
-    Targets,
+    Targets(proto::TargetsRequest),
 }
 
 /// A peer's answer, of the kind asked.
@@ -277,7 +277,7 @@ impl Fanout {
                 Ask::Select(req) => call!(select, req, Select),
                 Ask::Labels(req) => call!(labels, req, Labels),
                 Ask::Metadata(req) => call!(metadata, req, Metadata),
-                Ask::Targets => call!(targets, proto::TargetsRequest {}, Targets),
+                Ask::Targets(req) => call!(targets, req, Targets),
             }
         };
         let silent = || {

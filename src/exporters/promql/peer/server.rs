@@ -241,8 +241,9 @@ impl Peer for PeerService {
         request: tonic::Request<proto::TargetsRequest>,
     ) -> Result<tonic::Response<proto::TargetsResponse>, tonic::Status> {
         self.admit(&request)?;
-        Ok(tonic::Response::new(
-            crate::exporters::promql::local::targets(&self.targets, self.id),
-        ))
+        let max_dropped = usize::try_from(request.get_ref().max_dropped).unwrap_or(usize::MAX);
+        let mut resp = crate::exporters::promql::local::targets(&self.targets, self.id);
+        resp.dropped.truncate(max_dropped);
+        Ok(tonic::Response::new(resp))
     }
 }
