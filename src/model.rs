@@ -115,11 +115,10 @@ impl LabelPair {
     }
 
     /// The pair as the bytes of an OTLP `KeyValue` with a string value, preceded by their
-    /// length: a field holding it is its tag followed by these bytes.
-    pub fn otlp_key_value(&self) -> &[u8] {
-        self.otlp.get_or_init(|| {
-            crate::exporters::otlp::encode::key_value_bytes(&self.name, &self.value)
-        })
+    /// length: a field holding it is its tag followed by these bytes. `encode` (the OTLP
+    /// encoder's, the one user) makes them on first use; the model knows no wire format.
+    pub fn otlp_key_value(&self, encode: impl FnOnce(&str, &str) -> Box<[u8]>) -> &[u8] {
+        self.otlp.get_or_init(|| encode(&self.name, &self.value))
     }
 }
 

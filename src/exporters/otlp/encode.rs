@@ -191,7 +191,7 @@ fn attributes_size(labels: &Labels, kind: MetricKind) -> (usize, bool) {
     for l in labels.iter() {
         scoped |= l.role() == LabelRole::ScopeName;
         if !is_structural(l, kind) {
-            size += 1 + l.otlp_key_value().len();
+            size += 1 + l.otlp_key_value(key_value_bytes).len();
         }
     }
     (size, scoped)
@@ -200,7 +200,7 @@ fn attributes_size(labels: &Labels, kind: MetricKind) -> (usize, bool) {
 fn attributes(out: &mut Vec<u8>, field: u32, labels: &Labels, kind: MetricKind) {
     for l in labels.iter().filter(|l| !is_structural(l, kind)) {
         key(out, field, LEN);
-        out.extend_from_slice(l.otlp_key_value());
+        out.extend_from_slice(l.otlp_key_value(key_value_bytes));
     }
 }
 

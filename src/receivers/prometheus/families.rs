@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::scrape::SCOPE_NAME;
 use super::series::Tracked;
 use crate::model::{stale_nan, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample};
+
+/// Scope name put on scraped data.
+pub const SCOPE_NAME: &str = "meshmetrics/receiver/prometheus";
 
 /// A family within one target's output: (family name, job, instance).
 pub(super) type FamilyKey = (Arc<str>, Arc<str>, Arc<str>);

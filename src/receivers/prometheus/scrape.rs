@@ -25,9 +25,6 @@ use crate::model::{stale_nan, Interner, Labels, MetricFamily, MetricKind, Metric
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
 
-/// Scope name put on scraped data.
-pub const SCOPE_NAME: &str = "meshmetrics/receiver/prometheus";
-
 /// What zpages show about a target.
 #[derive(Debug, Clone, Default)]
 pub struct TargetStatus {
