@@ -281,29 +281,15 @@ pub(super) fn parse_om_timestamp(b: &[u8]) -> Option<i64> {
 /// Unescapes a label value or an OpenMetrics HELP text (`\\`, `\"`, `\n`).
 /// Unknown escapes are kept as written, as Prometheus does.
 pub(super) fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('\\') => out.push('\\'),
-            Some('"') => out.push('"'),
-            Some('n') => out.push('\n'),
-            Some(o) => {
-                out.push('\\');
-                out.push(o);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
+    unescape_with(s, true)
 }
 
 /// Text-format HELP escapes only `\\` and `\n`.
 pub(super) fn unescape_help(s: &str) -> String {
+    unescape_with(s, false)
+}
+
+fn unescape_with(s: &str, quotes: bool) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -313,6 +299,7 @@ pub(super) fn unescape_help(s: &str) -> String {
         }
         match chars.next() {
             Some('\\') => out.push('\\'),
+            Some('"') if quotes => out.push('"'),
             Some('n') => out.push('\n'),
             Some(o) => {
                 out.push('\\');

@@ -26,6 +26,12 @@ mod tests {
     use super::lexer::*;
     use super::*;
 
+    #[test]
+    fn label_values_unescape_quotes_and_text_help_does_not() {
+        assert_eq!(unescape(r#"a\"b\\c\nd\x"#), "a\"b\\c\nd\\x");
+        assert_eq!(unescape_help(r#"a\"b\\c\nd"#), "a\\\"b\\c\nd");
+    }
+
     type Parsed = (String, Vec<(String, String)>, f64, Option<i64>);
 
     fn samples(body: &str, f: Format) -> Vec<Parsed> {
