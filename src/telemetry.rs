@@ -35,6 +35,10 @@ pub struct Telemetry {
     pub exporter_enqueue_failed: CounterF,
     pub exporter_queue_size: GaugeF,
     pub exporter_queue_capacity: GaugeF,
+    /// Bytes a persistent sending queue holds on disk.
+    pub exporter_queue_disk_bytes: GaugeF,
+    /// How long the oldest batch still to be delivered has waited (0 when none waits).
+    pub exporter_queue_oldest_age: Family<Labels, Gauge<f64, AtomicU64>>,
     pub scrapes: CounterF,
     pub scrape_failures: CounterF,
     pub scrapes_skipped: CounterF,
@@ -51,6 +55,8 @@ pub struct Telemetry {
     uptime: Family<Labels, Gauge<f64, AtomicU64>>,
     rss: GaugeF,
     cpu: Family<Labels, Gauge<f64, AtomicU64>>,
+    open_fds: GaugeF,
+    alive_tasks: GaugeF,
 }
 
 impl Default for Telemetry {
@@ -69,6 +75,8 @@ impl Telemetry {
         let exporter_enqueue_failed = CounterF::default();
         let exporter_queue_size = GaugeF::default();
         let exporter_queue_capacity = GaugeF::default();
+        let exporter_queue_disk_bytes = GaugeF::default();
+        let exporter_queue_oldest_age = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let scrapes = CounterF::default();
         let scrape_failures = CounterF::default();
         let scrapes_skipped = CounterF::default();
@@ -81,6 +89,8 @@ impl Telemetry {
         let uptime = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let rss = GaugeF::default();
         let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let open_fds = GaugeF::default();
+        let alive_tasks = GaugeF::default();
         registry.register(
             "otelcol_receiver_accepted_metric_points",
             "Number of metric points successfully pushed into the pipeline",
@@ -115,6 +125,16 @@ impl Telemetry {
             "otelcol_exporter_queue_capacity",
             "Fixed capacity of the retry queue (in batches)",
             exporter_queue_capacity.clone(),
+        );
+        registry.register(
+            "meshmetrics_exporter_queue_disk_bytes",
+            "Bytes a persistent sending queue holds on disk",
+            exporter_queue_disk_bytes.clone(),
+        );
+        registry.register(
+            "meshmetrics_exporter_queue_oldest_batch_age_seconds",
+            "How long the oldest batch not yet delivered has waited (0 when the queue is empty)",
+            exporter_queue_oldest_age.clone(),
         );
         registry.register(
             "meshmetrics_scrapes",
@@ -176,6 +196,16 @@ impl Telemetry {
             "Total CPU user and system time in seconds",
             cpu.clone(),
         );
+        registry.register(
+            "meshmetrics_process_open_fds",
+            "File descriptors the process holds open",
+            open_fds.clone(),
+        );
+        registry.register(
+            "meshmetrics_runtime_alive_tasks",
+            "Tasks alive on the async runtime",
+            alive_tasks.clone(),
+        );
         Telemetry {
             registry,
             started: Instant::now(),
@@ -186,6 +216,8 @@ impl Telemetry {
             exporter_enqueue_failed,
             exporter_queue_size,
             exporter_queue_capacity,
+            exporter_queue_disk_bytes,
+            exporter_queue_oldest_age,
             scrapes,
             scrape_failures,
             scrapes_skipped,
@@ -199,6 +231,8 @@ impl Telemetry {
             uptime,
             rss,
             cpu,
+            open_fds,
+            alive_tasks,
         }
     }
 
@@ -219,6 +253,14 @@ impl Telemetry {
         if let Some((rss, cpu)) = process_stats() {
             self.rss.get_or_create(&none).set(rss as i64);
             self.cpu.get_or_create(&none).set(cpu);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.get_or_create(&none).set(fds.count() as i64);
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.alive_tasks
+                .get_or_create(&none)
+                .set(rt.metrics().num_alive_tasks() as i64);
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

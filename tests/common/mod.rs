@@ -2,7 +2,9 @@
 //! opentelemetry-proto types), and helpers to run the agent.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod kube_api;
+pub mod ledger;
 mod query_escape;
 pub mod webdriver;
 pub use query_escape::go_query_escape;

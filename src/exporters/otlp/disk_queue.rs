@@ -37,8 +37,20 @@ pub enum Item {
         offset: u64,
         len: u32,
         points: u32,
+        /// When it was queued (wall clock, ms; a replayed batch: its segment's last write).
+        queued_ms: i64,
     },
-    Memory,
+    Memory {
+        queued_ms: i64,
+    },
+}
+
+impl Item {
+    fn queued_ms(&self) -> i64 {
+        match *self {
+            Item::Disk { queued_ms, .. } | Item::Memory { queued_ms } => queued_ms,
+        }
+    }
 }
 
 /// Where `push` put a batch.
@@ -74,7 +86,9 @@ struct Inner {
     segments: BTreeMap<u64, Segment>,
     writer: Option<Writer>,
     queue: VecDeque<Item>,
-    memory: VecDeque<Batch>,
+    memory: VecDeque<(i64, Batch)>,
+    /// When each batch being sent now was queued (a multiset): the queue's age counts them.
+    in_flight: BTreeMap<i64, usize>,
     next_seq: u64,
     next_segment: u64,
     bytes: u64,
@@ -154,6 +168,7 @@ impl DiskQueue {
             writer: None,
             queue: VecDeque::new(),
             memory: VecDeque::new(),
+            in_flight: BTreeMap::new(),
             next_seq: 0,
             next_segment: ids.last().map_or(0, |l| l + 1),
             bytes: 0,
@@ -180,7 +195,21 @@ impl DiskQueue {
                 f.set_len(valid as u64)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
+            let written_ms = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(crate::clock::now_ms, |d| d.as_millis() as i64);
             let acks_path = seg_path(dir, id, "acks");
+            // A kill mid-append leaves part of an ack: cut it, or every later ack would be
+            // read out of step.
+            if let Ok(m) = fs::metadata(&acks_path) {
+                if m.len() % 8 != 0 {
+                    if let Ok(f) = OpenOptions::new().write(true).open(&acks_path) {
+                        let _ = f.set_len(m.len() - m.len() % 8);
+                    }
+                }
+            }
             let acked: HashSet<u64> = fs::read(&acks_path)
                 .map(|b| {
                     b.chunks_exact(8)
@@ -207,6 +236,7 @@ impl DiskQueue {
                     offset,
                     len,
                     points,
+                    queued_ms: written_ms,
                 });
             }
             if live == 0 {
@@ -251,6 +281,7 @@ impl DiskQueue {
                 writer: None,
                 queue: VecDeque::new(),
                 memory: VecDeque::new(),
+                in_flight: BTreeMap::new(),
                 next_seq: 0,
                 next_segment: 0,
                 bytes: 0,
@@ -326,8 +357,12 @@ impl DiskQueue {
             }
         });
         if let Err(e) = written {
-            // Whatever reached the file is a torn tail; start a fresh segment next time.
+            // Cut what reached the file (a full disk takes part of a record), so no segment
+            // holds a torn record mid-file, and start a fresh segment next time.
+            let _ = w.file.set_len(offset);
+            let id = w.id;
             g.writer = None;
+            self.release_if_done(g, id);
             return Err(e);
         }
         w.size += size;
@@ -343,6 +378,7 @@ impl DiskQueue {
             offset,
             len: payload.len() as u32,
             points,
+            queued_ms: crate::clock::now_ms(),
         })
     }
 
@@ -353,7 +389,7 @@ impl DiskQueue {
             if g.memory.len() >= self.memory_capacity {
                 return Err(batch);
             }
-            g.memory.push_back(batch);
+            g.memory.push_back((crate::clock::now_ms(), batch));
             drop(g);
             self.ready.notify_one();
             return Ok(Stored::Memory);
@@ -379,7 +415,7 @@ impl DiskQueue {
                 if g.memory.len() >= self.memory_capacity {
                     return Err(batch);
                 }
-                g.memory.push_back(batch);
+                g.memory.push_back((crate::clock::now_ms(), batch));
                 drop(g);
                 self.ready.notify_one();
                 Ok(Stored::Memory)
@@ -394,6 +430,7 @@ impl DiskQueue {
             offset,
             len,
             points,
+            ..
         } = item
         else {
             return Err("not a disk item".into());
@@ -437,14 +474,20 @@ impl DiskQueue {
                 }
             };
             match next {
-                Some(Ok(item)) => match self.read(item) {
-                    Ok(batch) => return Some((item, batch)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "persistent queue: unreadable batch skipped");
-                        self.ack(item);
+                Some(Ok(item)) => {
+                    self.lock().start_flight(item.queued_ms());
+                    match self.read(item) {
+                        Ok(batch) => return Some((item, batch)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "persistent queue: unreadable batch skipped");
+                            self.ack(item);
+                        }
                     }
-                },
-                Some(Err(batch)) => return Some((Item::Memory, batch)),
+                }
+                Some(Err((queued_ms, batch))) => {
+                    self.lock().start_flight(queued_ms);
+                    return Some((Item::Memory { queued_ms }, batch));
+                }
                 None => notified.await,
             }
         }
@@ -452,10 +495,11 @@ impl DiskQueue {
 
     /// The batch is done with (delivered, or refused for good): forget it.
     pub fn ack(&self, item: Item) {
+        let mut g = self.lock();
+        g.end_flight(item.queued_ms());
         let Item::Disk { seq, segment, .. } = item else {
             return;
         };
-        let mut g = self.lock();
         let writer = g.writer.as_ref().map(|w| w.id);
         let Some(s) = g.segments.get_mut(&segment) else {
             return;
@@ -495,9 +539,10 @@ impl DiskQueue {
     /// Puts a batch that could not be delivered yet back at the end of the queue.
     pub fn requeue(&self, item: Item, batch: Batch) {
         let mut g = self.lock();
+        g.end_flight(item.queued_ms());
         match item {
             Item::Disk { .. } => g.queue.push_back(item),
-            Item::Memory => g.memory.push_back(batch),
+            Item::Memory { queued_ms } => g.memory.push_back((queued_ms, batch)),
         }
         drop(g);
         self.ready.notify_one();
@@ -512,6 +557,31 @@ impl DiskQueue {
     /// Bytes on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.lock().bytes
+    }
+
+    /// When the oldest batch not yet delivered (queued or being sent) was queued: a walk
+    /// over the queue, as retries put batches back out of order.
+    pub fn oldest_queued_ms(&self) -> Option<i64> {
+        let g = self.lock();
+        let queued = g.queue.iter().map(Item::queued_ms);
+        let memory = g.memory.iter().map(|(t, _)| *t);
+        let flying = g.in_flight.keys().next().copied();
+        queued.chain(memory).chain(flying).min()
+    }
+}
+
+impl Inner {
+    fn start_flight(&mut self, queued_ms: i64) {
+        *self.in_flight.entry(queued_ms).or_insert(0) += 1;
+    }
+
+    fn end_flight(&mut self, queued_ms: i64) {
+        if let Some(n) = self.in_flight.get_mut(&queued_ms) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&queued_ms);
+            }
+        }
     }
 }
 
@@ -574,6 +644,60 @@ mod tests {
         assert_eq!(r.batches, 0);
         let left: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_torn_ack_is_cut_so_later_acks_stay_in_step() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, _) = DiskQueue::open(dir.path(), false, 1 << 30, 10).expect("open");
+        for i in 0..4 {
+            q.push(batch(i)).expect("push");
+        }
+        let (a, _) = q.pop().await.expect("item");
+        q.ack(a);
+        drop(q);
+        let acks = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "acks"))
+            .expect("acks file");
+        // A kill in the middle of appending the second ack.
+        let mut f = OpenOptions::new().append(true).open(&acks).expect("open");
+        f.write_all(&[1, 0, 0]).expect("torn ack");
+        drop(f);
+        let (q, r) = DiskQueue::open(dir.path(), false, 1 << 30, 10).expect("reopen");
+        assert_eq!(r.batches, 3);
+        let (a, b) = q.pop().await.expect("item");
+        assert_eq!(id(&b), "batch-1");
+        q.ack(a);
+        drop(q);
+        let (q, r) = DiskQueue::open(dir.path(), false, 1 << 30, 10).expect("reopen");
+        assert_eq!(r.batches, 2, "the ack after the torn one was read in step");
+        let (_, b) = q.pop().await.expect("item");
+        assert_eq!(id(&b), "batch-2");
+    }
+
+    #[tokio::test]
+    async fn the_oldest_batch_counts_while_it_is_being_sent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (q, _) = DiskQueue::open(dir.path(), false, 1 << 30, 10).expect("open");
+        assert_eq!(q.oldest_queued_ms(), None);
+        q.push(batch(0)).expect("push");
+        let first = q.oldest_queued_ms().expect("queued");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        q.push(batch(1)).expect("push");
+        let (item, b) = q.pop().await.expect("item");
+        assert_eq!(q.oldest_queued_ms(), Some(first), "in flight still counts");
+        q.requeue(item, b);
+        assert_eq!(q.oldest_queued_ms(), Some(first), "requeued keeps its age");
+        let (younger, b) = q.pop().await.expect("item");
+        assert_eq!(id(&b), "batch-1", "requeued went to the back");
+        let (older, _) = q.pop().await.expect("item");
+        q.ack(older);
+        assert!(q.oldest_queued_ms().expect("one left") > first);
+        q.ack(younger);
+        assert_eq!(q.oldest_queued_ms(), None);
     }
 
     #[tokio::test]

@@ -63,10 +63,33 @@ impl tonic::codec::Codec for PreEncodedCodec {
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
 pub struct GrpcTransport {
-    client: tonic::client::Grpc<Channel>,
+    /// Swapped for a new connection after a request timed out (see `send`).
+    client: arc_swap::ArcSwap<tonic::client::Grpc<Channel>>,
+    endpoint: Endpoint,
+    connector: Connector,
+    compression: Compression,
     headers: MetadataMap,
     timeout: Duration,
+}
+
+/// A client on a new lazily connected HTTP/2 channel.
+fn new_client(
+    endpoint: &Endpoint,
+    connector: &Connector,
+    compression: Compression,
+) -> tonic::client::Grpc<Channel> {
+    let channel = endpoint.connect_with_connector_lazy(connector.clone());
+    let client = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(usize::MAX);
+    match compression {
+        Compression::Gzip => client.send_compressed(CompressionEncoding::Gzip),
+        Compression::Zstd => client.send_compressed(CompressionEncoding::Zstd),
+        Compression::None => client,
+    }
 }
 
 impl GrpcTransport {
@@ -104,15 +127,7 @@ impl GrpcTransport {
                 .enable_http2()
                 .wrap_connector(http)
         };
-        let channel = endpoint.connect_with_connector_lazy(connector);
-        let mut client = tonic::client::Grpc::new(channel)
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(usize::MAX);
-        client = match cfg.compression() {
-            Compression::Gzip => client.send_compressed(CompressionEncoding::Gzip),
-            Compression::Zstd => client.send_compressed(CompressionEncoding::Zstd),
-            Compression::None => client,
-        };
+        let client = new_client(&endpoint, &connector, cfg.compression());
         let mut headers = MetadataMap::new();
         for (k, v) in &cfg.headers {
             let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -122,7 +137,10 @@ impl GrpcTransport {
             headers.insert(key, val);
         }
         Ok(GrpcTransport {
-            client,
+            client: arc_swap::ArcSwap::from_pointee(client),
+            endpoint,
+            connector,
+            compression: cfg.compression(),
             headers,
             timeout,
         })
@@ -153,7 +171,8 @@ impl Transport for GrpcTransport {
             "opentelemetry.proto.collector.metrics.v1.MetricsService",
             "Export",
         ));
-        let mut client = self.client.clone();
+        let mut client = tonic::client::Grpc::clone(&self.client.load());
+        let started = tokio::time::Instant::now();
         let sent = match client.ready().await {
             Ok(()) => {
                 client
@@ -168,6 +187,16 @@ impl Transport for GrpcTransport {
                 "channel not ready: {e}"
             ))),
         };
+        if sent.is_err() && started.elapsed() >= self.timeout {
+            // All requests share one HTTP/2 connection, and one that a dead link or a silent
+            // backend left open would hold every later request until its timeout as well:
+            // the next request opens a new one.
+            self.client.store(std::sync::Arc::new(new_client(
+                &self.endpoint,
+                &self.connector,
+                self.compression,
+            )));
+        }
         match sent {
             Ok(resp) => {
                 if let Some(ps) = &resp.get_ref().partial_success {

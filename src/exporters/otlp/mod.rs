@@ -294,7 +294,10 @@ enum Outcome {
 }
 
 /// Sends one batch, retrying as configured. With `keep` (a persistent queue), running out of
-/// retries is not counted as a loss: the caller puts the batch back.
+/// retries is not counted as a loss: the caller puts the batch back. A delivery by any
+/// consumer wakes the others from their backoff (`recovered`): after an outage the backlog
+/// drains at once instead of after the longest backoff.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     name: &str,
     transport: &dyn Transport,
@@ -303,6 +306,7 @@ async fn deliver(
     log: &DropLog,
     telemetry: &Telemetry,
     keep: bool,
+    recovered: &tokio::sync::Notify,
 ) -> Outcome {
     let status = &telemetry.exporter_status;
     let labels = Telemetry::labels(&[("exporter", name)]);
@@ -319,6 +323,7 @@ async fn deliver(
                     s.last_success_unix_ms = Some(crate::clock::now_ms());
                     s.points_sent += batch.points as u64;
                 });
+                recovered.notify_waiters();
                 return Outcome::Delivered;
             }
             Err(SendError::Permanent { cause, detail }) => {
@@ -357,7 +362,10 @@ async fn deliver(
                 }
                 status.update(name, |s| s.retries += 1);
                 tracing::info!(exporter = name, cause, retry_in = ?wait, "export failed; will retry");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = recovered.notified() => {}
+                }
                 backoff = next_backoff(retry, backoff);
             }
         }
@@ -403,6 +411,7 @@ pub async fn run(
     } = delivery;
     let labels = Telemetry::labels(&[("exporter", &name)]);
     let log = Arc::new(DropLog::default());
+    let recovered = Arc::new(tokio::sync::Notify::new());
     if !queue_cfg.enabled {
         while let Some(m) = input.recv().await {
             let batch = encode(&m);
@@ -414,6 +423,7 @@ pub async fn run(
                 &log,
                 &telemetry,
                 false,
+                &recovered,
             )
             .await;
         }
@@ -450,6 +460,10 @@ pub async fn run(
                 .exporter_queue_size
                 .get_or_create(&labels)
                 .set(q.len() as i64);
+            telemetry
+                .exporter_queue_disk_bytes
+                .get_or_create(&labels)
+                .set(q.disk_bytes() as i64);
             telemetry.exporter_status.update(&name, |s| {
                 s.queue_batches = q.len();
                 s.queue_bytes_on_disk = q.disk_bytes();
@@ -457,6 +471,23 @@ pub async fn run(
         }
     };
     gauge(&queue);
+    // The oldest batch's age, once a second: a walk of the queue, too dear for every push.
+    let age_gauge = {
+        let (queue, telemetry, labels) = (queue.clone(), telemetry.clone(), labels.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let age = queue
+                    .oldest_queued_ms()
+                    .map_or(0.0, |t| (crate::clock::now_ms() - t).max(0) as f64 / 1000.0);
+                telemetry
+                    .exporter_queue_oldest_age
+                    .get_or_create(&labels)
+                    .set(age);
+            }
+        })
+    };
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..queue_cfg.num_consumers {
         let queue = queue.clone();
@@ -466,6 +497,7 @@ pub async fn run(
         let telemetry = telemetry.clone();
         let name = name.clone();
         let gauge = gauge.clone();
+        let recovered = recovered.clone();
         workers.spawn(async move {
             // On disk, a batch that outlived its retry budget goes back in line; in memory it
             // is dropped (and counted by `deliver`).
@@ -480,6 +512,7 @@ pub async fn run(
                     &log,
                     &telemetry,
                     keep,
+                    &recovered,
                 )
                 .await;
                 if keep && outcome == Outcome::GaveUp {
@@ -492,23 +525,37 @@ pub async fn run(
             }
         });
     }
+    // Refusals are logged once per episode, which ends when the queue has drained; all are
+    // counted.
+    let mut refusing = false;
     while let Some(m) = input.recv().await {
         let points = m.point_count();
         if points == 0 {
             continue;
         }
         let batch = encode(&m);
-        if queue.push(batch).is_err() {
-            tracing::warn!(exporter = %name, points, "sending queue is full; refusing the new batch");
-            telemetry
-                .exporter_enqueue_failed
-                .get_or_create(&labels)
-                .inc_by(points as f64);
+        match queue.push(batch) {
+            Ok(_) if refusing && queue.len() <= 1 => {
+                refusing = false;
+                tracing::info!(exporter = %name, "sending queue has drained; taking batches again");
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if !refusing {
+                    refusing = true;
+                    tracing::warn!(exporter = %name, points, "sending queue is full; refusing new batches until it drains (counted in otelcol_exporter_enqueue_failed_metric_points)");
+                }
+                telemetry
+                    .exporter_enqueue_failed
+                    .get_or_create(&labels)
+                    .inc_by(points as f64);
+            }
         }
         gauge(&queue);
     }
     queue.close();
     while workers.join_next().await.is_some() {}
+    age_gauge.abort();
 }
 
 /// Where and how an exporter keeps its queue on disk (from its `file_storage` extension).

@@ -281,6 +281,12 @@ impl Fanout {
             }
         };
         let silent = || {
+            // The connection may be dead without a FIN (a vanished node, a half-open link):
+            // the next question opens a new one instead of waiting on it again.
+            self.channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(addr);
             format!(
                 "peer {addr}: no answer within {} ms",
                 (until - asked).as_millis()
