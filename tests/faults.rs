@@ -208,17 +208,8 @@ impl Agent {
         panic!("agent not ready; log:\n{}", self.log());
     }
 
-    /// The sum of a self metric's samples (all label sets).
     async fn metric(&self, name: &str) -> f64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.telemetry);
-        let (_, text) = http_get(&url, &[]).await;
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self_metric(self.telemetry, name).await
     }
 
     async fn query(&self, q: &str) -> serde_json::Value {
@@ -251,31 +242,60 @@ where
     panic!("timed out waiting for {what}");
 }
 
-fn result_len(v: &serde_json::Value) -> usize {
-    v["data"]["result"].as_array().map_or(0, Vec::len)
+/// Targets, a real OTLP receiver behind a fault proxy, and the agent sending to it (its
+/// setup tuned by `tune`), once the first batch has arrived.
+struct Rig {
+    _dir: tempfile::TempDir,
+    delivered: ledger::Ledger,
+    proxy: FaultProxy,
+    agent: Agent,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blackholed_backend_times_out_queues_on_disk_and_drains_fast() {
+async fn rig(targets: &[Target], exporter: &'static str, tune: impl FnOnce(&mut Setup)) -> Rig {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut targets = Vec::new();
-    for _ in 0..4 {
-        targets.push(counter_target(100).await);
-    }
-    let (sink, delivered) = ledger::grpc_ledger("probe").await;
+    let (sink, delivered) = match exporter {
+        "otlp" => ledger::grpc_ledger("").await,
+        _ => ledger::http_ledger("").await,
+    };
     let proxy = FaultProxy::start(sink).await;
-    let setup = Setup::new(
+    let mut setup = Setup::new(
         &targets.iter().collect::<Vec<_>>(),
-        "otlp",
+        exporter,
         proxy.addr.to_string(),
         &dir.path().join("queue"),
     );
+    tune(&mut setup);
     let agent = Agent::spawn(dir.path(), &setup);
     agent.ready().await;
     wait_until("first delivery", Duration::from_secs(20), || async {
         delivered.len() > 0
     })
     .await;
+    Rig {
+        _dir: dir,
+        delivered,
+        proxy,
+        agent,
+    }
+}
+
+fn result_len(v: &serde_json::Value) -> usize {
+    v["data"]["result"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_backend_times_out_queues_on_disk_and_drains_fast() {
+    let mut targets = Vec::new();
+    for _ in 0..4 {
+        targets.push(counter_target(100).await);
+    }
+    // `_dir` bound, not `..`: the queue's directory must outlive the agent.
+    let Rig {
+        _dir,
+        delivered,
+        proxy,
+        agent,
+    } = rig(&targets, "otlp", |_| {}).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_before = agent.rss_kib();
 
@@ -352,26 +372,17 @@ async fn a_blackholed_backend_times_out_queues_on_disk_and_drains_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_narrow_link_grows_the_queue_on_disk_not_in_memory() {
-    let dir = tempfile::tempdir().expect("tmp");
     let mut targets = Vec::new();
     for pod in 0..4 {
         targets.push(sidecar_target(pod).await);
     }
-    let (sink, delivered) = ledger::http_ledger("").await;
-    let proxy = FaultProxy::start(sink).await;
-    let mut setup = Setup::new(
-        &targets.iter().collect::<Vec<_>>(),
-        "otlphttp",
-        proxy.addr.to_string(),
-        &dir.path().join("queue"),
-    );
-    setup.timeout = "30s";
-    let agent = Agent::spawn(dir.path(), &setup);
-    agent.ready().await;
-    wait_until("first delivery", Duration::from_secs(20), || async {
-        delivered.len() > 0
-    })
-    .await;
+    // `_dir` bound, not `..`: the queue's directory must outlive the agent.
+    let Rig {
+        _dir,
+        delivered,
+        proxy,
+        agent,
+    } = rig(&targets, "otlphttp", |s| s.timeout = "30s").await;
     // The data rate, measured on the healthy link.
     let (b0, t0) = (proxy.bytes_up(), Instant::now());
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -431,25 +442,17 @@ async fn a_slow_narrow_link_grows_the_queue_on_disk_not_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_reset_mid_request_are_retried_without_loss() {
-    let dir = tempfile::tempdir().expect("tmp");
     let mut targets = Vec::new();
     for _ in 0..2 {
         targets.push(counter_target(50).await);
     }
-    let (sink, delivered) = ledger::http_ledger("probe").await;
-    let proxy = FaultProxy::start(sink).await;
-    let setup = Setup::new(
-        &targets.iter().collect::<Vec<_>>(),
-        "otlphttp",
-        proxy.addr.to_string(),
-        &dir.path().join("queue"),
-    );
-    let agent = Agent::spawn(dir.path(), &setup);
-    agent.ready().await;
-    wait_until("first delivery", Duration::from_secs(20), || async {
-        delivered.len() > 0
-    })
-    .await;
+    // `_dir` bound, not `..`: the queue's directory must outlive the agent.
+    let Rig {
+        _dir,
+        delivered,
+        proxy,
+        agent,
+    } = rig(&targets, "otlphttp", |_| {}).await;
     // Every other connection is reset part way through its first request; the others are
     // closed under the agent every second, so new connections keep coming.
     proxy.update(|f| f.reset_half_after = Some(300));

@@ -113,20 +113,6 @@ struct Sample {
     outage: bool,
 }
 
-async fn self_metric(port: u16, name: &str) -> f64 {
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let Some((_, text)) = try_http_get(&url).await else {
-        return f64::NAN;
-    };
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -353,12 +339,13 @@ async fn soak() {
         "not delivered: {:?}",
         delivered.missing(&scraped, 5)
     );
-    // Counts of a few dozen move by the exporter's four pooled connections (each a socket
-    // and a task) as consumers pick batches: ±10 %, or ±4 where that is wider.
+    // Counts of about twenty move with connections (each a socket and a task): a churn swaps
+    // three targets' connections, and the exporter's four consumers connect as they pick
+    // batches. So ±10 %, or ±8 where that is wider; a leak grows past it within the run.
     for (what, (m, lo, hi), slack) in [
         ("RSS", rss, 0.0),
-        ("open fds", fds, 4.0),
-        ("tasks", tasks, 4.0),
+        ("open fds", fds, 8.0),
+        ("tasks", tasks, 8.0),
     ] {
         let band = (m * 0.1).max(slack);
         assert!(

@@ -147,22 +147,11 @@ pub async fn grpc_ledger(prefix: &str) -> (SocketAddr, Ledger) {
         prefix: Arc::new(prefix.to_string()),
         ..Ledger::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let svc = MetricsServiceServer::new(GrpcLedger(ledger.clone()))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
         .max_decoding_message_size(64 << 20);
-    tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let _ = tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(incoming)
-            .await;
-    });
-    (addr, ledger)
+    (super::serve_metrics_service(svc).await, ledger)
 }
 
 async fn http_export(State(ledger): State<Ledger>, headers: HeaderMap, body: Bytes) -> StatusCode {

@@ -296,14 +296,18 @@ impl MetricsService for GrpcSink {
 /// A real OTLP/gRPC receiver on 127.0.0.1 (accepts gzip and zstd).
 pub async fn grpc_sink() -> (SocketAddr, Sink) {
     let sink = Sink::default();
+    let svc = MetricsServiceServer::new(GrpcSink(sink.clone()))
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
+    (serve_metrics_service(svc).await, sink)
+}
+
+/// Serves an OTLP metrics gRPC service on 127.0.0.1 (a free port) until the test ends.
+pub async fn serve_metrics_service<T: MetricsService>(svc: MetricsServiceServer<T>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let svc = MetricsServiceServer::new(GrpcSink(sink.clone()))
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
-    // The interceptor-free server records grpc-encoding through the request metadata.
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let _ = tonic::transport::Server::builder()
@@ -311,7 +315,23 @@ pub async fn grpc_sink() -> (SocketAddr, Sink) {
             .serve_with_incoming(incoming)
             .await;
     });
-    (addr, sink)
+    addr
+}
+
+/// The sum of a self metric's samples (every label set) on the agent's telemetry port;
+/// NaN when the port does not answer.
+pub async fn self_metric(port: u16, name: &str) -> f64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let Some((_, text)) = try_http_get(&url).await else {
+        return f64::NAN;
+    };
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn http_export(
