@@ -48,6 +48,37 @@ enum Command {
     },
     /// List the component types this build supports.
     Components,
+    /// Flagger canaries: what their analysis would conclude now, and why.
+    Canary {
+        #[command(subcommand)]
+        action: CanaryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CanaryCommand {
+    /// Render each metric of each Canary's analysis as Flagger does, ask its provider, and
+    /// print the value, the threshold, the verdict and the answer's warnings (exit 1 if any
+    /// check would fail).
+    Check {
+        /// Manifests: a file, a directory, or `-` (e.g. `kubectl kustomize … |`); repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Ask every query of this Prometheus-compatible address (needed for the builtin
+        /// checks and inline queries, which Flagger asks of its -metrics-server).
+        #[arg(long)]
+        address: Option<String>,
+        /// A file whose first line is a bearer token for every query, instead of the
+        /// templates' Secrets.
+        #[arg(long)]
+        token_file: Option<String>,
+        /// Only the Canary of this name.
+        #[arg(long)]
+        canary: Option<String>,
+        /// `text` or `json`.
+        #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
 }
 
 /// Where the config comes from: its files and `--set` values.
@@ -200,6 +231,52 @@ fn main() -> ExitCode {
         Some(Command::Components) => {
             components();
             ExitCode::SUCCESS
+        }
+        Some(Command::Canary {
+            action:
+                CanaryCommand::Check {
+                    files,
+                    address,
+                    token_file,
+                    canary,
+                    output,
+                },
+        }) => {
+            let opts = meshmetrics::canary::CheckOptions {
+                files,
+                address,
+                token_file,
+                canary,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(opts.run()) {
+                Ok(reports) => {
+                    if output == "json" {
+                        let doc = serde_json::json!({ "canaries": reports });
+                        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                    } else {
+                        print!("{}", meshmetrics::canary::render_text(&reports));
+                    }
+                    if reports.iter().all(|r| r.passed()) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Some(Command::Validate { print }) => match sources.load() {
             Ok(cfg) => {

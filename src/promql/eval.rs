@@ -61,6 +61,37 @@ pub(super) fn unparen(e: &Expr) -> &Expr {
     }
 }
 
+/// A selector's matchers, its metric name included, compiled the way `compat` says.
+pub(super) fn selector_matchers(vs: &VectorSelector, compat: Compat) -> Result<Vec<LabelMatcher>> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(EvalError::BadData(
+            "'or' in label matchers is not supported".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut has_name = false;
+    for m in &vs.matchers.matchers {
+        let kind = match m.op {
+            MatchOp::Equal => MatchKind::Equal,
+            MatchOp::NotEqual => MatchKind::NotEqual,
+            MatchOp::Re(_) => MatchKind::Re,
+            MatchOp::NotRe(_) => MatchKind::NotRe,
+        };
+        has_name |= m.name == "__name__";
+        out.push(
+            LabelMatcher::with_compat(&m.name, kind, &m.value, compat)
+                .map_err(EvalError::BadData)?,
+        );
+    }
+    if let (Some(n), false) = (&vs.name, has_name) {
+        out.push(
+            LabelMatcher::with_compat("__name__", MatchKind::Equal, n, compat)
+                .map_err(EvalError::BadData)?,
+        );
+    }
+    Ok(out)
+}
+
 impl<'a> Ctx<'a> {
     fn new(
         q: &'a dyn Queryable,
@@ -222,33 +253,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn matchers(&self, vs: &VectorSelector) -> Result<Vec<LabelMatcher>> {
-        if !vs.matchers.or_matchers.is_empty() {
-            return Err(EvalError::BadData(
-                "'or' in label matchers is not supported".into(),
-            ));
-        }
-        let mut out = Vec::new();
-        let mut has_name = false;
-        for m in &vs.matchers.matchers {
-            let kind = match m.op {
-                MatchOp::Equal => MatchKind::Equal,
-                MatchOp::NotEqual => MatchKind::NotEqual,
-                MatchOp::Re(_) => MatchKind::Re,
-                MatchOp::NotRe(_) => MatchKind::NotRe,
-            };
-            has_name |= m.name == "__name__";
-            out.push(
-                LabelMatcher::with_compat(&m.name, kind, &m.value, self.opts.compat)
-                    .map_err(EvalError::BadData)?,
-            );
-        }
-        if let (Some(n), false) = (&vs.name, has_name) {
-            out.push(
-                LabelMatcher::with_compat("__name__", MatchKind::Equal, n, self.opts.compat)
-                    .map_err(EvalError::BadData)?,
-            );
-        }
-        Ok(out)
+        selector_matchers(vs, self.opts.compat)
     }
 
     fn series_of(&self, vs: &VectorSelector) -> &[SeriesSamples] {

@@ -11,12 +11,14 @@ mod aggregate;
 mod binary;
 pub mod bounds;
 mod eval;
+mod explain;
 mod functions;
 
 use regex::Regex;
 use std::fmt;
 
 pub use eval::{instant_query, range_query, selections, Selection};
+pub use explain::explain;
 
 use crate::model::Labels;
 

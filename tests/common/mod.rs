@@ -5,6 +5,7 @@
 pub mod fault_proxy;
 pub mod kube_api;
 pub mod ledger;
+pub mod prometheus;
 mod query_escape;
 pub mod webdriver;
 pub use query_escape::go_query_escape;

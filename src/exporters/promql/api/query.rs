@@ -13,7 +13,8 @@ use crate::exporters::promql::now_ms;
 use crate::exporters::promql::queryz::QueryRecord;
 use crate::promql::bounds::QueryShape;
 use crate::promql::{
-    format_value, instant_query, range_query, selections, EvalError, EvalOptions, Queryable, Value,
+    explain, format_value, instant_query, range_query, selections, EvalError, EvalOptions,
+    Queryable, Value,
 };
 
 /// Parsed queries kept by text, bounded in bytes (each entry counted at what its text,
@@ -230,7 +231,7 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
             }
         }
     };
-    let (warnings, peers) = gathered
+    let (mut warnings, peers) = gathered
         .as_ref()
         .map(|g| (g.warnings.clone(), g.peers))
         .unwrap_or_default();
@@ -243,8 +244,16 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
         };
         if range {
             range_query(q, &expr, times.0, times.1, times.2, &st2.opts, &cancel)
+                .map(|v| (v, Vec::new()))
         } else {
-            instant_query(q, &expr, times.0, &st2.opts, &cancel)
+            let v = instant_query(q, &expr, times.0, &st2.opts, &cancel)?;
+            // Fanned out, the data gathered covers the query's own selections only; asked
+            // of it, the explanations that look beyond them would claim absences falsely.
+            let why = match &gathered {
+                None => explain(q, &expr, times.0, &v, &st2.opts),
+                Some(_) => Vec::new(),
+            };
+            Ok((v, why))
         }
     })
     .await;
@@ -254,7 +263,7 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
     };
     let elapsed = started.elapsed();
     match result {
-        Ok(v) => {
+        Ok((v, why)) => {
             let mut summary = summarize(&v);
             if peers > 0 {
                 summary.push_str(&format!(" (over {peers} peers)"));
@@ -262,6 +271,10 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
             if !warnings.is_empty() {
                 summary.push_str(&format!(" (partial: {})", warnings.join("; ")));
             }
+            if !why.is_empty() {
+                summary.push_str(&format!(" (warnings: {})", why.join("; ")));
+            }
+            warnings.extend(why);
             st.queryz
                 .record(QueryRecord::new(&who, &query, elapsed, Ok(summary)));
             success_with_warnings(result_json(&v, times.0), &warnings)

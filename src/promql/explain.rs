@@ -1,0 +1,370 @@
+//! Why an instant query's answer is thin: the usual reasons a canary check reads "no values
+//! found" or an odd value, found in the data the agent holds, as text for the `warnings`
+//! field of the answer (Flagger ignores it; Grafana shows it). The answer itself is never
+//! changed. Pure, like the evaluator: it only reads the `Queryable` it is given.
+//!
+//! - a range function whose window holds fewer than two samples of a series (a `rate` over
+//!   one sample has no value), with the interval the series is scraped at;
+//! - a selector that matches nothing while its metric exists with other values of a label it
+//!   filters on (a misnamed workload), naming a few values that exist; or whose metric does not
+//!   exist at all;
+//! - a division whose result is NaN because both sides are 0 (no traffic yet);
+//! - series from targets whose last scrape failed (`up` is 0).
+
+use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::eval::{ms, offset_ms, selector_matchers};
+use super::{instant_query, EvalOptions, LabelMatcher, MatchKind, Queryable, Value};
+use crate::model::is_stale_nan;
+
+/// Functions that need two samples in their window to give a value.
+const NEEDS_TWO: &[&str] = &[
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "predict_linear",
+];
+
+/// At most this many warnings per answer, and value examples per warning.
+const MAX_WARNINGS: usize = 8;
+const MAX_VALUES: usize = 5;
+/// Series looked at per selector; a larger selection is not explained.
+const MAX_SERIES: usize = 10_000;
+
+/// The warnings for `expr` evaluated at `ts` with `result`.
+pub fn explain(
+    q: &dyn Queryable,
+    expr: &Expr,
+    ts: i64,
+    result: &Value,
+    opts: &EvalOptions,
+) -> Vec<String> {
+    let mut x = Explainer {
+        q,
+        opts,
+        ts,
+        out: Vec::new(),
+        targets: BTreeSet::new(),
+    };
+    x.walk(expr, None);
+    if has_nan(result) {
+        x.divisions(expr);
+    }
+    x.down_targets();
+    x.out.truncate(MAX_WARNINGS);
+    x.out
+}
+
+fn has_nan(v: &Value) -> bool {
+    match v {
+        Value::Scalar(f) => f.is_nan(),
+        Value::Vector(s) => s.iter().any(|s| s.value.is_nan()),
+        _ => false,
+    }
+}
+
+struct Explainer<'a> {
+    q: &'a dyn Queryable,
+    opts: &'a EvalOptions,
+    ts: i64,
+    out: Vec<String>,
+    /// (job, instance) of every series the query selected.
+    targets: BTreeSet<(String, String)>,
+}
+
+fn seconds(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.3}s", ms as f64 / 1000.0)
+    }
+}
+
+impl Explainer<'_> {
+    fn push(&mut self, w: String) {
+        if !self.out.contains(&w) {
+            self.out.push(w);
+        }
+    }
+
+    /// `range_fn`: the function a matrix selector below is an argument of.
+    fn walk(&mut self, e: &Expr, range_fn: Option<&str>) {
+        match e {
+            Expr::VectorSelector(vs) => self.selector(vs, None, None),
+            Expr::MatrixSelector(m) => self.selector(&m.vs, Some(m), range_fn),
+            Expr::Call(c) => {
+                let name = c.func.name;
+                for a in &c.args.args {
+                    self.walk(a, Some(name));
+                }
+            }
+            Expr::Aggregate(a) => {
+                self.walk(&a.expr, None);
+                if let Some(p) = &a.param {
+                    self.walk(p, None);
+                }
+            }
+            Expr::Unary(u) => self.walk(&u.expr, None),
+            Expr::Binary(b) => {
+                self.walk(&b.lhs, None);
+                self.walk(&b.rhs, None);
+            }
+            Expr::Paren(p) => self.walk(&p.expr, range_fn),
+            // A subquery's inner expression is evaluated at many steps: not explained here.
+            Expr::Subquery(_)
+            | Expr::NumberLiteral(_)
+            | Expr::StringLiteral(_)
+            | Expr::Extension(_) => {}
+        }
+    }
+
+    fn selector(
+        &mut self,
+        vs: &VectorSelector,
+        m: Option<&MatrixSelector>,
+        range_fn: Option<&str>,
+    ) {
+        let Ok(matchers) = selector_matchers(vs, self.opts.compat) else {
+            return;
+        };
+        let t = match &vs.at {
+            Some(_) => return, // pinned in time: the answer is what was asked
+            None => self.ts.saturating_sub(offset_ms(&vs.offset)),
+        };
+        let window = m.map_or(self.opts.lookback_ms, |m| ms(&m.range));
+        // Read a lookback further back than the window: the scrape interval shows there.
+        let from = t
+            .saturating_sub(window)
+            .saturating_sub(self.opts.lookback_ms);
+        let Ok(series) = self.q.select(&matchers, from, t) else {
+            return;
+        };
+        if series.len() > MAX_SERIES {
+            return;
+        }
+        let lo = t.saturating_sub(window);
+        let mut live = 0;
+        let mut thin = Vec::new();
+        let mut intervals = Vec::new();
+        for s in &series {
+            let points: Vec<i64> = s
+                .samples
+                .iter()
+                .filter(|(_, v)| !is_stale_nan(*v))
+                .map(|(st, _)| *st)
+                .collect();
+            let in_window = points.iter().filter(|st| **st > lo && **st <= t).count();
+            if in_window > 0 {
+                live += 1;
+            }
+            if let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance")) {
+                self.targets.insert((job.to_string(), instance.to_string()));
+            }
+            let mut gaps: Vec<i64> = points.windows(2).map(|w| w[1] - w[0]).collect();
+            gaps.sort_unstable();
+            let own = gaps.get(gaps.len() / 2).copied();
+            intervals.extend(gaps);
+            // Thin, not gone: it was scraped within one of its intervals of the window.
+            let alive = match (points.last(), own) {
+                (Some(last), Some(every)) => t - last <= every + window,
+                _ => false,
+            };
+            if in_window < 2 && alive {
+                thin.push(s);
+            }
+        }
+        let name = selector_name(vs, &matchers);
+        if let (Some(m), Some(f)) = (m, range_fn) {
+            if NEEDS_TWO.contains(&f) && !thin.is_empty() {
+                intervals.sort_unstable();
+                // Scrapes start a few ms late or early: say the interval they keep.
+                let every = intervals.get(intervals.len() / 2).map(|&e| {
+                    let unit = if e >= 10_000 { 1000 } else { 100 };
+                    ((e + unit / 2) / unit * unit).max(1)
+                });
+                let scraped = every.map_or(String::new(), |e| {
+                    format!(
+                        " (scraped every {}; use a window of at least {})",
+                        seconds(e),
+                        seconds(2 * e)
+                    )
+                });
+                self.push(format!(
+                    "{f}({}[{}]): {} of {} series hold fewer than two samples in the {} window, so they have no value{scraped}",
+                    name.as_deref().unwrap_or("…"),
+                    seconds(ms(&m.range)),
+                    thin.len(),
+                    series.len(),
+                    seconds(ms(&m.range)),
+                ));
+            }
+        }
+        // Series that exist but hold nothing in the window are explained above (thin) or
+        // by their target being down; only a selector that finds no series at all is looked
+        // at label by label.
+        if live == 0 && series.is_empty() {
+            self.matches_nothing(vs, &matchers, name.as_deref(), from, t);
+        }
+    }
+
+    /// A selector matched nothing in its window: does its metric exist, and which of its
+    /// matchers rules every series of it out?
+    fn matches_nothing(
+        &mut self,
+        vs: &VectorSelector,
+        matchers: &[LabelMatcher],
+        name: Option<&str>,
+        from: i64,
+        t: i64,
+    ) {
+        let Some(name) = name else { return };
+        let Ok(by_name) = LabelMatcher::new("__name__", MatchKind::Equal, name) else {
+            return;
+        };
+        let Ok(series) = self.q.select(std::slice::from_ref(&by_name), from, t) else {
+            return;
+        };
+        let lookback = seconds(self.opts.lookback_ms);
+        if series.is_empty() {
+            self.push(format!(
+                "{vs}: no series named {name} in the last {lookback}"
+            ));
+            return;
+        }
+        if series.len() > MAX_SERIES {
+            return;
+        }
+        for s in &series {
+            if let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance")) {
+                self.targets.insert((job.to_string(), instance.to_string()));
+            }
+        }
+        let mut named_any = false;
+        for m in matchers.iter().filter(|m| m.name != "__name__") {
+            let any = series
+                .iter()
+                .any(|s| m.matches(s.labels.get(&m.name).unwrap_or("")));
+            if any {
+                continue;
+            }
+            named_any = true;
+            let values: BTreeSet<&str> = series
+                .iter()
+                .filter_map(|s| s.labels.get(&m.name))
+                .collect();
+            let shown: Vec<String> = values
+                .iter()
+                .take(MAX_VALUES)
+                .map(|v| format!("{v:?}"))
+                .collect();
+            let more = values.len().saturating_sub(MAX_VALUES);
+            let listing = match (shown.is_empty(), more) {
+                (true, _) => format!("{name} has no label {}", m.name),
+                (false, 0) => format!("{name} has {}={}", m.name, shown.join(", ")),
+                (false, n) => format!("{name} has {}={} and {n} more", m.name, shown.join(", ")),
+            };
+            self.push(format!(
+                "{vs}: no series match {}; {listing}",
+                matcher_text(m)
+            ));
+        }
+        if !named_any {
+            self.push(format!(
+                "{vs}: each matcher matches some {name} series, but no series matches them all"
+            ));
+        }
+    }
+
+    /// The result holds NaN: name each division whose two sides are both 0 now.
+    fn divisions(&mut self, e: &Expr) {
+        match e {
+            Expr::Binary(b) => {
+                if b.op.to_string() == "/" && self.zero(&b.lhs) && self.zero(&b.rhs) {
+                    self.push(format!(
+                        "{e} is NaN: both sides of the division are 0 (0/0), as when the workload has had no traffic in the window"
+                    ));
+                }
+                self.divisions(&b.lhs);
+                self.divisions(&b.rhs);
+            }
+            Expr::Paren(p) => self.divisions(&p.expr),
+            Expr::Aggregate(a) => self.divisions(&a.expr),
+            Expr::Unary(u) => self.divisions(&u.expr),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.divisions(a);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn zero(&self, e: &Expr) -> bool {
+        let never = || false;
+        match instant_query(self.q, e, self.ts, self.opts, &never) {
+            Ok(Value::Scalar(v)) => v == 0.0,
+            Ok(Value::Vector(v)) => !v.is_empty() && v.iter().all(|s| s.value == 0.0),
+            _ => false,
+        }
+    }
+
+    /// Targets of the selected series whose latest scrape failed.
+    fn down_targets(&mut self) {
+        if self.targets.is_empty() {
+            return;
+        }
+        let Ok(up) = LabelMatcher::new("__name__", MatchKind::Equal, "up") else {
+            return;
+        };
+        let from = self.ts.saturating_sub(self.opts.lookback_ms);
+        let Ok(series) = self.q.select(std::slice::from_ref(&up), from, self.ts) else {
+            return;
+        };
+        let mut down: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for s in &series {
+            let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance"))
+            else {
+                continue;
+            };
+            let key = (job.to_string(), instance.to_string());
+            if !self.targets.contains(&key) {
+                continue;
+            }
+            if let Some((at, v)) = s.samples.iter().rev().find(|(_, v)| !is_stale_nan(*v)) {
+                if *v == 0.0 {
+                    down.insert(key, *at);
+                }
+            }
+        }
+        for ((job, instance), at) in down {
+            let ago = seconds((self.ts - at).max(0));
+            self.push(format!(
+                "target {instance} (job {job}) is down: its scrape {ago} ago failed, so its series are missing or stale"
+            ));
+        }
+    }
+}
+
+fn selector_name(vs: &VectorSelector, matchers: &[LabelMatcher]) -> Option<String> {
+    vs.name.clone().or_else(|| {
+        matchers
+            .iter()
+            .find(|m| m.name == "__name__")
+            .and_then(|m| m.equal_value())
+            .map(str::to_string)
+    })
+}
+
+fn matcher_text(m: &LabelMatcher) -> String {
+    let op = match m.kind {
+        MatchKind::Equal => "=",
+        MatchKind::NotEqual => "!=",
+        MatchKind::Re => "=~",
+        MatchKind::NotRe => "!~",
+    };
+    format!("{}{op}{:?}", m.name, m.value)
+}
