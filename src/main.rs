@@ -62,8 +62,13 @@ enum CanaryCommand {
     /// check would fail).
     Check {
         /// Manifests: a file, a directory, or `-` (e.g. `kubectl kustomize … |`); repeatable.
-        #[arg(short = 'f', long = "filename", required = true)]
+        /// Without it, the cluster's objects through the Kubernetes API (kubeconfig or
+        /// in-cluster).
+        #[arg(short = 'f', long = "filename")]
         files: Vec<String>,
+        /// From the cluster: only the Canaries of this namespace (default: all).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
         /// Ask every query of this Prometheus-compatible address (needed for the builtin
         /// checks and inline queries, which Flagger asks of its -metrics-server).
         #[arg(long)]
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
             action:
                 CanaryCommand::Check {
                     files,
+                    namespace,
                     address,
                     token_file,
                     canary,
@@ -244,6 +250,7 @@ fn main() -> ExitCode {
         }) => {
             let opts = meshmetrics::canary::CheckOptions {
                 files,
+                namespace,
                 address,
                 token_file,
                 canary,

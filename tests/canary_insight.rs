@@ -209,9 +209,17 @@ fn canary_check(
     let path = dir.join(format!("{name}.yaml"));
     let text: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
     std::fs::write(&path, text.join("\n---\n")).expect("write manifests");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshmetrics"))
-        .args(["canary", "check", "-f"])
-        .arg(&path)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshmetrics"));
+    cmd.args(["canary", "check", "-f"]).arg(&path);
+    run_check(name, cmd, args)
+}
+
+fn run_check(
+    name: &str,
+    mut cmd: std::process::Command,
+    args: &[&str],
+) -> (i32, serde_json::Value) {
+    let out = cmd
         .args(args)
         .args(["-o", "json"])
         .output()
@@ -313,6 +321,9 @@ service:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // From a second's start, so that the first sample, like every other, is served for a
+    // whole second and both scrapers see it.
+    tokio::time::sleep(Duration::from_millis(1050 - (now_ms() % 1000) as u64)).await;
     tokio::spawn(async move {
         loop {
             refresh();
@@ -433,6 +444,78 @@ service:
         "{success}"
     );
 
+    // The templates' own credentials: the Secret's `token`, for the meshmetrics templates.
+    let with_token = |docs: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode("canary-check-token");
+        docs.into_iter()
+            .map(|mut d| {
+                if d["kind"] == "Secret" && d["metadata"]["name"] == "meshmetrics-query-token" {
+                    d["data"] = serde_json::json!({ "token": token });
+                }
+                if d["kind"] == "Canary" {
+                    let metrics = d["spec"]["analysis"]["metrics"]
+                        .as_array_mut()
+                        .expect("metrics");
+                    metrics.retain(|m| {
+                        m["templateRef"]["name"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("meshmetrics-"))
+                    });
+                }
+                d
+            })
+            .collect()
+    };
+    let own = with_token(docs.clone());
+    let (code, secret) = canary_check(dir.path(), "secret", &own, &["--address", &address]);
+    assert_eq!(code, 0, "the Secret's token is sent: {secret}");
+    assert_eq!(
+        secret["canaries"][0]["metrics"].as_array().map(Vec::len),
+        Some(3)
+    );
+
+    // The same objects read from the cluster through the Kubernetes API.
+    let api = common::kube_api::KubeApi::start().await;
+    for d in &own {
+        if matches!(
+            d["kind"].as_str(),
+            Some("Canary" | "MetricTemplate" | "Secret")
+        ) {
+            api.create(d.clone());
+        }
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: test, cluster: {{server: '{}'}}}}]\nusers: [{{name: test, user: {{}}}}]\ncontexts: [{{name: test, context: {{cluster: test, user: test}}}}]\ncurrent-context: test\n",
+            api.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshmetrics"));
+    cmd.args(["canary", "check", "-n", "test"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let (code, from_cluster) = run_check("cluster", cmd, &["--address", &address]);
+    assert_eq!(code, 0, "{from_cluster}");
+    assert_eq!(from_cluster["canaries"][0]["name"], "podinfo");
+    assert_eq!(
+        from_cluster["canaries"][0]["metrics"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{from_cluster}"
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.contains("/secrets/meshmetrics-query-token")),
+        "the Secret was read: {:?}",
+        api.requests()
+    );
+
     // Every rendered query answers as real Prometheus does on the same samples.
     let at = (stamp().1 - 2000) as f64 / 1000.0;
     let mut compared = 0;
@@ -471,4 +554,72 @@ service:
     }
     eprintln!("{compared} rendered queries answer as Prometheus does");
     assert!(compared >= 12, "{compared}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanned_out_answers_say_why_with_every_agents_data() {
+    // Agent A scrapes nothing of the workload; agent B scrapes its sidecar. Asked through A,
+    // the warnings must still name what B holds.
+    let sidecar_target = Target::start().await;
+    sidecar_target.set("/metrics", sidecar(1, 0, "podinfo-canary"));
+    let t = sidecar_target.clone();
+    tokio::spawn(async move {
+        for step in 1.. {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            t.set("/metrics", sidecar(1, step, "podinfo-canary"));
+        }
+    });
+    let empty = Target::start().await;
+    empty.set("/metrics", Page::text("# nothing here\n"));
+    let (pa, pb) = (free_port(), free_port());
+    let peers = format!("['127.0.0.1:{pa}', '127.0.0.1:{pb}']");
+    let yaml = |port: u16, target: &str| {
+        format!(
+            "receivers:
+  prometheus:
+    config:
+      scrape_configs:
+        - job_name: sidecars
+          scrape_interval: 1s
+          static_configs: [{{targets: ['{target}']}}]
+exporters:
+  promql:
+    endpoint: 127.0.0.1:{port}
+    peers: {{static: {peers}, timeout: 1s}}
+service:
+  pipelines:
+    metrics: {{receivers: [prometheus], exporters: [promql]}}
+  telemetry: {{metrics: {{address: ''}}}}
+"
+        )
+    };
+    let _a = start_agent(&yaml(pa, &empty.addr.to_string())).await;
+    let _b = start_agent(&yaml(pb, &sidecar_target.addr.to_string())).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    let q = |workload: &str, window: &str| {
+        format!("sum(rate(istio_requests_total{{destination_workload=~\"{workload}\"}}[{window}]))")
+    };
+    // A healthy answer through A, with B's samples: no warnings, no second round needed.
+    let ok = ask(pa, &q("podinfo-canary", "10s")).await;
+    assert!(ok["data"]["result"][0]["value"][1].is_string(), "{ok}");
+    assert!(warnings(&ok).is_empty(), "{ok}");
+    // Misnamed: the values named are B's.
+    let typo = ask(pa, &q("podinfo-canery", "10s")).await;
+    let w = warnings(&typo);
+    eprintln!("fanned out, misnamed: {w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("podinfo-canery") && w.contains("\"podinfo-canary\"")),
+        "{typo}"
+    );
+    // Thin: the interval is read from B's samples.
+    let thin = ask(pa, &q("podinfo-canary", "500ms")).await;
+    let w = warnings(&thin);
+    eprintln!("fanned out, thin: {w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("fewer than two samples") && w.contains("scraped every 1s")),
+        "{thin}"
+    );
 }

@@ -227,3 +227,84 @@ async fn the_query_page_asks_for_the_apis_credentials() {
     );
     agent.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_page_charts_recent_checks_in_chromium() {
+    let t = Target::start().await;
+    t.set("/metrics", Page::text(istio_like_body(1, 1, None)));
+    let facade = free_port();
+    let agent = start_agent(&agent_yaml(&t.addr.to_string(), facade, "")).await;
+    let rate = |window: &str| {
+        format!(
+            "sum(rate(istio_requests_total{{destination_workload=~\"podinfo-canary\"}}[{window}]))"
+        )
+    };
+    // Five rounds of two checks, the way Flagger repeats them: one answered, one whose window
+    // is too short for the 1 s scrapes.
+    for step in 2..=6 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        t.set("/metrics", Page::text(istio_like_body(1, step, None)));
+        instant_query(facade, &rate("10s")).await;
+        instant_query(facade, &rate("500ms")).await;
+    }
+    let base = format!("http://127.0.0.1:{facade}");
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{base}/debug/canaryz")).await;
+    browser
+        .wait_for(
+            "two checks",
+            "return document.querySelectorAll('section.check').length === 2;",
+        )
+        .await;
+    let drawn = browser
+        .eval(
+            "return [...document.querySelectorAll('section.check')].map(s => ({
+                query: s.querySelector('pre').textContent,
+                points: s.querySelector('svg polyline').getAttribute('points').trim().split(' ').filter(p => p).length,
+                misses: s.querySelectorAll('svg line').length,
+                warnings: [...s.querySelectorAll('.warnings li')].map(li => li.textContent),
+                about: s.querySelector('p').textContent,
+            }));",
+        )
+        .await;
+    let png = browser.screenshot().await;
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/canary-page.png"),
+        png,
+    )
+    .expect("screenshot");
+    browser.close().await;
+    eprintln!("canary page: {drawn:#}");
+    let checks = drawn.as_array().expect("sections");
+    let find = |window: &str| {
+        checks
+            .iter()
+            .find(|c| {
+                c["query"]
+                    .as_str()
+                    .is_some_and(|q| q.contains(&format!("[{window}]")))
+            })
+            .unwrap_or_else(|| panic!("{window} check on the page: {drawn}"))
+    };
+    // The answered check: a value per answer (the first may have had one sample too few).
+    let ok = find("10s");
+    assert!(ok["points"].as_u64().unwrap_or(0) >= 4, "{ok}");
+    assert!(
+        ok["about"]
+            .as_str()
+            .is_some_and(|a| a.contains("5 answers") && a.contains("asked by 127.0.0.1 (")),
+        "{ok}"
+    );
+    // The thin one: no value in any answer, each drawn as a miss, and the reason shown.
+    let thin = find("500ms");
+    assert_eq!(thin["points"], 0, "{thin}");
+    assert_eq!(thin["misses"], 5, "{thin}");
+    assert!(
+        thin["warnings"]
+            .to_string()
+            .contains("fewer than two samples"),
+        "{thin}"
+    );
+    drop(agent);
+}

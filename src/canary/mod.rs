@@ -6,6 +6,8 @@
 //! does, and prints one row per metric with the answer's warnings (which say why a value is
 //! missing: see `promql::explain`).
 
+#[cfg(feature = "kubernetes")]
+mod cluster;
 pub mod template;
 
 use bytes::Bytes;
@@ -62,8 +64,11 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the command was asked.
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
-    /// Manifest files or directories; `-` reads standard input.
+    /// Manifest files or directories; `-` reads standard input. None: read the cluster
+    /// through the Kubernetes API (kubeconfig or in-cluster).
     pub files: Vec<String>,
+    /// With the cluster: only Canaries of this namespace.
+    pub namespace: Option<String>,
     /// Ask every query of this address instead of the templates' own (and the builtin checks
     /// and inline queries, which Flagger asks of its `-metrics-server`).
     pub address: Option<String>,
@@ -177,43 +182,44 @@ fn decode_secret(obj: &Value) -> BTreeMap<String, String> {
     out
 }
 
-fn load(files: &[String]) -> Result<Manifests, String> {
-    let mut m = Manifests::default();
+/// Every document of the files (`-`: standard input; a directory: its YAML and JSON files).
+fn read_files(files: &[String]) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
     for path in files {
         for (name, text) in read_source(path)? {
             let docs: Vec<Value> =
                 serde_saphyr::from_multiple(&text).map_err(|e| format!("{name}: {e}"))?;
-            for doc in docs {
-                let key = (namespace_of(&doc), meta(&doc, "name"));
-                match doc["kind"].as_str() {
-                    Some("Canary") => m.canaries.push(doc),
-                    Some("MetricTemplate") => {
-                        m.templates.insert(key, doc);
-                    }
-                    Some("Secret") => {
-                        m.secrets.insert(key, decode_secret(&doc));
-                    }
-                    Some("List") => {
-                        for item in doc["items"].as_array().into_iter().flatten() {
-                            let key = (namespace_of(item), meta(item, "name"));
-                            match item["kind"].as_str() {
-                                Some("Canary") => m.canaries.push(item.clone()),
-                                Some("MetricTemplate") => {
-                                    m.templates.insert(key, item.clone());
-                                }
-                                Some("Secret") => {
-                                    m.secrets.insert(key, decode_secret(item));
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            out.extend(docs);
         }
     }
-    Ok(m)
+    Ok(out)
+}
+
+impl Manifests {
+    /// Canaries, MetricTemplates and Secrets among `docs` (`List`s opened).
+    fn from_docs(docs: Vec<Value>) -> Manifests {
+        let mut m = Manifests::default();
+        let mut pending = docs;
+        while let Some(doc) = pending.pop() {
+            let key = (namespace_of(&doc), meta(&doc, "name"));
+            match doc["kind"].as_str() {
+                Some("Canary") => m.canaries.push(doc),
+                Some("MetricTemplate") => {
+                    m.templates.insert(key, doc);
+                }
+                Some("Secret") => {
+                    m.secrets.insert(key, decode_secret(&doc));
+                }
+                Some("List") => {
+                    pending.extend(doc["items"].as_array().into_iter().flatten().cloned());
+                }
+                _ => {}
+            }
+        }
+        // In the order written, as Flagger lists them.
+        m.canaries.reverse();
+        m
+    }
 }
 
 /// How a metric's value is judged: Flagger's scheduler has three rules.
@@ -514,7 +520,18 @@ impl CheckOptions {
 
     /// Checks every canary of the manifests.
     pub async fn run(&self) -> Result<Vec<CanaryReport>, String> {
-        let m = load(&self.files)?;
+        let m = if self.files.is_empty() {
+            #[cfg(feature = "kubernetes")]
+            {
+                Manifests::from_docs(cluster::fetch(self.namespace.as_deref()).await?)
+            }
+            #[cfg(not(feature = "kubernetes"))]
+            {
+                return Err("this build reads manifests only from files: give -f".into());
+            }
+        } else {
+            Manifests::from_docs(read_files(&self.files)?)
+        };
         if m.canaries.is_empty() {
             return Err("no Canary among the manifests".into());
         }

@@ -15,7 +15,7 @@ use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::eval::{ms, offset_ms, selector_matchers};
-use super::{instant_query, EvalOptions, LabelMatcher, MatchKind, Queryable, Value};
+use super::{instant_query, EvalOptions, LabelMatcher, MatchKind, Queryable, Selection, Value};
 use crate::model::is_stale_nan;
 
 /// Functions that need two samples in their window to give a value.
@@ -59,6 +59,72 @@ pub fn explain(
     x.out
 }
 
+/// Whether an answer is thin enough to explain when explaining costs a second round of
+/// asking peers: empty, or NaN.
+pub fn is_thin(v: &Value) -> bool {
+    match v {
+        Value::Vector(s) => s.is_empty() || has_nan(v),
+        other => has_nan(other),
+    }
+}
+
+/// What an explanation of `expr` at `ts` reads: an agent whose samples are spread over its
+/// peers gathers these first. Each selector over its window and a lookback more (where the
+/// scrape interval shows), its metric by name alone, and `up`.
+pub fn wanted(expr: &Expr, ts: i64, opts: &EvalOptions) -> Vec<Selection> {
+    fn walk(e: &Expr, ts: i64, opts: &EvalOptions, out: &mut Vec<Selection>) {
+        let mut add = |vs: &VectorSelector, window: i64| {
+            let (Ok(matchers), None) = (selector_matchers(vs, opts.compat), &vs.at) else {
+                return;
+            };
+            let t = ts.saturating_sub(offset_ms(&vs.offset));
+            let from = t.saturating_sub(window).saturating_sub(opts.lookback_ms);
+            // Needed from nobody in full: an explanation is skipped rather than fail a query.
+            let sel = |matchers| Selection {
+                matchers,
+                mint: from,
+                maxt: t,
+                needs_from: t,
+            };
+            if let Some(name) = selector_name(vs, &matchers) {
+                if let Ok(m) = LabelMatcher::new("__name__", MatchKind::Equal, &name) {
+                    out.push(sel(vec![m]));
+                }
+            }
+            out.push(sel(matchers));
+        };
+        match e {
+            Expr::VectorSelector(vs) => add(vs, opts.lookback_ms),
+            Expr::MatrixSelector(m) => add(&m.vs, ms(&m.range)),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, ts, opts, out)),
+            Expr::Aggregate(a) => {
+                walk(&a.expr, ts, opts, out);
+                if let Some(p) = &a.param {
+                    walk(p, ts, opts, out);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, ts, opts, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, ts, opts, out);
+                walk(&b.rhs, ts, opts, out);
+            }
+            Expr::Paren(p) => walk(&p.expr, ts, opts, out),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(expr, ts, opts, &mut out);
+    if let Ok(up) = LabelMatcher::new("__name__", MatchKind::Equal, "up") {
+        out.push(Selection {
+            matchers: vec![up],
+            mint: ts.saturating_sub(opts.lookback_ms),
+            maxt: ts,
+            needs_from: ts,
+        });
+    }
+    out
+}
+
 fn has_nan(v: &Value) -> bool {
     match v {
         Value::Scalar(f) => f.is_nan(),
@@ -76,11 +142,13 @@ struct Explainer<'a> {
     targets: BTreeSet<(String, String)>,
 }
 
+/// A duration the way PromQL writes it: `2m`, `30s`, `500ms`.
 fn seconds(ms: i64) -> String {
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{:.3}s", ms as f64 / 1000.0)
+    match ms {
+        m if m >= 60_000 && m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m if m < 1000 => format!("{m}ms"),
+        m => format!("{:.3}s", m as f64 / 1000.0),
     }
 }
 

@@ -18,7 +18,7 @@ use regex::Regex;
 use std::fmt;
 
 pub use eval::{instant_query, range_query, selections, Selection};
-pub use explain::explain;
+pub use explain::{explain, is_thin, wanted as explanation_selections};
 
 use crate::model::Labels;
 

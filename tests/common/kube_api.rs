@@ -53,6 +53,9 @@ fn plural_of(kind: &str) -> &'static str {
         "Endpoints" => "endpoints",
         "EndpointSlice" => "endpointslices",
         "Node" => "nodes",
+        "Secret" => "secrets",
+        "Canary" => "canaries",
+        "MetricTemplate" => "metrictemplates",
         other => panic!("test API server does not serve kind {other}"),
     }
 }
@@ -64,6 +67,9 @@ fn list_kind(plural: &str) -> (&'static str, &'static str) {
         "endpoints" => ("v1", "EndpointsList"),
         "endpointslices" => ("discovery.k8s.io/v1", "EndpointSliceList"),
         "nodes" => ("v1", "NodeList"),
+        "secrets" => ("v1", "SecretList"),
+        "canaries" => ("flagger.app/v1beta1", "CanaryList"),
+        "metrictemplates" => ("flagger.app/v1beta1", "MetricTemplateList"),
         _ => ("v1", "List"),
     }
 }
@@ -74,6 +80,9 @@ fn kind_of(plural: &str) -> (&'static str, &'static str) {
         "services" => ("v1", "Service"),
         "endpoints" => ("v1", "Endpoints"),
         "endpointslices" => ("discovery.k8s.io/v1", "EndpointSlice"),
+        "secrets" => ("v1", "Secret"),
+        "canaries" => ("flagger.app/v1beta1", "Canary"),
+        "metrictemplates" => ("flagger.app/v1beta1", "MetricTemplate"),
         _ => ("v1", "Node"),
     }
 }
@@ -287,15 +296,22 @@ impl KubeApi {
     }
 }
 
-/// `/api/v1[/namespaces/<ns>]/<plural>` or `/apis/discovery.k8s.io/v1[/namespaces/<ns>]/<plural>`.
-fn route(path: &str) -> Option<(Option<String>, String)> {
+/// `/api/v1[/namespaces/<ns>]/<plural>[/<name>]`, the same under
+/// `/apis/discovery.k8s.io/v1/` and `/apis/flagger.app/v1beta1/`.
+fn route(path: &str) -> Option<(Option<String>, String, Option<String>)> {
     let rest = path
         .strip_prefix("/api/v1/")
-        .or_else(|| path.strip_prefix("/apis/discovery.k8s.io/v1/"))?;
+        .or_else(|| path.strip_prefix("/apis/discovery.k8s.io/v1/"))
+        .or_else(|| path.strip_prefix("/apis/flagger.app/v1beta1/"))?;
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
-        [plural] => Some((None, plural.to_string())),
-        ["namespaces", ns, plural] => Some((Some(ns.to_string()), plural.to_string())),
+        [plural] => Some((None, plural.to_string(), None)),
+        ["namespaces", ns, plural] => Some((Some(ns.to_string()), plural.to_string(), None)),
+        ["namespaces", ns, plural, name] => Some((
+            Some(ns.to_string()),
+            plural.to_string(),
+            Some(name.to_string()),
+        )),
         _ => None,
     }
 }
@@ -319,7 +335,7 @@ async fn handle(
             return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
         }
     }
-    let Some((ns, plural)) = route(uri.path()) else {
+    let Some((ns, plural, name)) = route(uri.path()) else {
         let body = status(
             404,
             "NotFound",
@@ -327,6 +343,17 @@ async fn handle(
         );
         return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
     };
+    if let Some(name) = name {
+        let key = format!("{}/{name}", ns.as_deref().unwrap_or(""));
+        let st = shared.store.lock().expect("lock");
+        return match st.objects.get(&(plural.clone(), key)) {
+            Some(o) => axum::Json(o.clone()).into_response(),
+            None => {
+                let body = status(404, "NotFound", &format!("{plural} \"{name}\" not found"));
+                (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+            }
+        };
+    }
     let matches = {
         let ns = ns.clone();
         let labels = q.get("labelSelector").cloned().unwrap_or_default();

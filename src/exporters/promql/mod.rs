@@ -2,6 +2,7 @@
 //! [`Store`] and serves Prometheus's HTTP query API over it, for Flagger's MetricTemplates.
 
 pub mod api;
+pub mod canaryz;
 pub mod local;
 pub mod peer;
 pub mod queryz;
@@ -365,6 +366,7 @@ impl PromqlExporterConfig {
             query_timeout: self.query_timeout,
             credentials,
             queryz: queryz::QueryLog::new(self.queryz_size),
+            checks: canaryz::CheckLog::default(),
             parsed: Default::default(),
             fanout,
             turns: tokio::sync::Semaphore::new(self.max_concurrent_queries),

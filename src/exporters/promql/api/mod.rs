@@ -36,6 +36,8 @@ pub struct ApiState {
     pub query_timeout: Duration,
     pub credentials: Credentials,
     pub queryz: QueryLog,
+    /// Instant queries by query: values, warnings and callers (`/debug/canaryz`).
+    pub checks: super::canaryz::CheckLog,
     /// Parsed expressions by query text: Flagger repeats the same queries every interval,
     /// and parsing (with its regex compilation) would otherwise dominate small queries.
     pub parsed: ParseCache,
@@ -209,6 +211,14 @@ pub async fn queryz(State(st): State<Arc<ApiState>>, uri: Uri, headers: HeaderMa
     st.queryz.render(json)
 }
 
+pub async fn canaryz(State(st): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st.credentials, &headers) {
+        return r;
+    }
+    let json = uri.query().is_some_and(|q| q.contains("format=json"));
+    st.checks.render(json)
+}
+
 /// Counts a request and its latency by route and status code.
 async fn count_request(
     State((telemetry, exporter)): State<(crate::telemetry::SharedTelemetry, Arc<str>)>,
@@ -290,6 +300,7 @@ pub fn router(
             get(|| async { "Prometheus Server is Ready.\n" }),
         )
         .route(&format!("{p}/debug/queryz"), get(queryz))
+        .route(&format!("{p}/debug/canaryz"), get(canaryz))
         .merge(pages)
         .route_layer(axum::middleware::from_fn_with_state(
             (telemetry, Arc::<str>::from(exporter)),

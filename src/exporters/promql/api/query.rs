@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use super::format::{parse_duration_param, parse_time, result_json};
 use super::{bad_data, error, param, success_with_warnings, Admitted, ApiState, Params};
+use crate::exporters::promql::canaryz::{flagger_value, Check};
 use crate::exporters::promql::now_ms;
 use crate::exporters::promql::queryz::QueryRecord;
 use crate::promql::bounds::QueryShape;
 use crate::promql::{
-    explain, format_value, instant_query, range_query, selections, EvalError, EvalOptions,
-    Queryable, Value,
+    explain, explanation_selections, format_value, instant_query, is_thin, range_query, selections,
+    EvalError, EvalOptions, Queryable, Value,
 };
 
 /// Parsed queries kept by text, bounded in bytes (each entry counted at what its text,
@@ -236,6 +237,8 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
         .map(|g| (g.warnings.clone(), g.peers))
         .unwrap_or_default();
     let st2 = st.clone();
+    let fanned_out = gathered.is_some();
+    let asked = expr.clone();
     let result = tokio::task::spawn_blocking(move || {
         let cancel = || Instant::now() > deadline;
         let q: &dyn Queryable = match &gathered {
@@ -257,10 +260,15 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
         }
     })
     .await;
-    let result = match result {
+    let mut result = match result {
         Ok(r) => r,
         Err(e) => Err(EvalError::Execution(format!("query failed: {e}"))),
     };
+    if let (Ok((v, why)), Some(f), false, true) = (&mut result, &st.fanout, range, fanned_out) {
+        if is_thin(v) {
+            *why = explain_fanned_out(&st, f, &asked, times.0, v, deadline).await;
+        }
+    }
     let elapsed = started.elapsed();
     match result {
         Ok((v, why)) => {
@@ -275,16 +283,63 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
                 summary.push_str(&format!(" (warnings: {})", why.join("; ")));
             }
             warnings.extend(why);
+            if !range {
+                let check = Check {
+                    unix_ms: crate::clock::now_ms(),
+                    value: flagger_value(&v),
+                    error: None,
+                };
+                st.checks.record(&who, &query, check, &warnings);
+            }
             st.queryz
                 .record(QueryRecord::new(&who, &query, elapsed, Ok(summary)));
             success_with_warnings(result_json(&v, times.0), &warnings)
         }
         Err(e) => {
+            if !range {
+                let check = Check {
+                    unix_ms: crate::clock::now_ms(),
+                    value: None,
+                    error: Some(e.to_string()),
+                };
+                st.checks.record(&who, &query, check, &[]);
+            }
             st.queryz
                 .record(QueryRecord::new(&who, &query, elapsed, Err(e.to_string())));
             eval_error(&e)
         }
     }
+}
+
+/// Why a fanned-out answer is thin: a second round gathers what the explanation reads from
+/// every agent (each selector a lookback further back, its metric by name, `up`). Only for
+/// empty and NaN answers, so a healthy check costs no second round; a failure to gather
+/// leaves the answer unexplained rather than failed.
+async fn explain_fanned_out(
+    st: &Arc<ApiState>,
+    f: &crate::exporters::promql::peer::Fanout,
+    expr: &promql_parser::parser::Expr,
+    t: i64,
+    v: &Value,
+    deadline: Instant,
+) -> Vec<String> {
+    let wanted = explanation_selections(expr, t, &st.opts);
+    let Ok(g) = f
+        .gather(
+            &st.store,
+            &wanted,
+            peer_sample_limit(&st.opts),
+            st.retention,
+            tokio::time::Instant::from_std(deadline),
+        )
+        .await
+    else {
+        return Vec::new();
+    };
+    let (st, expr, v) = (st.clone(), expr.clone(), v.clone());
+    tokio::task::spawn_blocking(move || explain(&g.merged, &expr, t, &v, &st.opts))
+        .await
+        .unwrap_or_default()
 }
 
 /// The most samples peers may send for one query: its sample limit, or what its memory
