@@ -554,6 +554,32 @@ service:
     }
     eprintln!("{compared} rendered queries answer as Prometheus does");
     assert!(compared >= 12, "{compared}");
+
+    // Any Prometheus-compatible address: the same checks asked of Prometheus itself.
+    let prometheus = format!("http://127.0.0.1:{prom_port}");
+    let (code, of_prometheus) = canary_check(
+        dir.path(),
+        "of-prometheus",
+        &docs,
+        &["--address", &prometheus],
+    );
+    assert_eq!(code, 0, "{of_prometheus}");
+    assert_eq!(
+        metric(&of_prometheus, "request-success-rate")["value"],
+        100.0
+    );
+    let (code, of_prometheus) = canary_check(
+        dir.path(),
+        "of-prometheus-failing",
+        &with(&|d| d["spec"]["targetRef"]["name"] = "podinfo-bad".into()),
+        &["--address", &prometheus],
+    );
+    assert_eq!(code, 1, "{of_prometheus}");
+    let success = metric(&of_prometheus, "request-success-rate");
+    assert!(
+        (success["value"].as_f64().unwrap_or(0.0) - 90.0).abs() < 0.01,
+        "{success}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
