@@ -35,6 +35,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// The credential an `Authorization` value presents in `scheme` (`Bearer`, `Basic`; matched
+/// without regard to case), trimmed; with an empty scheme, the whole value. The one reading of
+/// the header that the query API, the peer API and `bearertokenauth` share.
+pub fn credential<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+    let value = value.trim_ascii();
+    if scheme.is_empty() {
+        return Some(value);
+    }
+    (value.len() > scheme.len()
+        && value[..scheme.len()].eq_ignore_ascii_case(scheme)
+        && value[scheme.len()] == b' ')
+        .then(|| value[scheme.len() + 1..].trim_ascii())
+}
+
 /// A per-process random salt, so the fingerprints below say nothing outside this process.
 fn salt() -> u64 {
     static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

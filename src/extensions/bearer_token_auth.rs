@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::config::secret::{read_secret_file, Secret};
+use crate::config::secret::{credential, read_secret_file, Secret};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -67,21 +67,9 @@ impl BearerTokenAuth {
         let Some(token) = self.token().filter(|t| !t.is_empty()) else {
             return false;
         };
-        let scheme = self.cfg.scheme.as_bytes();
         let mut ok = false;
         for v in values {
-            let v = v.trim_ascii();
-            let presented = if scheme.is_empty() {
-                Some(v)
-            } else if v.len() > scheme.len()
-                && v[..scheme.len()].eq_ignore_ascii_case(scheme)
-                && v[scheme.len()] == b' '
-            {
-                Some(v[scheme.len() + 1..].trim_ascii())
-            } else {
-                None
-            };
-            if let Some(p) = presented {
+            if let Some(p) = credential(v, self.cfg.scheme.as_bytes()) {
                 ok |= token.matches(p);
             }
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::config::secret::{constant_time_eq, read_secret_file, Secret};
+use crate::config::secret::{constant_time_eq, credential, read_secret_file, Secret};
 use crate::config::units::{de_duration, de_opt_bytes, de_opt_duration};
 use crate::model::Metrics;
 use crate::promql::{Compat, EvalOptions};
@@ -191,15 +191,12 @@ impl Credentials {
         }
         for v in authorization {
             for part in v.split(',') {
-                let part = part.trim();
-                let (scheme, rest) = part.split_once(' ').unwrap_or((part, ""));
-                let rest = rest.trim();
-                if scheme.eq_ignore_ascii_case("bearer") {
-                    if self.tokens.iter().any(|t| t.matches(rest.as_bytes())) {
+                if let Some(token) = credential(part.as_bytes(), b"bearer") {
+                    if self.tokens.iter().any(|t| t.matches(token)) {
                         return Some("bearer token".into());
                     }
-                } else if scheme.eq_ignore_ascii_case("basic") {
-                    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest) else {
+                } else if let Some(pair) = credential(part.as_bytes(), b"basic") {
+                    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(pair) else {
                         continue;
                     };
                     let decoded = String::from_utf8_lossy(&decoded);
