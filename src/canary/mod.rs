@@ -500,6 +500,15 @@ impl CheckOptions {
             interval
         };
         let model = model_of(canary, interval, metric);
+        // Flagger's builtin queries differ by mesh; these are Istio's (its default).
+        let mesh = canary["spec"]["provider"].as_str().unwrap_or("");
+        let inline = metric["query"].as_str().is_some_and(|q| !q.is_empty());
+        let builtin = matches!(name, "request-success-rate" | "request-duration");
+        if builtin && !inline && !(mesh.is_empty() || mesh == "istio") {
+            return Err(format!(
+                "the builtin {name} check of provider {mesh:?} is not rendered here; only Istio's are"
+            ));
+        }
         let (text, rule) =
             match (name, metric["query"].as_str()) {
                 (_, Some(q)) if !q.is_empty() => (q, Rule::Custom),
@@ -721,6 +730,34 @@ mod tests {
             Err("query returned multiple values".into())
         );
         assert!(read_answer(503, "down").is_err_and(|e| e.contains("Status 503")));
+    }
+
+    #[test]
+    fn builtin_checks_are_planned_for_istio_only() {
+        let canary = |provider: &str| {
+            serde_json::json!({"metadata": {"name": "podinfo", "namespace": "test"},
+                "spec": {"provider": provider, "targetRef": {"name": "podinfo"}}})
+        };
+        let metric = serde_json::json!({"name": "request-success-rate", "interval": "30s"});
+        let opts = CheckOptions {
+            address: Some("http://127.0.0.1:9090".into()),
+            ..Default::default()
+        };
+        let m = Manifests::default();
+        let plan = opts.plan(&m, &canary("istio"), &metric).expect("istio");
+        assert!(plan.query.contains("destination_workload=~\"podinfo\""));
+        assert!(plan.query.contains("}[30s]"));
+        let e = opts
+            .plan(&m, &canary("linkerd"), &metric)
+            .err()
+            .expect("linkerd");
+        assert!(e.contains("only Istio's"), "{e}");
+        // Without an address, the builtin checks cannot be asked: Flagger's metrics server.
+        let e = CheckOptions::default()
+            .plan(&m, &canary(""), &metric)
+            .err()
+            .expect("no address");
+        assert!(e.contains("--address"), "{e}");
     }
 
     #[test]
