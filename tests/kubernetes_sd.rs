@@ -5,9 +5,8 @@
 mod common;
 
 use common::kube_api::KubeApi;
-use meshmetrics::receivers::prometheus::discovery::Update;
-use meshmetrics::receivers::prometheus::kubernetes::{run, KubernetesSdConfig};
-use meshmetrics::receivers::prometheus::target::TargetGroup;
+use meshmetrics::receivers::prometheus::discovery::kubernetes::{run, KubernetesSdConfig};
+use meshmetrics::receivers::prometheus::discovery::{TargetGroup, Update};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,7 +5,7 @@ mod connection;
 pub mod discovery;
 pub mod exposition;
 mod families;
-pub mod kubernetes;
+pub mod http_auth;
 pub mod relabel;
 pub mod scrape;
 mod series;
@@ -17,9 +17,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use self::config::{PrometheusReceiverConfig, ResolvedScrapeConfig, ScrapeConfig};
+use self::discovery::TargetGroup;
 use self::discovery::Update;
 use self::scrape::{DroppedTargets, LoopShared, ScrapeLoop, StopReason, TargetRegistry};
-use self::target::{populate, Dropped, Target, TargetGroup};
+use self::target::{populate, Dropped, Target};
 use crate::pipeline::Fanout;
 use crate::processors::memory_limiter::SharedGates;
 use crate::telemetry::SharedTelemetry;
@@ -89,7 +90,7 @@ fn start_discovery(
         let (tx, k, p, mut stop) = (tx.clone(), k.clone(), providers, stop.clone());
         tasks.spawn(async move {
             tokio::select! {
-                _ = kubernetes::run(k, p, tx) => {}
+                _ = discovery::kubernetes::run(k, p, tx) => {}
                 _ = stop.changed() => {}
             }
         });

@@ -153,9 +153,9 @@ impl ScrapeLoop {
             }
         }
         let mut resource_base = resource_for(target.job(), target.instance(), &target.scheme);
-        resource_base.extend(super::kubernetes::resource::k8s_resource_attributes(
-            &target.discovered,
-        ));
+        resource_base.extend(
+            super::discovery::kubernetes::resource::k8s_resource_attributes(&target.discovered),
+        );
         ScrapeLoop {
             key: target.key(),
             request: scrape_request(&cfg, &target),

@@ -8,17 +8,6 @@ use super::config::ResolvedScrapeConfig;
 use super::relabel::{relabel, LabelMap};
 use crate::config::units::{format_duration, parse_duration};
 
-/// A group of targets sharing labels, as service discovery produces them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TargetGroup {
-    /// Identifies the group within its discovery source (file path + index, ...).
-    pub source: String,
-    /// One label map per target; each has `__address__`.
-    pub targets: Vec<LabelMap>,
-    /// Labels common to all targets of the group.
-    pub labels: LabelMap,
-}
-
 /// A target after relabeling, ready to scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

@@ -7,9 +7,38 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
-use super::config::{FileSdConfig, StaticConfig};
 use super::relabel::LabelMap;
-use super::target::TargetGroup;
+use crate::config::units::de_opt_duration;
+
+pub mod kubernetes;
+
+/// A group of targets sharing labels, as service discovery produces them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetGroup {
+    /// Identifies the group within its discovery source (file path + index, ...).
+    pub source: String,
+    /// One label map per target; each has `__address__`.
+    pub targets: Vec<LabelMap>,
+    /// Labels common to all targets of the group.
+    pub labels: LabelMap,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    pub files: Vec<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+}
 
 /// An update from provider `provider`: its complete list of groups.
 #[derive(Debug, Clone)]

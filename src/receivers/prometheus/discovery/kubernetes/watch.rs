@@ -14,9 +14,8 @@ use tokio::sync::mpsc;
 
 use super::targets::{self, object_key, Objects};
 use super::{KubernetesSdConfig, Role};
-use crate::receivers::prometheus::config::resolve_credentials;
-use crate::receivers::prometheus::discovery::Update;
-use crate::receivers::prometheus::target::TargetGroup;
+use crate::receivers::prometheus::discovery::{TargetGroup, Update};
+use crate::receivers::prometheus::http_auth::resolve_credentials;
 
 /// Where Kubernetes mounts a pod's service-account token, CA bundle and namespace.
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";

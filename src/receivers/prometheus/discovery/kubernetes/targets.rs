@@ -7,8 +7,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
-use super::super::relabel::LabelMap;
-use super::super::target::TargetGroup;
+use super::super::TargetGroup;
+use crate::receivers::prometheus::relabel::LabelMap;
 
 const META: &str = "__meta_kubernetes_";
 

@@ -16,9 +16,9 @@ pub use watch::run;
 
 use serde::Deserialize;
 
-use super::config::{Authorization, BasicAuth};
 use crate::config::secret::Secret;
 use crate::config::tls::TlsClientConfig;
+use crate::receivers::prometheus::http_auth::{Authorization, BasicAuth};
 
 /// Built without the `kubernetes` feature: an empty provider, so a job's other providers
 /// still report.
@@ -26,11 +26,11 @@ use crate::config::tls::TlsClientConfig;
 pub async fn run(
     _cfg: KubernetesSdConfig,
     provider: usize,
-    tx: tokio::sync::mpsc::Sender<super::discovery::Update>,
+    tx: tokio::sync::mpsc::Sender<super::Update>,
 ) {
     tracing::error!("kubernetes_sd_configs: this build has no Kubernetes support");
     let _ = tx
-        .send(super::discovery::Update {
+        .send(super::Update {
             provider,
             groups: Vec::new(),
         })
