@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use meshmetrics::model::{
     Interner, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
 };
-use meshmetrics::promql::{instant_query, Compat, EvalOptions};
+use meshmetrics::promql::{explain, instant_query, Compat, EvalOptions};
 use meshmetrics::receivers::prometheus::exposition::{Entry, Format, Parser};
 use meshmetrics::store::Store;
 use std::hint::black_box;
@@ -162,6 +162,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 black_box(instant_query(&store, &expr, at, &opts, &never).expect("evaluates"))
+            })
+        });
+        // What the API does for every instant answer it gives without peers: the answer,
+        // then its warnings (for a healthy answer, its selections read once more).
+        g.bench_function(format!("{name} + warnings"), |b| {
+            b.iter(|| {
+                let v = instant_query(&store, &expr, at, &opts, &never).expect("evaluates");
+                black_box(explain(&store, &expr, at, &v, &opts))
             })
         });
     }

@@ -204,6 +204,34 @@ impl Explainer<'_> {
             None => self.ts.saturating_sub(offset_ms(&vs.offset)),
         };
         let window = m.map_or(self.opts.lookback_ms, |m| ms(&m.range));
+        // First what the query itself read: when every series holds enough samples there
+        // (two for a range function that needs two), nothing is thin, and the wider read
+        // below is spared. A healthy answer costs its selections once more, no more.
+        let needed = match (m, range_fn) {
+            (Some(_), Some(f)) if NEEDS_TWO.contains(&f) => 2,
+            _ => 1,
+        };
+        let Ok(read) = self
+            .q
+            .select(&matchers, t.saturating_sub(window).saturating_add(1), t)
+        else {
+            return;
+        };
+        if read.len() > MAX_SERIES {
+            return;
+        }
+        let enough = |s: &super::SeriesSamples| {
+            s.samples.iter().filter(|(_, v)| !is_stale_nan(*v)).count() >= needed
+        };
+        if !read.is_empty() && read.iter().all(enough) {
+            for s in &read {
+                if let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance"))
+                {
+                    self.targets.insert((job.to_string(), instance.to_string()));
+                }
+            }
+            return;
+        }
         // Read a lookback further back than the window: the scrape interval shows there.
         let from = t
             .saturating_sub(window)
