@@ -153,6 +153,19 @@ fn seconds(ms: i64) -> String {
 }
 
 impl Explainer<'_> {
+    /// A read within the query's memory budget: what would exceed it is not explained.
+    fn read(
+        &self,
+        matchers: &[LabelMatcher],
+        from: i64,
+        to: i64,
+    ) -> Option<Vec<super::SeriesSamples>> {
+        self.q
+            .select_within(matchers, from, to, self.opts.max_memory)
+            .ok()
+            .flatten()
+    }
+
     fn push(&mut self, w: String) {
         if !self.out.contains(&w) {
             self.out.push(w);
@@ -211,10 +224,7 @@ impl Explainer<'_> {
             (Some(_), Some(f)) if NEEDS_TWO.contains(&f) => 2,
             _ => 1,
         };
-        let Ok(read) = self
-            .q
-            .select(&matchers, t.saturating_sub(window).saturating_add(1), t)
-        else {
+        let Some(read) = self.read(&matchers, t.saturating_sub(window).saturating_add(1), t) else {
             return;
         };
         if read.len() > MAX_SERIES {
@@ -236,7 +246,7 @@ impl Explainer<'_> {
         let from = t
             .saturating_sub(window)
             .saturating_sub(self.opts.lookback_ms);
-        let Ok(series) = self.q.select(&matchers, from, t) else {
+        let Some(series) = self.read(&matchers, from, t) else {
             return;
         };
         if series.len() > MAX_SERIES {
@@ -321,7 +331,7 @@ impl Explainer<'_> {
         let Ok(by_name) = LabelMatcher::new("__name__", MatchKind::Equal, name) else {
             return;
         };
-        let Ok(series) = self.q.select(std::slice::from_ref(&by_name), from, t) else {
+        let Some(series) = self.read(std::slice::from_ref(&by_name), from, t) else {
             return;
         };
         let lookback = seconds(self.opts.lookback_ms);
@@ -417,7 +427,7 @@ impl Explainer<'_> {
             return;
         };
         let from = self.ts.saturating_sub(self.opts.lookback_ms);
-        let Ok(series) = self.q.select(std::slice::from_ref(&up), from, self.ts) else {
+        let Some(series) = self.read(std::slice::from_ref(&up), from, self.ts) else {
             return;
         };
         let mut down: BTreeMap<(String, String), i64> = BTreeMap::new();
