@@ -563,10 +563,8 @@ impl CheckOptions {
             }
             // Flagger runs the builtin and inline checks first, then the templates', and
             // halts at the first that fails.
-            let order = |r: &Row, metric: &Value| {
-                metric.get("templateRef").is_some_and(|t| !t.is_null()) as u8
-                    + 2 * (r.verdict == Verdict::Pass) as u8
-            };
+            let from_template =
+                |metric: &Value| metric.get("templateRef").is_some_and(|t| !t.is_null());
             let metrics: Vec<&Value> = analysis["metrics"]
                 .as_array()
                 .into_iter()
@@ -576,7 +574,7 @@ impl CheckOptions {
                 .iter()
                 .zip(&metrics)
                 .filter(|(r, _)| r.verdict != Verdict::Pass)
-                .min_by_key(|(r, m)| order(r, m))
+                .min_by_key(|(_, m)| from_template(m))
                 .map(|(r, _)| r.metric.clone());
             let threshold = analysis["threshold"].as_u64().unwrap_or(0);
             let flagger = match first_failure {
