@@ -249,12 +249,16 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
             range_query(q, &expr, times.0, times.1, times.2, &st2.opts, &cancel)
                 .map(|v| (v, Vec::new()))
         } else {
+            let evaluating = Instant::now();
             let v = instant_query(q, &expr, times.0, &st2.opts, &cancel)?;
-            // Fanned out, the data gathered covers the query's own selections only; asked
-            // of it, the explanations that look beyond them would claim absences falsely.
+            // The warnings cost about what the evaluation did: left out when that would run
+            // past the query's deadline. Fanned out, the data gathered covers the query's own
+            // selections only; asked of it, the explanations that look beyond them would
+            // claim absences falsely (see `explain_fanned_out`).
+            let in_time = Instant::now() + evaluating.elapsed() < deadline;
             let why = match &gathered {
-                None => explain(q, &expr, times.0, &v, &st2.opts),
-                Some(_) => Vec::new(),
+                None if in_time => explain(q, &expr, times.0, &v, &st2.opts),
+                _ => Vec::new(),
             };
             Ok((v, why))
         }
