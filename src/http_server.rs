@@ -387,3 +387,12 @@ fn refusal(grpc: bool, why: &str) -> axum::response::Response {
     )
         .into_response()
 }
+
+/// Text for an HTML page: the characters markup would read, escaped (the operator pages show
+/// what callers and targets sent).
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

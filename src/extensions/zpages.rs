@@ -45,12 +45,7 @@ pub struct ZpagesState {
 
 pub use crate::agent::ReloadStatus;
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::http_server::html_escape as esc;
 
 fn page(title: &str, body: String) -> Html<String> {
     Html(format!(

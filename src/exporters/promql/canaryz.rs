@@ -43,12 +43,7 @@ pub fn flagger_value(v: &crate::promql::Value) -> Option<f64> {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::http_server::html_escape as esc;
 
 impl CheckLog {
     pub fn record(&self, caller: &str, query: &str, check: Check, warnings: &[String]) {

@@ -55,12 +55,7 @@ pub struct QueryLog {
     entries: Mutex<VecDeque<QueryRecord>>,
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::http_server::html_escape as esc;
 
 impl QueryLog {
     pub fn new(size: usize) -> Self {
