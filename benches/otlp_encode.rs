@@ -2,8 +2,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use meshmetrics::exporters::otlp::encode::encode_to;
+use meshmetrics::model::exposition::{Entry, Format, Parser};
 use meshmetrics::model::{Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample};
-use meshmetrics::receivers::prometheus::exposition::{Entry, Format, Parser};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Exposition parsing throughput on real scrapes, with `prometheus-parse` as the baseline.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use meshmetrics::receivers::prometheus::exposition::{Entry, Format, Parser};
+use meshmetrics::model::exposition::{Entry, Format, Parser};
 use std::hint::black_box;
 use std::io::BufRead;
 

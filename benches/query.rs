@@ -5,11 +5,11 @@
 mod workload;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use meshmetrics::model::exposition::{Entry, Format, Parser};
 use meshmetrics::model::{
     Interner, Label, Labels, MetricFamily, MetricKind, Metrics, ResourceMetrics, Sample,
 };
 use meshmetrics::promql::{explain, instant_query, Compat, EvalOptions};
-use meshmetrics::receivers::prometheus::exposition::{Entry, Format, Parser};
 use meshmetrics::store::Store;
 use std::hint::black_box;
 use std::sync::Arc;

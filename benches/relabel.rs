@@ -1,7 +1,7 @@
 //! Relabeling cost: the Istio annotation rules on a pod target, and metric relabeling.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use meshmetrics::receivers::prometheus::relabel::{relabel, LabelMap, RelabelConfig};
+use meshmetrics::model::relabel::{relabel, LabelMap, RelabelConfig};
 use std::hint::black_box;
 
 fn rules(yaml: &str) -> Vec<RelabelConfig> {

@@ -71,6 +71,29 @@ impl Served {
     }
 }
 
+/// Binds `addr` and serves `router` there with the default limits: every listener a component
+/// starts (extensions, the query façade, self metrics); `name` is the server's in logs and
+/// refusal counts.
+pub async fn listen(
+    name: &str,
+    addr: SocketAddr,
+    router: axum::Router,
+    telemetry: &SharedTelemetry,
+) -> Result<Served, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let served = serve(
+        name,
+        listener,
+        router,
+        Limits::default(),
+        Some(telemetry.clone()),
+    );
+    tracing::info!(server = %name, address = %served.addr, "listening");
+    Ok(served)
+}
+
 /// Serves `router` on `listener` within `limits`; refusals are counted per server `name`
 /// and reason in `meshmetrics_http_server_refused`.
 pub fn serve(

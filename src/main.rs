@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshmetrics::config::watch::ConfigWatcher;
-use meshmetrics::config::{
-    ComponentSection, Config, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig,
+use meshmetrics::config::ComponentSection;
+use meshmetrics::service::components::{
+    ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig,
 };
-use meshmetrics::service::Running;
+use meshmetrics::service::{Config, Running};
 
 #[derive(Parser)]
 #[command(
@@ -95,7 +96,7 @@ struct Sources {
 
 impl Sources {
     fn load(&self) -> Result<Config, String> {
-        meshmetrics::config::layers::load(&self.files, &self.sets).map_err(|e| e.to_string())
+        Config::from_layers(&self.files, &self.sets).map_err(|e| e.to_string())
     }
 
     fn name(&self) -> String {

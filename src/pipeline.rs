@@ -1,12 +1,11 @@
-//! Plumbing between components: bounded channels (backpressure, never unbounded memory),
-//! processor stages, and fan-out to several consumers.
+//! Plumbing between components: bounded channels (backpressure, never unbounded memory) and
+//! fan-out to several consumers.
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::model::Metrics;
-use crate::processors::Processor;
 
 /// Capacity of every inter-component channel, in batches.
 pub const CHANNEL_CAPACITY: usize = 64;
@@ -43,21 +42,6 @@ impl Fanout {
             let _ = o.send(m.clone()).await;
         }
         let _ = last.send(m).await;
-    }
-}
-
-/// Runs a synchronous processor between two channels until the input closes.
-pub async fn run_stage(
-    mut p: Box<dyn Processor>,
-    mut rx: mpsc::Receiver<Metrics>,
-    tx: mpsc::Sender<Metrics>,
-) {
-    while let Some(m) = rx.recv().await {
-        if let Some(out) = p.process(m) {
-            if tx.send(out).await.is_err() {
-                return;
-            }
-        }
     }
 }
 

@@ -364,6 +364,25 @@ impl ExporterStatuses {
     }
 }
 
+/// The self-metrics server's routes: `/metrics` in the OpenMetrics text format.
+pub fn metrics_router(telemetry: SharedTelemetry) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let t = telemetry.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    t.render(),
+                )
+            }
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

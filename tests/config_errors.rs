@@ -1,6 +1,6 @@
 //! Broken configs, each with the message (and place) it must produce.
 
-use meshmetrics::config::Config;
+use meshmetrics::service::Config;
 
 const GOOD: &str = r#"receivers:
   prometheus:
@@ -92,7 +92,8 @@ fn env_expansion_and_dollar_escapes() {
         .replace("127.0.0.1:15090", "${env:MM_TEST_TARGET}")
         .replace("- job_name: envoy", "- job_name: envoy\n          relabel_configs:\n            - {source_labels: [__address__], target_label: x, replacement: '$1-$$literal-${env:MM_UNSET:-dflt}'}");
     let c = Config::from_text("env.yaml", &yaml).expect("valid");
-    let meshmetrics::config::ReceiverConfig::Prometheus(p) = &c.raw.receivers.0[0].1 else {
+    let meshmetrics::service::components::ReceiverConfig::Prometheus(p) = &c.raw.receivers.0[0].1
+    else {
         panic!("the first receiver is the prometheus one");
     };
     let sc = &p.config.scrape_configs[0];

@@ -4,9 +4,9 @@
 //! result or an error — never a panic — within a time bound. Bounded and repeatable (fixed
 //! seeds), so it runs with every test; it complements, not replaces, coverage-guided fuzzing.
 
+use meshmetrics::model::exposition::{validate_openmetrics, Format, Parser};
 use meshmetrics::model::Labels;
 use meshmetrics::promql::{instant_query, range_query, EvalOptions};
-use meshmetrics::receivers::prometheus::exposition::{validate_openmetrics, Format, Parser};
 use meshmetrics::store::Store;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -193,7 +193,7 @@ fn config_loader_survives_mutations() {
         &inputs,
         Duration::from_secs(2),
         |text| {
-            let _ = meshmetrics::config::Config::from_text(
+            let _ = meshmetrics::service::Config::from_text(
                 "mutant.yaml",
                 &String::from_utf8_lossy(text),
             );

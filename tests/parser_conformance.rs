@@ -1,7 +1,7 @@
 //! Exposition parser conformance on third-party data: the OpenMetrics parser suite (strict
 //! verdicts), Prometheus's textparse files, and real Istio / Envoy / exporter scrapes.
 
-use meshmetrics::receivers::prometheus::exposition::{validate_openmetrics, Entry, Format, Parser};
+use meshmetrics::model::exposition::{validate_openmetrics, Entry, Format, Parser};
 use std::path::PathBuf;
 
 fn corpora() -> PathBuf {

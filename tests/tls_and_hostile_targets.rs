@@ -329,10 +329,7 @@ async fn run_jobs(
     jobs: &str,
     sink: std::net::SocketAddr,
     wait: Duration,
-) -> (
-    impl Fn(&str) -> meshmetrics::receivers::prometheus::scrape::TargetStatus,
-    u64,
-) {
+) -> (impl Fn(&str) -> meshmetrics::agent::TargetStatus, u64) {
     let yaml = format!(
         "receivers:\n  prometheus:\n    config:\n      scrape_configs:\n{jobs}exporters:\n  otlphttp:\n    endpoint: http://{sink}\nservice:\n  pipelines:\n    metrics: {{receivers: [prometheus], exporters: [otlphttp]}}\n  telemetry: {{metrics: {{address: ''}}}}\n"
     );

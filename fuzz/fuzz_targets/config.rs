@@ -6,6 +6,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &[u8]| {
     if let Ok(text) = std::str::from_utf8(text) {
-        let _ = meshmetrics::config::Config::from_text("fuzz.yaml", text);
+        let _ = meshmetrics::service::Config::from_text("fuzz.yaml", text);
     }
 });

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshmetrics::receivers::prometheus::exposition::{validate_openmetrics, Entry, Format, Parser};
+use meshmetrics::model::exposition::{validate_openmetrics, Entry, Format, Parser};
 
 type Outcome = Result<Vec<Vec<(String, String)>>, usize>;
 

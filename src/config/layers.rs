@@ -5,21 +5,18 @@
 
 use serde_json::Value;
 
-use super::{expand, yaml_error, Config, ConfigError, ConfigErrors};
+use super::{expand, yaml_error, ConfigError, ConfigErrors};
 
-/// The config made of `files` (the embedded default when there are none) and `sets`
-/// (`processors::batch::timeout=2s`).
-pub fn load(files: &[String], sets: &[String]) -> Result<Config, ConfigErrors> {
-    match (files, sets) {
-        ([], []) => return Config::default_config(),
-        ([one], []) => return Config::load(one),
-        _ => {}
-    }
+/// The one document `files` and `sets` make when there are several layers, with a name
+/// listing them, as text already expanded (`service::Config::from_layers` loads it).
+pub fn merged_text(files: &[String], sets: &[String]) -> Result<(String, String), ConfigErrors> {
     let (names, merged) = merged(files, sets)?;
     let name = format!("<merged: {}>", names.join(" + "));
     // JSON is YAML: the merged document loads like a file, without a second expansion.
-    let text = serde_json::to_string_pretty(&merged).unwrap_or_default();
-    Config::from_expanded(&name, &text)
+    Ok((
+        name,
+        serde_json::to_string_pretty(&merged).unwrap_or_default(),
+    ))
 }
 
 /// The effective config of `files` and `sets` as a document, secrets redacted: what

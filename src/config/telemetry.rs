@@ -92,7 +92,7 @@ pub struct TelemetryLogsConfig {
 
 /// Keys of `service.telemetry.logs` the collector takes and meshmetrics accepts without
 /// acting on them: a config carried over from the collector still loads.
-pub(super) const IGNORED_LOG_KEYS: &[&str] = &[
+pub const IGNORED_LOG_KEYS: &[&str] = &[
     "development",
     "disable_caller",
     "disable_stacktrace",

@@ -33,6 +33,20 @@ impl Default for DebugExporterConfig {
 }
 
 impl DebugExporterConfig {
+    /// Starts the exporter.
+    pub fn start(
+        &self,
+        ctx: super::ExporterContext,
+        input: super::Input,
+    ) -> super::StartedExporter {
+        super::StartedExporter::task(tokio::spawn(run(
+            ctx.name,
+            self.clone(),
+            input,
+            ctx.telemetry,
+        )))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         match self.verbosity.as_str() {
             "basic" | "normal" | "detailed" => Ok(()),

@@ -63,6 +63,32 @@ fn default_queue() -> QueueConfig {
 }
 
 impl RemoteWriteConfig {
+    /// Starts the exporter: batches go through the OTLP exporter's queue and retries.
+    pub fn start(
+        &self,
+        ctx: super::ExporterContext,
+        input: super::Input,
+    ) -> Result<super::StartedExporter, String> {
+        let transport: std::sync::Arc<dyn Transport> =
+            std::sync::Arc::new(RemoteWriteTransport::new(self)?);
+        let encoder = self.encoder();
+        let delivery = super::otlp::Delivery {
+            queue: self.remote_write_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+            encode: std::sync::Arc::new(move |m| encoder.batch(m)),
+        };
+        Ok(super::StartedExporter::task(tokio::spawn(
+            super::otlp::run(
+                ctx.name,
+                delivery,
+                transport,
+                input,
+                ctx.telemetry,
+                ctx.storage,
+            ),
+        )))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let url: http::Uri = self
             .endpoint
@@ -75,12 +101,12 @@ impl RemoteWriteConfig {
             ));
         }
         for k in self.external_labels.keys() {
-            if !crate::receivers::prometheus::relabel::is_label_name(k) {
+            if !crate::model::is_label_name(k) {
                 return Err(format!("external_labels: {k:?} is not a label name"));
             }
         }
         if let Some(ns) = &self.namespace {
-            if !ns.is_empty() && !crate::receivers::prometheus::relabel::is_label_name(ns) {
+            if !ns.is_empty() && !crate::model::is_label_name(ns) {
                 return Err(format!(
                     "namespace {ns:?} is not a valid metric name prefix"
                 ));

@@ -47,6 +47,16 @@ impl Default for FileStorageConfig {
 }
 
 impl FileStorageConfig {
+    /// Makes its directory when `create_directory` asks for it; the exporters that name it
+    /// keep their queues there.
+    pub fn start(&self) -> Result<(), String> {
+        if self.create_directory {
+            std::fs::create_dir_all(&self.directory)
+                .map_err(|e| format!("{}: {e}", self.directory))?;
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.max_size_mib == 0 {
             return Err("max_size_mib must be above 0".into());

@@ -164,6 +164,18 @@ async fn handler(State(checked): State<Arc<Checked>>) -> impl IntoResponse {
     (code, axum::Json(body))
 }
 
+impl HealthCheckConfig {
+    /// Serves the health check.
+    pub async fn start(
+        &self,
+        ctx: super::ExtensionContext,
+    ) -> Result<crate::http_server::Served, String> {
+        let addr = crate::config::parse_listen_address(&self.endpoint)?;
+        let router = router(self, ctx.health, ctx.telemetry.clone());
+        crate::http_server::listen(&ctx.name, addr, router, &ctx.telemetry).await
+    }
+}
+
 /// Routes for the health endpoint.
 pub fn router(
     cfg: &HealthCheckConfig,

@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::Config;
-use crate::receivers::prometheus::scrape::TargetRegistry;
+use crate::agent::AgentState;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -33,17 +32,12 @@ impl Default for ZpagesConfig {
     }
 }
 
-/// What the pages show.
+/// What the pages show: the agent's own account of itself (config, reloads, targets) and
+/// its self telemetry (exporter deliveries).
 pub struct ZpagesState {
-    pub config: arc_swap::ArcSwap<Config>,
-    pub started: SystemTime,
-    pub targets: TargetRegistry,
-    /// The outcome of the last config reload, when there was one.
-    pub reload: ReloadStatus,
+    pub agent: Arc<AgentState>,
     pub telemetry: crate::telemetry::SharedTelemetry,
 }
-
-pub use crate::agent::ReloadStatus;
 
 use crate::http_server::html_escape as esc;
 
@@ -81,15 +75,15 @@ async fn servicez(
     State(s): State<Arc<ZpagesState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let cfg = s.config.load();
-    let uptime = s.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    let cfg = s.agent.config.load();
+    let uptime = s.agent.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
     let info = serde_json::json!({
         "name": "meshmetrics",
         "version": env!("CARGO_PKG_VERSION"),
         "config_source": cfg.source,
         "uptime_seconds": uptime,
         "pipelines": cfg.pipelines.len(),
-        "last_reload": s.reload.load().as_deref(),
+        "last_reload": s.agent.reload.load().as_deref(),
     });
     if wants_json(&q) {
         return axum::Json(info).into_response();
@@ -100,7 +94,8 @@ async fn servicez(
         vec!["Uptime (s)".into(), uptime.to_string()],
         vec![
             "Last reload".into(),
-            s.reload
+            s.agent
+                .reload
                 .load()
                 .as_deref()
                 .unwrap_or("none since start")
@@ -119,7 +114,7 @@ async fn pipelinez(
     State(s): State<Arc<ZpagesState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let cfg = s.config.load();
+    let cfg = s.agent.config.load();
     let join = |v: &[crate::config::ComponentId]| {
         v.iter()
             .map(|i| i.to_string())
@@ -164,7 +159,7 @@ async fn extensionz(
     State(s): State<Arc<ZpagesState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let cfg = s.config.load();
+    let cfg = s.agent.config.load();
     let names: Vec<String> = cfg.extensions.iter().map(|i| i.to_string()).collect();
     if wants_json(&q) {
         return axum::Json(names).into_response();
@@ -265,6 +260,7 @@ async fn targetz(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let targets: Vec<_> = s
+        .agent
         .targets
         .active
         .lock()
@@ -342,6 +338,21 @@ async fn targetz(
         ),
     )
     .into_response()
+}
+
+impl ZpagesConfig {
+    /// Serves the pages.
+    pub async fn start(
+        &self,
+        ctx: super::ExtensionContext,
+    ) -> Result<crate::http_server::Served, String> {
+        let addr = crate::config::parse_listen_address(&self.endpoint)?;
+        let state = Arc::new(ZpagesState {
+            agent: ctx.agent,
+            telemetry: ctx.telemetry.clone(),
+        });
+        crate::http_server::listen(&ctx.name, addr, router(state), &ctx.telemetry).await
+    }
 }
 
 /// Routes for the zpages server.

@@ -50,6 +50,18 @@ pub enum ActionKind {
 }
 
 impl AttributesConfig {
+    /// The `attributes` processor of these settings: actions on each sample's labels.
+    pub fn attributes_stage(&self) -> Result<super::Stage, String> {
+        Ok(super::Stage::sync(Box::new(AttributesProcessor::new(
+            self,
+        )?)))
+    }
+
+    /// The `resource` processor of these settings: actions on resource attributes.
+    pub fn resource_stage(&self) -> Result<super::Stage, String> {
+        Ok(super::Stage::sync(Box::new(ResourceProcessor::new(self)?)))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.include.is_some() || self.exclude.is_some() {
             return Err("include/exclude on attribute processors is not supported; \

@@ -41,6 +41,12 @@ impl Default for BatchConfig {
 }
 
 impl BatchConfig {
+    /// The `batch` processor of these settings: a task holding data across time.
+    pub fn stage(&self) -> super::Stage {
+        let cfg = self.clone();
+        super::Stage::Task(Box::new(move |rx, tx| tokio::spawn(run(cfg, rx, tx))))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.send_batch_max_size > 0 && self.send_batch_max_size < self.send_batch_size {
             return Err(format!(

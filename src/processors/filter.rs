@@ -68,6 +68,11 @@ pub struct AttributeMatch {
 }
 
 impl FilterConfig {
+    /// The `filter` processor of these settings.
+    pub fn stage(&self) -> Result<super::Stage, String> {
+        Ok(super::Stage::sync(Box::new(FilterProcessor::new(self)?)))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.metrics.metric.is_some() || self.metrics.datapoint.is_some() {
             return Err(

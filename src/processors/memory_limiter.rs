@@ -30,6 +30,11 @@ pub struct MemoryLimiterConfig {
 }
 
 impl MemoryLimiterConfig {
+    /// The `memory_limiter` processor: no stage, a gate at its pipelines' receivers.
+    pub fn stage(&self) -> super::Stage {
+        super::Stage::Gate(self.clone())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.check_interval.is_zero() {
             return Err("check_interval must be set and above 0 (e.g. 1s)".into());

@@ -8,7 +8,8 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use foldhash::{HashMap, HashMapExt};
 
 use super::eval::{check_duplicates, Ctx, Result};
-use super::{format_value, Compat, EvalError, Sample, Value};
+use super::{Compat, EvalError, Sample, Value};
+use crate::model::format_value;
 use crate::model::{Label, Labels};
 
 /// Kahan–Babuška summation step, as Prometheus 3 uses for sums.
@@ -107,7 +108,7 @@ pub(super) fn eval(ctx: &mut Ctx, a: &AggregateExpr, ts: i64) -> Result<Value> {
     // count_values labels each sample with its value first, then groups (as Prometheus).
     let value_label = match (&*op, &param) {
         ("count_values", Some(Value::String(l))) => {
-            if !crate::receivers::prometheus::relabel::is_label_name(l) {
+            if !crate::model::is_label_name(l) {
                 return Err(EvalError::BadData(format!("invalid label name {l:?}")));
             }
             for s in &mut input {

@@ -18,9 +18,7 @@ pub const MAX_REGEX_MATCHERS: usize = 64;
 /// Most bytes of one regex matcher's pattern, and of all of a query's patterns.
 pub const MAX_REGEX_BYTES: usize = 32 << 10;
 pub const MAX_QUERY_REGEX_BYTES: usize = 128 << 10;
-/// Most memory one compiled regex (and, separately, its lazy DFA cache) may take. The regex
-/// crate's own default is 10 MiB, which 64 matchers would turn into 640 MiB.
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+pub use crate::model::regex::{regex_builder, REGEX_SIZE_LIMIT};
 
 /// Below this compiled size a regex is light: cheap to keep in a cache of parsed queries.
 pub const LIGHT_REGEX_SIZE: usize = 64 << 10;
@@ -44,14 +42,6 @@ impl QueryShape {
         };
         query_len * 64 + regexes
     }
-}
-
-/// A regex builder with this module's limits, for every PromQL regex compiled here.
-pub fn regex_builder(pattern: &str) -> RegexBuilder {
-    let mut b = RegexBuilder::new(pattern);
-    b.size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT);
-    b
 }
 
 /// Checks `query` against the limits above. The depth bound is the deepest parenthesis

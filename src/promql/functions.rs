@@ -592,7 +592,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
             let re_src = ctx.eval_string(arg(c, 4)?, ts)?;
             let re = compile_regex(&re_src, ctx.opts.compat)
                 .map_err(|e| EvalError::BadData(format!("invalid regular expression in label_replace(): {e}")))?;
-            if !crate::receivers::prometheus::relabel::is_label_name(&dst) {
+            if !crate::model::is_label_name(&dst) {
                 return Err(EvalError::BadData(format!("invalid destination label name in label_replace(): {dst}")));
             }
             for s in &mut v {
@@ -615,12 +615,12 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
             let mut srcs = Vec::new();
             for e in c.args.args.iter().skip(3) {
                 let s = ctx.eval_string(e, ts)?;
-                if !crate::receivers::prometheus::relabel::is_label_name(&s) {
+                if !crate::model::is_label_name(&s) {
                     return Err(EvalError::BadData(format!("invalid source label name in label_join(): {s}")));
                 }
                 srcs.push(s);
             }
-            if !crate::receivers::prometheus::relabel::is_label_name(&dst) {
+            if !crate::model::is_label_name(&dst) {
                 return Err(EvalError::BadData(format!("invalid destination label name in label_join(): {dst}")));
             }
             for s in &mut v {

@@ -225,20 +225,7 @@ impl Pattern {
 
 /// Compiles a PromQL regex, anchored; dot-all in 3.x.
 pub fn compile_regex(re: &str, compat: Compat) -> Result<Regex, String> {
-    let anchored = match compat {
-        Compat::V3 => format!("^(?s:{re})$"),
-        Compat::V2 => format!("^(?:{re})$"),
-    };
-    bounds::regex_builder(&anchored).build().map_err(|e| {
-        let text = e.to_string();
-        let reason = text
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim_start_matches("error: ")
-            .to_string();
-        format!("invalid regular expression {re:?}: {reason}")
-    })
+    crate::model::regex::compile_anchored(re, compat == Compat::V3)
 }
 
 impl LabelMatcher {
@@ -350,20 +337,6 @@ fn parse_unchecked(query: &str) -> Result<promql_parser::parser::Expr, String> {
     }
 }
 
-/// Formats a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus's API does.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        // Rust's Display is the shortest round-trip form without an exponent, like 'f', -1.
-        format!("{v}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,18 +352,6 @@ mod tests {
             assert!(e.contains("unparseable query: cannot convert"), "{q}: {e}");
         }
         assert!(parse("sum(rate(x[1m]))").is_ok());
-    }
-
-    #[test]
-    fn go_float_formatting() {
-        assert_eq!(format_value(1.0), "1");
-        assert_eq!(format_value(0.1), "0.1");
-        assert_eq!(format_value(1e21), "1000000000000000000000");
-        assert_eq!(format_value(1.5e-7), "0.00000015");
-        assert_eq!(format_value(-0.0), "-0");
-        assert_eq!(format_value(f64::NAN), "NaN");
-        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_value(99.99999999999999), "99.99999999999999");
     }
 
     #[test]

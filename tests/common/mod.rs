@@ -410,7 +410,7 @@ pub fn value(p: &pb::NumberDataPoint) -> Option<f64> {
 
 /// Runs the agent in-process on a config text.
 pub async fn start_agent(yaml: &str) -> meshmetrics::service::Running {
-    let cfg = meshmetrics::config::Config::from_text("test.yaml", yaml)
+    let cfg = meshmetrics::service::Config::from_text("test.yaml", yaml)
         .unwrap_or_else(|e| panic!("config: {e}"));
     meshmetrics::service::Running::start(Arc::new(cfg))
         .await

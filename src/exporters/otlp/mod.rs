@@ -143,6 +143,28 @@ pub enum Compression {
 }
 
 impl OtlpExporterConfig {
+    /// Starts the exporter: OTLP/gRPC (`otlp`), or OTLP/HTTP (`otlphttp`) when `http`.
+    pub fn start(
+        &self,
+        ctx: super::ExporterContext,
+        input: super::Input,
+        http: bool,
+    ) -> Result<super::StartedExporter, String> {
+        let transport: Arc<dyn Transport> = if http {
+            Arc::new(http::HttpTransport::new(self)?)
+        } else {
+            Arc::new(grpc::GrpcTransport::new(self)?)
+        };
+        Ok(super::StartedExporter::task(tokio::spawn(run(
+            ctx.name,
+            Delivery::otlp(self),
+            transport,
+            input,
+            ctx.telemetry,
+            ctx.storage,
+        ))))
+    }
+
     pub fn compression(&self) -> Compression {
         match self.compression.as_deref() {
             Some("none") | Some("") => Compression::None,

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::peer::proto;
+use crate::agent::TargetRegistry;
 use crate::clock::iso8601_ms;
 use crate::model::Labels;
 use crate::promql::LabelMatcher;
-use crate::receivers::prometheus::scrape::TargetRegistry;
 use crate::store::{SelectBounds, SelectStop, Store};
 
 pub use proto::labels_request::Kind as LabelsKind;

@@ -319,6 +319,37 @@ impl PromqlExporterConfig {
 }
 
 impl PromqlExporterConfig {
+    /// Starts the façade: its store (taking over `ctx.window` when the store's bound is
+    /// unchanged, so Flagger's next check sees the same window), its server, and the task
+    /// that ingests the pipeline's samples.
+    pub async fn start(
+        &self,
+        ctx: crate::exporters::ExporterContext,
+        input: crate::exporters::Input,
+    ) -> Result<crate::exporters::StartedExporter, String> {
+        let addr = crate::config::parse_listen_address(&self.endpoint)?;
+        let (router, store) = self.facade(
+            &ctx.name,
+            ctx.telemetry.clone(),
+            ctx.memory_limit,
+            ctx.agent,
+            ctx.window,
+        )?;
+        let server = crate::http_server::listen(&ctx.name, addr, router, &ctx.telemetry).await?;
+        let task = tokio::spawn(run_ingest(
+            ctx.name,
+            self.clone(),
+            store.clone(),
+            input,
+            ctx.telemetry,
+        ));
+        Ok(crate::exporters::StartedExporter {
+            task,
+            server: Some(server),
+            store: Some(store),
+        })
+    }
+
     /// The façade of this config: its store (`window`, the store of the instance it replaces,
     /// when its bound is unchanged: Flagger's next check sees the same window, not an empty
     /// one) and one router for the Prometheus HTTP API, the query page and the peers' gRPC

@@ -23,6 +23,7 @@ use prost::Message;
 use serde::{Deserialize, Deserializer};
 use tokio::net::TcpListener;
 
+use super::ReceiverContext;
 use crate::config::units::de_opt_bytes;
 use crate::extensions::bearer_token_auth::BearerTokenAuth;
 use crate::model::Interner;
@@ -300,15 +301,16 @@ pub struct OtlpReceiver {
 }
 
 impl OtlpReceiver {
-    /// Binds and serves the enabled protocols; `auth` resolves an authenticator id.
-    pub async fn start(
-        name: String,
-        cfg: &OtlpReceiverConfig,
-        out: Fanout,
-        telemetry: SharedTelemetry,
-        gates: SharedGates,
-        auth: &dyn Fn(&str) -> Option<BearerTokenAuth>,
-    ) -> Result<Self, String> {
+    /// Binds and serves the enabled protocols, with the authenticators they name.
+    pub async fn start(cfg: &OtlpReceiverConfig, ctx: ReceiverContext<'_>) -> Result<Self, String> {
+        let ReceiverContext {
+            name,
+            out,
+            telemetry,
+            gates,
+            authenticator: auth,
+            ..
+        } = ctx;
         // A request may decode to 8 times its size limit (OTLP's structs are larger than
         // their wire form); twice that is decoded at once, the rest waits its turn.
         let largest = [

@@ -15,9 +15,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, NumberDataPoint,
 };
 
+use crate::model::format_value;
 use crate::model::{stale_nan, Interner, Label, Labels, MetricFamily, MetricKind, Metrics};
 use crate::model::{ResourceMetrics, Sample};
-use crate::promql::format_value;
 
 /// Data point flag: the source had no value at this time (OTLP's staleness signal).
 const FLAG_NO_RECORDED_VALUE: u32 = 1;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use super::discovery::kubernetes::KubernetesSdConfig;
 use super::discovery::{FileSdConfig, StaticConfig};
 use super::http_auth::{resolve_credentials, Authorization, BasicAuth};
-use super::relabel::RelabelConfig;
 use crate::config::secret::Secret;
 use crate::config::tls::TlsClientConfig;
 use crate::config::units::{de_opt_bytes, de_opt_duration};
+use crate::model::relabel::RelabelConfig;
 
 /// `receivers: prometheus: {config: ...}`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -3,10 +3,8 @@
 pub mod config;
 mod connection;
 pub mod discovery;
-pub mod exposition;
 mod families;
 pub mod http_auth;
-pub mod relabel;
 pub mod scrape;
 mod series;
 pub mod target;
@@ -19,8 +17,10 @@ use tokio::task::JoinSet;
 use self::config::{PrometheusReceiverConfig, ResolvedScrapeConfig, ScrapeConfig};
 use self::discovery::TargetGroup;
 use self::discovery::Update;
-use self::scrape::{DroppedTargets, LoopShared, ScrapeLoop, StopReason, TargetRegistry};
+use self::scrape::{LoopShared, ScrapeLoop, StopReason};
 use self::target::{populate, Dropped, Target};
+use super::ReceiverContext;
+use crate::agent::{DroppedTargets, TargetRegistry};
 use crate::pipeline::Fanout;
 use crate::processors::memory_limiter::SharedGates;
 use crate::telemetry::SharedTelemetry;
@@ -106,22 +106,15 @@ fn settings_key(sc: &ResolvedScrapeConfig) -> String {
 
 impl PrometheusReceiver {
     /// Starts discovery and scraping for every job.
-    pub fn start(
-        name: String,
-        cfg: &PrometheusReceiverConfig,
-        out: Fanout,
-        telemetry: SharedTelemetry,
-        registry: TargetRegistry,
-        gates: SharedGates,
-    ) -> Result<Self, String> {
+    pub fn start(cfg: &PrometheusReceiverConfig, ctx: ReceiverContext) -> Result<Self, String> {
         let resolved = cfg.config.resolve().map_err(|e| e.join("; "))?;
         let mut r = PrometheusReceiver {
-            name,
-            out,
-            telemetry,
-            registry,
+            name: ctx.name,
+            out: ctx.out,
+            telemetry: ctx.telemetry,
+            registry: ctx.targets,
             interner: Arc::new(crate::model::Interner::default()),
-            gates,
+            gates: ctx.gates,
             jobs: HashMap::new(),
         };
         for (sc, raw) in resolved.into_iter().zip(cfg.config.scrape_configs.iter()) {

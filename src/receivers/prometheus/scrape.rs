@@ -7,43 +7,24 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::ResolvedScrapeConfig;
 use super::connection::{
     error_chain, give_buffer, scrape_request, take_buffer, Connection, Connector, POOLED_CAPACITY,
 };
-use super::exposition::{Entry, Format, Parser};
 use super::families::{
     append_stale, assemble, family_index_owners, family_of, resource_for, resource_slot, FamilyKey,
 };
-use super::relabel::{relabel, LabelMap};
 use super::series::{RawSeries, SeriesEntry, Tracked, Tracks};
 use super::target::Target;
+use crate::agent::{TargetRegistry, TargetStatus};
+use crate::model::exposition::{Entry, Format, Parser};
+use crate::model::relabel::{relabel, LabelMap};
 use crate::model::{stale_nan, Interner, Labels, MetricFamily, MetricKind, Metrics, Sample};
 use crate::pipeline::Fanout;
 use crate::telemetry::{SharedTelemetry, Telemetry};
-
-/// What zpages show about a target.
-#[derive(Debug, Clone, Default)]
-pub struct TargetStatus {
-    pub job: String,
-    pub url: String,
-    pub labels: LabelMap,
-    pub discovered: LabelMap,
-    pub last_scrape_unix_ms: i64,
-    pub last_duration: Duration,
-    pub last_samples: usize,
-    /// Samples of the last scrape dropped for a timestamp out of bounds.
-    pub last_out_of_bounds: usize,
-    /// Out-of-bounds samples dropped since the target was found.
-    pub out_of_bounds_total: u64,
-    pub last_error: Option<String>,
-    pub health: &'static str,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
 
 /// A sample whose own timestamp is further ahead of the scrape than this is dropped: a
 /// target with a clock gone wrong would otherwise pin its series in a query window past
@@ -61,28 +42,6 @@ pub fn set_past_sample_limit(limit: Duration) {
     let ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
     PAST_SAMPLE_LIMIT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
-
-/// Every live target's status by target key, and the targets relabeling dropped, by job:
-/// what targetz and `/api/v1/targets` show.
-#[derive(Default)]
-pub struct TargetTable {
-    pub active: Mutex<std::collections::BTreeMap<u64, TargetStatus>>,
-    pub dropped: Mutex<std::collections::BTreeMap<String, DroppedTargets>>,
-}
-
-/// One job's dropped targets: how many, and the discovered labels of the first
-/// [`DroppedTargets::SHOWN`] (a cluster-wide pod discovery can drop thousands).
-#[derive(Debug, Clone, Default)]
-pub struct DroppedTargets {
-    pub count: usize,
-    pub shown: Vec<LabelMap>,
-}
-
-impl DroppedTargets {
-    pub const SHOWN: usize = 1000;
-}
-
-pub type TargetRegistry = Arc<TargetTable>;
 
 /// A sample's exposed name and the addresses of its series' final name, job and instance:
 /// samples equal in these belong to one family.
@@ -870,7 +829,7 @@ fn raw_key(series: &[u8]) -> [u64; 2] {
     [(hash >> 64) as u64, hash as u64]
 }
 
-fn parse_error(url: &str, e: super::exposition::ParseError) -> ScrapeError {
+fn parse_error(url: &str, e: crate::model::exposition::ParseError) -> ScrapeError {
     ScrapeError(format!(
         "scrape of {url} failed: parse error at line {}: {}",
         e.line, e.message

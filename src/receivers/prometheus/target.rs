@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::config::ResolvedScrapeConfig;
-use super::relabel::{relabel, LabelMap};
 use crate::config::units::{format_duration, parse_duration};
+use crate::model::relabel::{relabel, LabelMap};
 
 /// A target after relabeling, ready to scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -257,7 +257,7 @@ pub async fn label_values(
     a: Admitted,
 ) -> Response {
     let p = a.params;
-    if !crate::receivers::prometheus::relabel::is_label_name(&name) {
+    if !crate::model::is_label_name(&name) {
         return bad_data(format!("invalid label name: {name:?}"));
     }
     match answer(&st, &p, LabelsKind::Values, &name).await {

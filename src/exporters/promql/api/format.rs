@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::promql::{format_value, Value};
+use crate::model::format_value;
+use crate::promql::Value;
 
 /// The furthest time from the epoch a request may name, in ms (about 146 million years):
 /// room enough that no sum of it with a duration or an offset the evaluator forms overflows

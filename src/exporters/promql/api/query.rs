@@ -12,10 +12,11 @@ use super::{bad_data, error, param, success_with_warnings, Admitted, ApiState, P
 use crate::exporters::promql::canaryz::{flagger_value, Check};
 use crate::exporters::promql::now_ms;
 use crate::exporters::promql::queryz::QueryRecord;
+use crate::model::format_value;
 use crate::promql::bounds::QueryShape;
 use crate::promql::{
-    explain, explanation_selections, format_value, instant_query, is_thin, range_query, selections,
-    EvalError, EvalOptions, Queryable, Value,
+    explain, explanation_selections, instant_query, is_thin, range_query, selections, EvalError,
+    EvalOptions, Queryable, Value,
 };
 
 /// Parsed queries kept by text, bounded in bytes (each entry counted at what its text,

@@ -23,7 +23,7 @@ pub struct PeerService {
     /// The longest an answer may take when the caller sets no deadline.
     pub timeout: Duration,
     /// This agent's scrape targets, for `Targets`.
-    pub targets: crate::receivers::prometheus::scrape::TargetRegistry,
+    pub targets: crate::agent::TargetRegistry,
     /// This façade's random number, sent with each answer (`responder_id`).
     pub id: u64,
 }
@@ -185,7 +185,7 @@ impl Peer for PeerService {
         let kind = proto::labels_request::Kind::try_from(req.kind)
             .map_err(|_| tonic::Status::invalid_argument(format!("unknown kind {}", req.kind)))?;
         if kind == proto::labels_request::Kind::Values
-            && !crate::receivers::prometheus::relabel::is_label_name(&req.label_name)
+            && !crate::model::is_label_name(&req.label_name)
         {
             return Err(tonic::Status::invalid_argument(format!(
                 "invalid label name: {:?}",

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
-use super::relabel::LabelMap;
 use crate::config::units::de_opt_duration;
+use crate::model::relabel::LabelMap;
 
 pub mod kubernetes;
 

@@ -1,7 +1,7 @@
 //! OpenTelemetry `k8s.*` resource attributes for a target, read from the discovery labels it
 //! was found with: no API call per target or sample.
 
-use crate::receivers::prometheus::relabel::LabelMap;
+use crate::model::relabel::LabelMap;
 
 const PAIRS: &[(&str, &[&str])] = &[
     ("k8s.namespace.name", &["__meta_kubernetes_namespace"]),

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
 use super::super::TargetGroup;
-use crate::receivers::prometheus::relabel::LabelMap;
+use crate::model::relabel::LabelMap;
 
 const META: &str = "__meta_kubernetes_";
 

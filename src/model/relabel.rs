@@ -4,6 +4,8 @@
 //! as `^(?s:...)$`, replacements expand `$1`, `${1}` and `${name}`.
 
 use regex::Regex;
+
+use super::is_label_name;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -62,7 +64,7 @@ pub struct RelabelRegex {
 impl RelabelRegex {
     pub fn new(source: &str) -> Result<Self, String> {
         // Prometheus anchors relabel regexes exactly as PromQL 3 does.
-        let regex = crate::promql::compile_regex(source, crate::promql::Compat::V3)?;
+        let regex = super::regex::compile_anchored(source, true)?;
         Ok(RelabelRegex {
             source: source.to_string(),
             regex,
@@ -149,15 +151,6 @@ pub fn action_name(a: Action) -> &'static str {
         Action::Lowercase => "lowercase",
         Action::Uppercase => "uppercase",
     }
-}
-
-pub fn is_label_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// A label set being relabeled. Ordered so results are deterministic.

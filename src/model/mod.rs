@@ -6,6 +6,15 @@
 //! entry and then only reference-counted; each label is one pointer to a (name, value) pair
 //! that the series with that label share.
 
+pub mod exposition;
+pub mod names;
+pub mod regex;
+pub mod relabel;
+pub mod value;
+
+pub use names::is_label_name;
+pub use value::format_value;
+
 use std::sync::Arc;
 
 /// Prometheus's staleness marker: a NaN with this exact bit pattern.
