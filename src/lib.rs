@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of modules.
 
 pub mod agent;
+pub mod auth;
 pub mod canary;
 pub mod clock;
 pub mod config;

@@ -5,7 +5,8 @@
 
 use serde::Deserialize;
 
-use crate::config::secret::{credential, read_secret_file, Secret};
+use crate::auth::Credentials;
+use crate::config::secret::{read_secret_file, Secret};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -67,13 +68,10 @@ impl BearerTokenAuth {
         let Some(token) = self.token().filter(|t| !t.is_empty()) else {
             return false;
         };
-        let mut ok = false;
-        for v in values {
-            if let Some(p) = credential(v, self.cfg.scheme.as_bytes()) {
-                ok |= token.matches(p);
-            }
-        }
-        ok
+        let values: Vec<&str> = values.filter_map(|v| std::str::from_utf8(v).ok()).collect();
+        Credentials::token(&self.cfg.scheme, token)
+            .admit(values)
+            .is_some()
     }
 }
 

@@ -6,10 +6,10 @@
 
 pub mod components;
 pub mod config;
+mod graph;
 
 pub use config::Config;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,19 +18,15 @@ use tokio::task::JoinHandle;
 
 use crate::agent::AgentState;
 use crate::config::{same_port, ComponentId};
-use crate::exporters::{ExporterContext, StartedExporter};
+use crate::exporters::StartedExporter;
 use crate::extensions::health_check::{Health, HealthState};
-use crate::extensions::ExtensionContext;
 use crate::http_server::Served;
 use crate::model::Metrics;
-use crate::pipeline::{run_fanout, Fanout, CHANNEL_CAPACITY};
-use crate::processors::memory_limiter::{self, MemoryGate, SharedGates};
-use crate::processors::Stage;
-use crate::receivers::ReceiverContext;
+use crate::pipeline::Fanout;
+use crate::processors::memory_limiter::SharedGates;
 use crate::store::Store;
 use crate::telemetry::{SharedTelemetry, Telemetry};
-use components::{authenticator, exporter_fingerprint, memory_limit, storage_for};
-use components::{ExtensionConfig, StartedReceiver};
+use components::StartedReceiver;
 
 /// An HTTP server we started, by name (`health_check`, `zpages`, `telemetry`, or a `promql`
 /// exporter's id).
@@ -226,290 +222,6 @@ impl Running {
         }
         running.health.set(Health::Ready);
         Ok((running, deferred))
-    }
-
-    /// Extensions and the self-metrics server: kept when their config is unchanged.
-    async fn start_servers(&mut self, old: Vec<(String, Server)>) -> Result<(), String> {
-        let cfg = self.cfg.clone();
-        let extension_fp = |id: &ComponentId, ext: &ExtensionConfig| format!("{id} {ext:#?}");
-        let telemetry_fp = format!("telemetry {:#?}", cfg.raw.service.telemetry.metrics);
-        let telemetry_addr = cfg.raw.service.telemetry.metrics.listen_address()?;
-        let mut wanted: Vec<String> = cfg
-            .extensions
-            .iter()
-            .filter_map(|id| Some(extension_fp(id, cfg.raw.extensions.get(id)?)))
-            .collect();
-        if telemetry_addr.is_some() {
-            wanted.push(telemetry_fp.clone());
-        }
-        for (fp, server) in old {
-            if wanted.contains(&fp) {
-                self.servers.push((fp, server));
-            } else {
-                server.stop().await;
-            }
-        }
-        for id in &cfg.extensions {
-            let Some(ext) = cfg.raw.extensions.get(id) else {
-                continue;
-            };
-            let fp = extension_fp(id, ext);
-            if self.servers.iter().any(|(f, _)| *f == fp) {
-                continue;
-            }
-            let ctx = ExtensionContext {
-                name: id.to_string(),
-                health: self.health.clone(),
-                telemetry: self.telemetry.clone(),
-                agent: self.agent.clone(),
-            };
-            let served = ext.start(ctx).await.map_err(|e| format!("{id}: {e}"))?;
-            if let Some(served) = served {
-                let name = id.to_string();
-                self.servers.push((fp, Server { name, served }));
-            }
-        }
-        if let Some(addr) = telemetry_addr {
-            if !self.servers.iter().any(|(f, _)| *f == telemetry_fp) {
-                let router = crate::telemetry::metrics_router(self.telemetry.clone());
-                let served = crate::http_server::listen(
-                    "service.telemetry.metrics",
-                    addr,
-                    router,
-                    &self.telemetry,
-                )
-                .await
-                .map_err(|e| format!("service.telemetry.metrics: {e}"))?;
-                let name = "telemetry".to_string();
-                self.servers.push((telemetry_fp, Server { name, served }));
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts one exporter on `input`; `window` is the store of the `promql` instance it
-    /// replaces.
-    async fn start_exporter(
-        &self,
-        id: &ComponentId,
-        input: mpsc::Receiver<Metrics>,
-        window: Option<Arc<Store>>,
-    ) -> Result<StartedExporter, String> {
-        let ec = self
-            .cfg
-            .raw
-            .exporters
-            .get(id)
-            .ok_or_else(|| format!("exporter {id} is not configured"))?;
-        let ctx = ExporterContext {
-            name: id.to_string(),
-            telemetry: self.telemetry.clone(),
-            agent: self.agent.clone(),
-            storage: storage_for(&self.cfg, id),
-            memory_limit: memory_limit(&self.cfg),
-            window,
-        };
-        ec.start(ctx, input)
-            .await
-            .map_err(|e| format!("exporter {id}: {e}"))
-    }
-
-    /// Exporters used by any pipeline: reused when unchanged, started when new, and for
-    /// changed ones a fresh input now and a restart once the old instance has drained.
-    /// Returns every exporter's input.
-    async fn start_exporters(
-        &mut self,
-        old: &mut Vec<(ComponentId, ExporterHandle)>,
-    ) -> Result<(HashMap<ComponentId, mpsc::Sender<Metrics>>, Vec<Deferred>), String> {
-        let cfg = self.cfg.clone();
-        let mut inputs = HashMap::new();
-        let mut deferred = Vec::new();
-        for id in cfg.pipelines.iter().flat_map(|p| &p.exporters) {
-            if inputs.contains_key(id) {
-                continue;
-            }
-            let fingerprint = exporter_fingerprint(&cfg, id);
-            let previous = old
-                .iter()
-                .position(|(i, _)| i == id)
-                .map(|i| old.remove(i).1);
-            match previous {
-                Some(h) if h.fingerprint == fingerprint => {
-                    inputs.insert(id.clone(), h.input.clone());
-                    self.exporters.push((id.clone(), h));
-                }
-                previous => {
-                    let (tx, rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
-                    inputs.insert(id.clone(), tx.clone());
-                    if previous.is_some() {
-                        deferred.push(Deferred {
-                            id: id.clone(),
-                            old: previous,
-                            fingerprint,
-                            rx,
-                            tx,
-                        });
-                        continue;
-                    }
-                    let started = self.start_exporter(id, rx, None).await?;
-                    let handle = ExporterHandle {
-                        fingerprint,
-                        input: tx,
-                        started,
-                    };
-                    self.exporters.push((id.clone(), handle));
-                }
-            }
-        }
-        Ok((inputs, deferred))
-    }
-
-    /// Memory limiters: one gate per processor id, closed at the receivers of its pipelines.
-    /// Returns each receiver's gates.
-    fn start_memory_gates(&mut self) -> HashMap<ComponentId, Vec<Arc<MemoryGate>>> {
-        let mut gates: HashMap<ComponentId, Arc<MemoryGate>> = HashMap::new();
-        let mut receiver_gates: HashMap<ComponentId, Vec<Arc<MemoryGate>>> = HashMap::new();
-        for p in &self.cfg.pipelines {
-            for pid in &p.processors {
-                let Some(Ok(Stage::Gate(m))) = self.cfg.raw.processors.get(pid).map(|p| p.stage())
-                else {
-                    continue;
-                };
-                let gate = gates
-                    .entry(pid.clone())
-                    .or_insert_with(|| {
-                        let gate = Arc::new(MemoryGate::default());
-                        let task = memory_limiter::run(pid.to_string(), m, gate.clone());
-                        self.background.push(tokio::spawn(task));
-                        gate
-                    })
-                    .clone();
-                for r in &p.receivers {
-                    receiver_gates
-                        .entry(r.clone())
-                        .or_default()
-                        .push(gate.clone());
-                }
-            }
-        }
-        receiver_gates
-    }
-
-    /// Pipelines: input → processor stages → fan-out to the exporters. Returns each
-    /// receiver's outputs (the inputs of its pipelines).
-    fn build_pipelines(
-        &mut self,
-        exporter_inputs: HashMap<ComponentId, mpsc::Sender<Metrics>>,
-    ) -> Result<HashMap<ComponentId, Vec<mpsc::Sender<Metrics>>>, String> {
-        let mut outputs: HashMap<ComponentId, Vec<mpsc::Sender<Metrics>>> = HashMap::new();
-        for p in &self.cfg.pipelines {
-            let (input_tx, mut rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
-            for pid in &p.processors {
-                let Some(pc) = self.cfg.raw.processors.get(pid) else {
-                    continue;
-                };
-                match pc.stage().map_err(|e| format!("{pid}: {e}"))? {
-                    Stage::Gate(_) => continue, // acts at the receivers, not on the data
-                    Stage::Task(start) => {
-                        let (tx, next_rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
-                        self.stages.push(start(rx, tx));
-                        rx = next_rx;
-                    }
-                }
-            }
-            let outs: Vec<mpsc::Sender<Metrics>> = p
-                .exporters
-                .iter()
-                .filter_map(|e| exporter_inputs.get(e).cloned())
-                .collect();
-            self.stages
-                .push(tokio::spawn(run_fanout(rx, Fanout::new(outs))));
-            for r in &p.receivers {
-                outputs.entry(r.clone()).or_default().push(input_tx.clone());
-            }
-        }
-        Ok(outputs)
-    }
-
-    /// Receivers last: kept ones are repointed at the new pipelines (and take new settings
-    /// when their config changed); new ones start; removed ones stop.
-    async fn start_receivers(
-        &mut self,
-        mut old: Vec<(ComponentId, ReceiverHandle)>,
-        mut outputs: HashMap<ComponentId, Vec<mpsc::Sender<Metrics>>>,
-        mut gates: HashMap<ComponentId, Vec<Arc<MemoryGate>>>,
-    ) -> Result<(), String> {
-        let cfg = self.cfg.clone();
-        let auth = |name: &str| authenticator(&cfg, name);
-        for (id, rc) in &cfg.raw.receivers.0 {
-            let Some(outs) = outputs.remove(id) else {
-                continue;
-            };
-            let gate_list = gates.remove(id).unwrap_or_default();
-            let fingerprint = rc.fingerprint(&cfg);
-            let previous = old
-                .iter()
-                .position(|(i, _)| i == id)
-                .map(|i| old.remove(i).1);
-            let handle = match previous {
-                Some(mut h) => {
-                    h.out.replace(outs);
-                    h.gates.store(Arc::new(gate_list));
-                    if h.fingerprint != fingerprint {
-                        let ctx = self.receiver_context(id, &h.out, &h.gates, &auth);
-                        h.receiver = h
-                            .receiver
-                            .update(rc, ctx)
-                            .await
-                            .map_err(|e| format!("receiver {id}: {e}"))?;
-                        h.fingerprint = fingerprint;
-                    }
-                    h
-                }
-                None => {
-                    let out = Fanout::new(outs);
-                    let gates: SharedGates = Arc::new(arc_swap::ArcSwap::from_pointee(gate_list));
-                    let ctx = self.receiver_context(id, &out, &gates, &auth);
-                    let receiver = rc
-                        .start(ctx)
-                        .await
-                        .map_err(|e| format!("receiver {id}: {e}"))?;
-                    ReceiverHandle {
-                        fingerprint,
-                        receiver,
-                        out,
-                        gates,
-                    }
-                }
-            };
-            self.receivers.push((id.clone(), handle));
-        }
-        for (id, h) in old {
-            tracing::info!(receiver = %id, "receiver removed by reload");
-            h.receiver.shutdown().await;
-            h.out.replace(Vec::new());
-        }
-        Ok(())
-    }
-
-    fn receiver_context<'a>(
-        &self,
-        id: &ComponentId,
-        out: &Fanout,
-        gates: &SharedGates,
-        authenticator: &'a dyn Fn(
-            &str,
-        )
-            -> Option<crate::extensions::bearer_token_auth::BearerTokenAuth>,
-    ) -> ReceiverContext<'a> {
-        ReceiverContext {
-            name: id.to_string(),
-            out: out.clone(),
-            telemetry: self.telemetry.clone(),
-            gates: gates.clone(),
-            targets: self.agent.targets.clone(),
-            authenticator,
-        }
     }
 
     /// The query façade stores, by exporter id.

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::config::secret::{constant_time_eq, credential, read_secret_file, Secret};
+pub use crate::auth::Credentials;
+use crate::config::secret::{read_secret_file, Secret};
 use crate::config::units::{de_duration, de_opt_bytes, de_opt_duration};
 use crate::model::Metrics;
 use crate::promql::{Compat, EvalOptions};
@@ -126,7 +127,7 @@ impl AuthConfig {
     /// The tokens and users, read from files where given; errors start with the key's path
     /// below `auth` (".bearer_token_file: ...").
     pub fn credentials(&self) -> Result<Credentials, String> {
-        let mut c = Credentials::default();
+        let mut c = Credentials::facade();
         if let Some(t) = &self.bearer_token {
             if !t.is_empty() {
                 c.tokens.push(t.clone());
@@ -166,76 +167,6 @@ pub struct BasicUser {
     pub password_file: Option<String>,
 }
 
-/// Resolved credentials.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    pub tokens: Vec<Secret>,
-    pub users: Vec<(String, Secret)>,
-}
-
-impl Credentials {
-    /// No credentials: every caller is admitted.
-    pub fn is_open(&self) -> bool {
-        self.tokens.is_empty() && self.users.is_empty()
-    }
-
-    /// Who presents valid credentials among these `Authorization` values (`Bearer` or
-    /// `Basic`; several values, or several comma-separated in one, as Flagger may send
-    /// them), compared in constant time; `None` if none admits. Never the secret itself. A
-    /// bearer token is also taken as the password of basic auth, with any user name, so that
-    /// a browser's prompt opens the query page of a façade that has tokens only.
-    pub fn admit<'a>(&self, authorization: impl IntoIterator<Item = &'a str>) -> Option<String> {
-        use base64::Engine;
-        if self.is_open() {
-            return Some("anonymous".into());
-        }
-        for v in authorization {
-            for part in v.split(',') {
-                if let Some(token) = credential(part.as_bytes(), b"bearer") {
-                    if self.tokens.iter().any(|t| t.matches(token)) {
-                        return Some("bearer token".into());
-                    }
-                } else if let Some(pair) = credential(part.as_bytes(), b"basic") {
-                    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(pair) else {
-                        continue;
-                    };
-                    let decoded = String::from_utf8_lossy(&decoded);
-                    let Some((u, p)) = decoded.split_once(':') else {
-                        continue;
-                    };
-                    if self.users.iter().any(|(cu, cp)| {
-                        constant_time_eq(cu.as_bytes(), u.as_bytes()) & cp.matches(p.as_bytes())
-                    }) {
-                        return Some(format!("basic user {u}"));
-                    }
-                    // A bearer token typed as the password of a browser's basic-auth prompt
-                    // (the query page behind a token-only façade): the same secret.
-                    if self.tokens.iter().any(|t| t.matches(p.as_bytes())) {
-                        return Some("bearer token (as a basic-auth password)".into());
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    /// The `Authorization` value this agent presents to its peers: its first bearer token,
-    /// else its first basic user. Agents of one DaemonSet share one config, so what admits
-    /// a caller here admits this agent there.
-    pub fn authorization(&self) -> Option<Secret> {
-        use base64::Engine;
-        if let Some(t) = self.tokens.first() {
-            return Some(Secret::new(format!("Bearer {}", t.expose())));
-        }
-        let (u, p) = self.users.first()?;
-        let pair = format!("{u}:{}", p.expose());
-        Some(Secret::new(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(pair)
-        )))
-    }
-}
-
 impl PromqlExporterConfig {
     pub fn validate(&self) -> Result<(), String> {
         crate::config::parse_listen_address(&self.endpoint)?;
@@ -271,7 +202,7 @@ impl PromqlExporterConfig {
     pub fn credentials(&self) -> Result<Credentials, String> {
         match &self.auth {
             Some(a) => a.credentials().map_err(|e| format!("auth{e}")),
-            None => Ok(Credentials::default()),
+            None => Ok(Credentials::facade()),
         }
     }
 
