@@ -49,6 +49,13 @@ enum Command {
     },
     /// List the component types this build supports.
     Components,
+    /// Print the JSON Schema of the config file (for yaml-language-server and other
+    /// editors), or the configuration reference generated from it.
+    Schema {
+        /// `json` (the schema) or `markdown` (docs/configuration.md).
+        #[arg(long, default_value = "json", value_parser = ["json", "markdown"])]
+        format: String,
+    },
     /// Flagger canaries: what their analysis would conclude now, and why.
     Canary {
         #[command(subcommand)]
@@ -236,6 +243,18 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Components) => {
             components();
+            ExitCode::SUCCESS
+        }
+        Some(Command::Schema { format }) => {
+            let schema = meshmetrics::service::schema::json_schema();
+            if format == "markdown" {
+                print!("{}", meshmetrics::service::schema::markdown(&schema));
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&schema).unwrap_or_default()
+                );
+            }
             ExitCode::SUCCESS
         }
         Some(Command::Canary {

@@ -118,6 +118,10 @@ pub trait ComponentSection: Sized {
     const UNSUPPORTED: &'static [&'static str];
     fn deserialize_typed<'de, A: MapAccess<'de>>(kind: &str, map: &mut A)
         -> Result<Self, A::Error>;
+    /// The JSON Schema of each supported type's settings, by type name.
+    fn kind_schemas(
+        generator: &mut schemars::SchemaGenerator,
+    ) -> Vec<(&'static str, schemars::Schema)>;
 }
 
 pub fn typed<'de, A: MapAccess<'de>, T: Deserialize<'de> + Default>(
@@ -212,6 +216,33 @@ impl<C> ComponentMap<C> {
     }
     pub fn ids(&self) -> impl Iterator<Item = &ComponentId> {
         self.0.iter().map(|(i, _)| i)
+    }
+}
+
+impl<C: ComponentSection> schemars::JsonSchema for ComponentMap<C> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("{}s", C::NOUN).into()
+    }
+    /// Components by id (`type` or `type/name`), each with its type's settings; empty
+    /// settings (`debug:`) take every default.
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut patterns = serde_json::Map::new();
+        for (kind, schema) in C::kind_schemas(generator) {
+            patterns.insert(
+                format!("^{kind}(/[^/\\s]+)?$"),
+                serde_json::json!({ "anyOf": [schema, { "type": "null" }] }),
+            );
+        }
+        schemars::json_schema!({
+            "type": ["object", "null"],
+            "description": format!(
+                "{}s by id: `type` or `type/name`, with the type's settings (supported: {}).",
+                C::NOUN,
+                C::SUPPORTED.join(", ")
+            ),
+            "patternProperties": patterns,
+            "additionalProperties": false
+        })
     }
 }
 

@@ -74,6 +74,18 @@ impl std::fmt::Display for Secret {
     }
 }
 
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A secret: never logged or shown. Usually `${env:NAME}` or `${file:/path}`."
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     /// An empty value (`key:` with nothing after it, as an unset `${env:VAR}` leaves) is an
     /// empty secret, so the component's own check can say which value is missing.

@@ -7,22 +7,25 @@ use std::net::SocketAddr;
 use super::parse_listen_address;
 
 /// `service.telemetry`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
+    /// Where the agent serves its own metrics (`/metrics`).
     #[serde(default)]
     pub metrics: TelemetryMetricsConfig,
+    /// The agent's logs: level and encoding.
     #[serde(default)]
     pub logs: TelemetryLogsConfig,
     /// Collector keys with no effect here (accepted, with a warning).
     #[serde(default)]
     pub resource: Option<serde_json::Value>,
+    /// A collector setting with no effect here (accepted with a warning).
     #[serde(default)]
     pub traces: Option<serde_json::Value>,
 }
 
 /// `service.telemetry.metrics`: where the agent serves its own `otelcol_*` metrics.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryMetricsConfig {
     /// `none` turns self metrics off; `basic`, `normal` and `detailed` all serve them.
@@ -78,8 +81,9 @@ impl TelemetryMetricsConfig {
 
 /// `service.telemetry.logs`. Unknown keys land in `ignored` and are checked in `validate`
 /// (serde cannot deny unknown fields beside a flattened map).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct TelemetryLogsConfig {
+    /// The least severe level logged: `debug`, `info`, `warn` or `error`.
     #[serde(default = "default_log_level")]
     pub level: String,
     /// `console` or `json`.

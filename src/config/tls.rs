@@ -4,7 +4,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 /// Prometheus `tls_config` / collector `tls` settings for an outgoing connection.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsClientConfig {
     /// CA bundle (PEM) to verify the server with, instead of the bundled web roots.

@@ -126,6 +126,39 @@ pub fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
     }
 }
 
+/// How a duration is written in a config, for its JSON Schema: Go's form (`30s`, `1m30s`,
+/// `500ms`, `1h`).
+pub struct DurationText;
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "integer"],
+            "description": "A duration: numbers with units (ns, us, ms, s, m, h, d, w, y) as in 30s, 1m30s or 500ms; a bare integer counts nanoseconds, as in the collector.",
+            "pattern": "^(0|([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h|d|w|y))+)$"
+        })
+    }
+}
+
+/// How a byte size is written in a config, for its JSON Schema: a number of bytes, or one
+/// with a unit (`512MiB`, `10MB`).
+pub struct ByteSize;
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "description": "A size: a number of bytes, or a number with a unit (B, KB or KiB, MB or MiB, GB or GiB, TB or TiB; each a power of 1024)."
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,17 @@ use tokio::sync::mpsc;
 use crate::model::{is_stale_nan, Metrics};
 use crate::telemetry::{SharedTelemetry, Telemetry};
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DebugExporterConfig {
+    /// How much of each batch is logged: `basic` (counts), `normal` (one line per series) or
+    /// `detailed` (every sample).
     #[serde(default = "default_verbosity")]
     pub verbosity: String,
     /// Accepted for compatibility with collector configs; every batch is logged.
     #[serde(default)]
     pub sampling_initial: Option<u64>,
+    /// Accepted for compatibility with collector configs; every batch is logged.
     #[serde(default)]
     pub sampling_thereafter: Option<u64>,
 }

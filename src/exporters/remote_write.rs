@@ -17,7 +17,7 @@ use crate::config::units::de_opt_duration;
 use crate::model::Metrics;
 
 /// `exporters: prometheusremotewrite:`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteConfig {
     /// The receiver's URL (`http://vminsert:8480/insert/0/prometheus/api/v1/write`).
@@ -27,7 +27,9 @@ pub struct RemoteWriteConfig {
     pub headers: BTreeMap<String, Secret>,
     /// Per-request timeout (5s).
     #[serde(default, deserialize_with = "de_opt_duration")]
+    #[schemars(with = "Option<crate::config::units::DurationText>")]
     pub timeout: Option<Duration>,
+    /// TLS settings for the remote write endpoint.
     #[serde(default)]
     pub tls: TlsClientConfig,
     /// Labels added to every series that does not have them.
@@ -43,13 +45,15 @@ pub struct RemoteWriteConfig {
     /// names a `file_storage` extension to keep it on disk.
     #[serde(default = "default_queue")]
     pub remote_write_queue: QueueConfig,
+    /// Retries of failed sends, with exponential backoff.
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceConversion {
+    /// Whether resource attributes become labels of every series.
     #[serde(default)]
     pub enabled: bool,
 }

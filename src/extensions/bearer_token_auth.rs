@@ -8,14 +8,17 @@ use serde::Deserialize;
 use crate::auth::Credentials;
 use crate::config::secret::{read_secret_file, Secret};
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BearerTokenAuthConfig {
     /// The word before the token in `Authorization` (the collector's default: `Bearer`).
     #[serde(default = "default_scheme")]
     pub scheme: String,
+    /// The token callers must present (or `filename`).
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A file holding the token, read again on every check (a rotated Secret takes effect
+    /// without a restart).
     #[serde(default)]
     pub filename: Option<String>,
 }

@@ -9,29 +9,36 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
+    /// The address the health check listens on.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
+    /// The path answering 200 when healthy and 503 otherwise.
     #[serde(default = "default_path")]
     pub path: String,
+    /// Whether failing exporters turn the health check red.
     #[serde(default)]
     pub check_collector_pipeline: PipelineCheck,
 }
 
 /// `check_collector_pipeline`, as the collector's health check: unhealthy while some
 /// exporter failed `exporter_failure_threshold` attempts or more within `interval`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineCheck {
+    /// Whether exporter failures count.
     #[serde(default)]
     pub enabled: bool,
+    /// The window failed sends are counted in.
     #[serde(
         default = "default_check_interval",
         deserialize_with = "crate::config::units::de_duration"
     )]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub interval: std::time::Duration,
+    /// Failed sends within `interval` that turn the check red.
     #[serde(default = "default_failure_threshold")]
     pub exporter_failure_threshold: usize,
 }

@@ -13,9 +13,10 @@ use std::time::SystemTime;
 
 use crate::agent::AgentState;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ZpagesConfig {
+    /// The address the pages are served on.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
 }

@@ -10,21 +10,29 @@ use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
 /// One relabel rule as written in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RelabelConfig {
+    /// Labels whose values are joined with `separator` and matched.
     #[serde(default)]
     pub source_labels: Vec<String>,
+    /// What joins the source labels' values.
     #[serde(default = "default_separator")]
     pub separator: String,
+    /// Matched against the joined source values (anchored at both ends).
     #[serde(default)]
     pub regex: RelabelRegex,
+    /// For `hashmod`: the modulus of the hash of the joined source values.
     #[serde(default)]
     pub modulus: u64,
+    /// The label `replace`, `hashmod`, `lowercase` and `uppercase` write.
     #[serde(default)]
     pub target_label: String,
+    /// What `replace` writes to `target_label`; `$1`, `${name}` refer to the regex's groups.
     #[serde(default = "default_replacement")]
     pub replacement: String,
+    /// What the rule does: `replace`, `keep`, `drop`, `keepequal`, `dropequal`, `hashmod`,
+    /// `labelmap`, `labeldrop`, `labelkeep`, `lowercase` or `uppercase`.
     #[serde(default)]
     pub action: Action,
 }
@@ -37,7 +45,7 @@ fn default_replacement() -> String {
     "$1".into()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     #[default]
@@ -75,6 +83,18 @@ impl RelabelRegex {
 impl Default for RelabelRegex {
     fn default() -> Self {
         RelabelRegex::new("(.*)").expect("the default regex compiles")
+    }
+}
+
+impl schemars::JsonSchema for RelabelRegex {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Regex".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "An RE2 regular expression, anchored at both ends."
+        })
     }
 }
 

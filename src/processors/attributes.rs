@@ -7,37 +7,48 @@ use sha1::{Digest, Sha1};
 use super::Processor;
 use crate::model::Metrics;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributesConfig {
-    /// `actions:` on the attributes processor; the resource processor calls it `attributes:`.
+    /// The actions, in order (`attributes:` is accepted too).
     #[serde(default, alias = "attributes")]
     pub actions: Vec<AttributeAction>,
     /// Collector include/exclude clauses on attributes processors are not supported.
     #[serde(default)]
     pub include: Option<serde_json::Value>,
+    /// Collector include/exclude clauses are not supported (refused).
     #[serde(default)]
     pub exclude: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeAction {
+    /// The attribute (label) the action works on.
     pub key: String,
+    /// What to do: `insert` (only when absent), `update` (only when present), `upsert`,
+    /// `delete`, or `hash` (the value's SHA-1). The collector's `extract` and `convert` are
+    /// refused.
     pub action: ActionKind,
+    /// The value `insert`, `update` and `upsert` set.
     #[serde(default)]
     pub value: Option<String>,
+    /// Take the value from this other attribute instead of `value`.
     #[serde(default)]
     pub from_attribute: Option<String>,
+    /// A collector request-context source; not available here (refused with `insert`, `update`
+    /// and `upsert`).
     #[serde(default)]
     pub from_context: Option<String>,
+    /// A collector setting for `extract`, which is refused; other actions ignore it.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// A collector setting for `convert`, which is refused.
     #[serde(default)]
     pub converted_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
     Insert,
@@ -49,17 +60,40 @@ pub enum ActionKind {
     Convert,
 }
 
+/// The `resource` processor's settings: actions on resource attributes.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// The actions, in order (`actions:` is accepted too).
+    #[serde(default, alias = "actions")]
+    pub attributes: Vec<AttributeAction>,
+}
+
+impl ResourceConfig {
+    fn as_actions(&self) -> AttributesConfig {
+        AttributesConfig {
+            actions: self.attributes.clone(),
+            ..AttributesConfig::default()
+        }
+    }
+
+    /// The `resource` processor of these settings.
+    pub fn stage(&self) -> Result<super::Stage, String> {
+        let p = ResourceProcessor::new(&self.as_actions())?;
+        Ok(super::Stage::sync(Box::new(p)))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.as_actions().validate()
+    }
+}
+
 impl AttributesConfig {
     /// The `attributes` processor of these settings: actions on each sample's labels.
     pub fn attributes_stage(&self) -> Result<super::Stage, String> {
         Ok(super::Stage::sync(Box::new(AttributesProcessor::new(
             self,
         )?)))
-    }
-
-    /// The `resource` processor of these settings: actions on resource attributes.
-    pub fn resource_stage(&self) -> Result<super::Stage, String> {
-        Ok(super::Stage::sync(Box::new(ResourceProcessor::new(self)?)))
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -8,7 +8,7 @@ use crate::config::units::de_duration;
 use crate::model::{Metrics, ResourceMetrics};
 
 /// `processors: batch:`. Defaults are the collector's.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Points that trigger a send regardless of the timeout.
@@ -19,6 +19,7 @@ pub struct BatchConfig {
     pub send_batch_max_size: usize,
     /// Time after which a batch is sent regardless of size; 0 sends immediately.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub timeout: Duration,
 }
 

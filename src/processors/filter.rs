@@ -7,26 +7,30 @@ use serde::Deserialize;
 use super::Processor;
 use crate::model::Metrics;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Accepted for compatibility; errors never happen in the legacy matcher.
     #[serde(default)]
     pub error_mode: Option<String>,
+    /// Which metrics to keep (`include`) and drop (`exclude`).
     #[serde(default)]
     pub metrics: MetricsFilter,
     /// OTTL conditions are not supported: they get a clear error in `validate`.
     #[serde(default)]
     pub traces: Option<serde_json::Value>,
+    /// Log conditions are not supported (refused).
     #[serde(default)]
     pub logs: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsFilter {
+    /// Only metrics that match are kept.
     #[serde(default)]
     pub include: Option<MatchProperties>,
+    /// Metrics that match are dropped.
     #[serde(default)]
     pub exclude: Option<MatchProperties>,
     /// OTTL form (`metric: [...]`), refused by `validate`.
@@ -37,7 +41,7 @@ pub struct MetricsFilter {
     pub datapoint: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchType {
     #[default]
@@ -46,23 +50,29 @@ pub enum MatchType {
     Expr,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchProperties {
+    /// How `metric_names` and attribute values compare: `strict` (equal) or `regexp`.
     #[serde(default)]
     pub match_type: MatchType,
+    /// Metric names (or regexes) that match.
     #[serde(default)]
     pub metric_names: Vec<String>,
+    /// Resource attributes that must all match as well.
     #[serde(default)]
     pub resource_attributes: Vec<AttributeMatch>,
+    /// Expression matching is not supported (refused).
     #[serde(default)]
     pub expressions: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeMatch {
+    /// The resource attribute to compare.
     pub key: String,
+    /// The value it must have (a regex with `match_type: regexp`).
     #[serde(default)]
     pub value: String,
 }

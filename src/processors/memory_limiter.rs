@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use crate::config::units::de_duration;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryLimiterConfig {
     /// Required, as in the collector (1s is typical).
     #[serde(default, deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub check_interval: Duration,
+    /// The memory limit in MiB (or `limit_percentage` of the container's).
     #[serde(default)]
     pub limit_mib: u64,
     /// Headroom below the limit; defaults to 20% of it.
@@ -25,6 +27,8 @@ pub struct MemoryLimiterConfig {
     /// The limit as a share of the memory available to the process (cgroup limit, else RAM).
     #[serde(default)]
     pub limit_percentage: u64,
+    /// The headroom below the limit, in percent of the memory available; data is refused above
+    /// the limit minus it.
     #[serde(default)]
     pub spike_limit_percentage: u64,
 }

@@ -24,7 +24,7 @@ use crate::extensions::bearer_token_auth::{BearerTokenAuth, BearerTokenAuthConfi
 use crate::extensions::file_storage::FileStorageConfig;
 use crate::extensions::{ExtensionContext, HealthCheckConfig, ZpagesConfig};
 use crate::http_server::Served;
-use crate::processors::attributes::AttributesConfig;
+use crate::processors::attributes::{AttributesConfig, ResourceConfig};
 use crate::processors::batch::BatchConfig;
 use crate::processors::filter::FilterConfig;
 use crate::processors::memory_limiter::MemoryLimiterConfig;
@@ -67,6 +67,12 @@ impl ComponentSection for ReceiverConfig {
         "httpcheck",
         "nop",
     ];
+    fn kind_schemas(g: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+        vec![
+            ("prometheus", g.subschema_for::<PrometheusReceiverConfig>()),
+            ("otlp", g.subschema_for::<OtlpReceiverConfig>()),
+        ]
+    }
     fn deserialize_typed<'de, A: MapAccess<'de>>(
         kind: &str,
         map: &mut A,
@@ -85,7 +91,7 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     Filter(Box<FilterConfig>),
     Attributes(AttributesConfig),
-    Resource(AttributesConfig),
+    Resource(ResourceConfig),
     MemoryLimiter(MemoryLimiterConfig),
 }
 
@@ -118,6 +124,15 @@ impl ComponentSection for ProcessorConfig {
         "deltatorate",
         "sumologic",
     ];
+    fn kind_schemas(g: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+        vec![
+            ("batch", g.subschema_for::<BatchConfig>()),
+            ("filter", g.subschema_for::<FilterConfig>()),
+            ("attributes", g.subschema_for::<AttributesConfig>()),
+            ("resource", g.subschema_for::<ResourceConfig>()),
+            ("memory_limiter", g.subschema_for::<MemoryLimiterConfig>()),
+        ]
+    }
     fn deserialize_typed<'de, A: MapAccess<'de>>(
         kind: &str,
         map: &mut A,
@@ -184,6 +199,18 @@ impl ComponentSection for ExporterConfig {
         "influxdb",
         "clickhouse",
     ];
+    fn kind_schemas(g: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+        vec![
+            ("otlp", g.subschema_for::<OtlpExporterConfig>()),
+            ("otlphttp", g.subschema_for::<OtlpExporterConfig>()),
+            ("debug", g.subschema_for::<DebugExporterConfig>()),
+            ("promql", g.subschema_for::<PromqlExporterConfig>()),
+            (
+                "prometheusremotewrite",
+                g.subschema_for::<RemoteWriteConfig>(),
+            ),
+        ]
+    }
     fn deserialize_typed<'de, A: MapAccess<'de>>(
         kind: &str,
         map: &mut A,
@@ -229,6 +256,17 @@ impl ComponentSection for ExtensionConfig {
         "db_storage",
         "opamp",
     ];
+    fn kind_schemas(g: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
+        vec![
+            ("health_check", g.subschema_for::<HealthCheckConfig>()),
+            ("zpages", g.subschema_for::<ZpagesConfig>()),
+            ("file_storage", g.subschema_for::<FileStorageConfig>()),
+            (
+                "bearertokenauth",
+                g.subschema_for::<BearerTokenAuthConfig>(),
+            ),
+        ]
+    }
     fn deserialize_typed<'de, A: MapAccess<'de>>(
         kind: &str,
         map: &mut A,
@@ -331,7 +369,8 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(b) => b.validate(),
             ProcessorConfig::Filter(f) => f.validate(),
-            ProcessorConfig::Attributes(a) | ProcessorConfig::Resource(a) => a.validate(),
+            ProcessorConfig::Attributes(a) => a.validate(),
+            ProcessorConfig::Resource(r) => r.validate(),
             ProcessorConfig::MemoryLimiter(m) => m.validate(),
         }
     }
@@ -342,7 +381,7 @@ impl ProcessorConfig {
             ProcessorConfig::Batch(b) => Ok(b.stage()),
             ProcessorConfig::Filter(f) => f.stage(),
             ProcessorConfig::Attributes(a) => a.attributes_stage(),
-            ProcessorConfig::Resource(a) => a.resource_stage(),
+            ProcessorConfig::Resource(r) => r.stage(),
             ProcessorConfig::MemoryLimiter(m) => Ok(m.stage()),
         }
     }

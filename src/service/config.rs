@@ -16,43 +16,63 @@ use crate::config::{
 };
 
 /// `service.pipelines.<id>`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
+    /// Ids of the receivers feeding this pipeline (at least one).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub receivers: Vec<Spanned<String>>,
+    /// Ids of the processors, in the order data passes them.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub processors: Vec<Spanned<String>>,
+    /// Ids of the exporters receiving this pipeline's data (at least one).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub exporters: Vec<Spanned<String>>,
 }
 
 /// `service:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    /// Ids of the extensions to run.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub extensions: Vec<Spanned<String>>,
+    /// Pipelines by id (`metrics` or `metrics/<name>`).
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// The agent's own logs and metrics.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
 }
 
 /// The whole file, as parsed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Where data enters: components by id (`prometheus`, `otlp`).
     #[serde(default)]
     pub receivers: ComponentMap<ReceiverConfig>,
+    /// What happens to data on its way: components by id (`batch`, `filter`, `attributes`,
+    /// `resource`, `memory_limiter`).
     #[serde(default)]
     pub processors: ComponentMap<ProcessorConfig>,
+    /// Where data leaves: components by id (`otlp`, `otlphttp`, `prometheusremotewrite`,
+    /// `promql`, `debug`).
     #[serde(default)]
     pub exporters: ComponentMap<ExporterConfig>,
+    /// Components outside the pipelines (`health_check`, `zpages`, `file_storage`,
+    /// `bearertokenauth`); each runs only when listed in `service.extensions`.
     #[serde(default)]
     pub extensions: ComponentMap<ExtensionConfig>,
+    /// Not supported: a config with connectors is refused.
     #[serde(default)]
     pub connectors: Option<serde_json::Value>,
+    /// Which extensions run, the pipelines connecting receivers, processors and exporters, and
+    /// the agent's own telemetry.
     pub service: ServiceConfig,
 }
 

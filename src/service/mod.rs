@@ -7,6 +7,7 @@
 pub mod components;
 pub mod config;
 mod graph;
+pub mod schema;
 
 pub use config::Config;
 

@@ -19,7 +19,7 @@ use crate::model::Metrics;
 use crate::telemetry::{SharedTelemetry, Telemetry};
 
 /// Settings shared by `otlp` and `otlphttp` (collector names and defaults).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporterConfig {
     /// gRPC: `host:port` (TLS unless `tls.insecure`), or an `http(s)://` URL.
@@ -41,29 +41,41 @@ pub struct OtlpExporterConfig {
     pub encoding: Option<String>,
     /// Per-request timeout: gRPC 5s, HTTP 30s by default.
     #[serde(default, deserialize_with = "de_opt_duration")]
+    #[schemars(with = "Option<crate::config::units::DurationText>")]
     pub timeout: Option<Duration>,
+    /// TLS settings for the backend.
     #[serde(default)]
     pub tls: TlsClientConfig,
+    /// Retries of failed sends, with exponential backoff.
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
+    /// The queue of batches waiting to be sent, in memory or on disk.
     #[serde(default)]
     pub sending_queue: QueueConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
+    /// Whether failed sends are retried.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The wait before the first retry.
     #[serde(default = "d5s", deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub initial_interval: Duration,
+    /// The longest wait between retries.
     #[serde(default = "d30s", deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub max_interval: Duration,
     /// Give up on a batch after this long; 0 retries forever.
     #[serde(default = "d300s", deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub max_elapsed_time: Duration,
+    /// How much each wait grows.
     #[serde(default = "m15")]
     pub multiplier: f64,
+    /// The jitter applied to each wait (0.5: ±50 %).
     #[serde(default = "r05")]
     pub randomization_factor: f64,
 }
@@ -100,11 +112,13 @@ impl Default for RetryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
+    /// Whether batches queue; without it a send that fails is dropped after its retries.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// How many batches are sent at once.
     #[serde(default = "ten")]
     pub num_consumers: usize,
     /// Capacity in batches. When full, the incoming batch is refused and counted in

@@ -22,7 +22,7 @@ use crate::store::Store;
 use crate::telemetry::{SharedTelemetry, Telemetry};
 
 /// `exporters: promql:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromqlExporterConfig {
     /// Listen address of the query API.
@@ -30,6 +30,7 @@ pub struct PromqlExporterConfig {
     pub endpoint: String,
     /// How much history to keep and answer from.
     #[serde(default = "default_retention", deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub retention: Duration,
     /// Serve the API under this prefix (e.g. `/prometheus`), as Prometheus's `--web.route-prefix`.
     #[serde(default)]
@@ -39,6 +40,7 @@ pub struct PromqlExporterConfig {
     pub max_series: usize,
     /// Queries are cut off after this long; below Flagger's fixed 5 s client timeout.
     #[serde(default = "default_query_timeout", deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub query_timeout: Duration,
     /// Most samples one query may load; 0 = no limit.
     #[serde(default = "default_max_samples")]
@@ -48,17 +50,20 @@ pub struct PromqlExporterConfig {
     /// memory is taken. Default: an eighth of the `memory_limiter`'s limit, else of the
     /// container's memory limit (between 16 MiB and 512 MiB), else 64 MiB.
     #[serde(default, deserialize_with = "de_opt_bytes")]
+    #[schemars(with = "Option<crate::config::units::ByteSize>")]
     pub max_query_memory: Option<u64>,
     /// Queries evaluated at once; more wait for a turn until their deadline.
     #[serde(default = "default_max_concurrent_queries")]
     pub max_concurrent_queries: usize,
     /// `5m` like Prometheus.
     #[serde(default, deserialize_with = "de_opt_duration")]
+    #[schemars(with = "Option<crate::config::units::DurationText>")]
     pub lookback_delta: Option<Duration>,
     /// Which Prometheus to answer like where versions differ: `"3"` (default), `"2"` (2.53),
     /// or a 2.x version such as `"2.42"` for the rate extrapolation of releases before 2.51.
     #[serde(default)]
     pub prometheus_compat: Option<String>,
+    /// Credentials callers must present (default: none, every caller admitted).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
     /// Queries remembered on `/debug/queryz`.
@@ -112,13 +117,16 @@ impl Default for PromqlExporterConfig {
 }
 
 /// Who may query: bearer tokens and/or basic-auth users, from the config, a file or env.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// A bearer token admitted (`Authorization: Bearer <token>`).
     #[serde(default)]
     pub bearer_token: Option<Secret>,
+    /// A file whose content is a bearer token admitted.
     #[serde(default)]
     pub bearer_token_file: Option<String>,
+    /// Basic-auth users admitted.
     #[serde(default)]
     pub basic: Vec<BasicUser>,
 }
@@ -157,12 +165,15 @@ impl AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BasicUser {
+    /// The user name.
     pub username: String,
+    /// Its password (or `password_file`).
     #[serde(default)]
     pub password: Option<Secret>,
+    /// A file holding its password.
     #[serde(default)]
     pub password_file: Option<String>,
 }

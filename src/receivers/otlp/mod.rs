@@ -43,19 +43,21 @@ const DECODED_SIZE_FACTOR: usize = 8;
 /// The OTLP metrics export method.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpReceiverConfig {
+    /// Which protocols to serve: `grpc`, `http`, or both.
     #[serde(default)]
     pub protocols: Protocols,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Protocols {
     /// `grpc:` with nothing after it enables gRPC with its defaults, as in the collector.
     #[serde(default, deserialize_with = "present")]
     pub grpc: Option<GrpcConfig>,
+    /// Serve OTLP/HTTP (`/v1/metrics`); empty (`http:`) takes every default.
     #[serde(default, deserialize_with = "present")]
     pub http: Option<HttpConfig>,
 }
@@ -68,19 +70,23 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
 }
 
 /// `auth: {authenticator: <extension id>}`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRef {
+    /// The id of a `bearertokenauth` extension listed in `service.extensions`.
     pub authenticator: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcConfig {
+    /// The address the gRPC server listens on.
     #[serde(default = "default_grpc_endpoint")]
     pub endpoint: String,
+    /// The largest request accepted, in MiB.
     #[serde(default = "default_grpc_max")]
     pub max_recv_msg_size_mib: u64,
+    /// The authenticator callers must pass.
     #[serde(default)]
     pub auth: Option<AuthRef>,
 }
@@ -95,16 +101,20 @@ impl Default for GrpcConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// The address the HTTP server listens on.
     #[serde(default = "default_http_endpoint")]
     pub endpoint: String,
     /// Bytes (`20971520`) or with a unit (`20MiB`).
     #[serde(default, deserialize_with = "de_opt_bytes")]
+    #[schemars(with = "Option<crate::config::units::ByteSize>")]
     pub max_request_body_size: Option<u64>,
+    /// The path metrics are posted to.
     #[serde(default = "default_metrics_path")]
     pub metrics_url_path: String,
+    /// The authenticator callers must pass.
     #[serde(default)]
     pub auth: Option<AuthRef>,
 }

@@ -6,23 +6,29 @@ use serde::Deserialize;
 
 use crate::config::secret::Secret;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
+    /// The user name.
     pub username: String,
+    /// The password.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// A file the password is read from, on each request.
     #[serde(default)]
     pub password_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
+    /// The scheme of the `Authorization` header.
     #[serde(default = "default_auth_type", rename = "type")]
     pub kind: String,
+    /// The credentials sent after the type.
     #[serde(default)]
     pub credentials: Option<Secret>,
+    /// A file the credentials are read from, on each request.
     #[serde(default)]
     pub credentials_file: Option<String>,
 }

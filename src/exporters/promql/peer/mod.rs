@@ -27,7 +27,7 @@ pub use client::{Answer, Ask, Asked, Fanout, Gathered, Merged};
 pub use server::PeerService;
 
 /// `exporters: promql: peers:`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PeersConfig {
     /// Peers' façade addresses (`host:port`).
@@ -41,6 +41,7 @@ pub struct PeersConfig {
     pub dns: Option<String>,
     /// Per-peer deadline, inside the query's own (Flagger gives up after 5 s).
     #[serde(default = "default_peer_timeout", deserialize_with = "de_duration")]
+    #[schemars(with = "crate::config::units::DurationText")]
     pub timeout: Duration,
     /// Answer with what the reachable peers have, plus a `warnings` entry per missing one.
     /// Off by default: a canary must not be judged on part of the mesh.

@@ -23,20 +23,25 @@ pub struct TargetGroup {
     pub labels: LabelMap,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticConfig {
+    /// Addresses (`host:port`) to scrape.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Labels added to each of these targets.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSdConfig {
+    /// Files of target groups (JSON or YAML); the last path element may hold a glob (`*.json`).
     pub files: Vec<String>,
+    /// How often the files are read again, besides on change.
     #[serde(default, deserialize_with = "de_opt_duration")]
+    #[schemars(with = "Option<crate::config::units::DurationText>")]
     pub refresh_interval: Option<Duration>,
 }
 

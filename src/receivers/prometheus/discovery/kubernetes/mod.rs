@@ -38,7 +38,7 @@ pub async fn run(
     std::future::pending::<()>().await;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Pod,
@@ -71,20 +71,23 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceDiscovery {
     /// Also watch the namespace this agent runs in.
     #[serde(default)]
     pub own_namespace: bool,
+    /// Namespaces to watch.
     #[serde(default)]
     pub names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectorConfig {
+    /// The role this selector applies to.
     pub role: Role,
+    /// A label selector (`app=podinfo`).
     #[serde(default)]
     pub label: Option<String>,
     /// A field selector, e.g. `spec.nodeName=${env:NODE_NAME}` for a node-local DaemonSet.
@@ -92,7 +95,7 @@ pub struct SelectorConfig {
     pub field: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachMetadata {
     /// Add `__meta_kubernetes_node_*` labels of the target's node (pod, endpoints roles).
@@ -101,28 +104,40 @@ pub struct AttachMetadata {
 }
 
 /// One `kubernetes_sd_configs` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSdConfig {
+    /// What becomes a target: `pod`, `service`, `endpoints`, `endpointslice`, `node` or
+    /// `ingress`.
     pub role: Role,
+    /// The API server's URL; without it, the in-cluster config or `kubeconfig_file`.
     #[serde(default)]
     pub api_server: Option<String>,
+    /// A kubeconfig to reach the API server with.
     #[serde(default)]
     pub kubeconfig_file: Option<String>,
+    /// Which namespaces to watch (default: all).
     #[serde(default)]
     pub namespaces: NamespaceDiscovery,
+    /// Label and field selectors the API server applies before anything is sent.
     #[serde(default)]
     pub selectors: Vec<SelectorConfig>,
+    /// Node labels to add to pod targets (`node: true`).
     #[serde(default)]
     pub attach_metadata: AttachMetadata,
+    /// Basic auth for the API server.
     #[serde(default)]
     pub basic_auth: Option<BasicAuth>,
+    /// The `Authorization` header sent to the API server.
     #[serde(default)]
     pub authorization: Option<Authorization>,
+    /// A bearer token for the API server.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
+    /// A file holding a bearer token for the API server.
     #[serde(default)]
     pub bearer_token_file: Option<String>,
+    /// TLS settings for the API server.
     #[serde(default)]
     pub tls_config: TlsClientConfig,
 }
