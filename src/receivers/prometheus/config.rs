@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::discovery::kubernetes::KubernetesSdConfig;
 use super::discovery::{FileSdConfig, StaticConfig};
-use super::http_auth::{resolve_credentials, Authorization, BasicAuth};
+use super::http_client::with_http_client;
 use crate::config::secret::Secret;
 use crate::config::tls::TlsClientConfig;
 use crate::config::units::{de_opt_bytes, de_opt_duration};
@@ -73,92 +73,79 @@ pub struct GlobalConfig {
     pub scrape_protocols: Option<Vec<String>>,
 }
 
-/// One `scrape_configs` entry.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScrapeConfig {
-    /// The job's name: the `job` label of its series, unique in the receiver.
-    pub job_name: String,
-    /// How often targets are scraped (default: the global one).
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    #[schemars(with = "Option<crate::config::units::DurationText>")]
-    pub scrape_interval: Option<Duration>,
-    /// How long one scrape may take (default: the global one, at most the interval).
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    #[schemars(with = "Option<crate::config::units::DurationText>")]
-    pub scrape_timeout: Option<Duration>,
-    /// The path scraped (a target's `__metrics_path__` label overrides it).
-    #[serde(default = "default_metrics_path")]
-    pub metrics_path: String,
-    /// `http` or `https`.
-    #[serde(default = "default_scheme")]
-    pub scheme: String,
-    /// URL query parameters added to each scrape.
-    #[serde(default)]
-    pub params: BTreeMap<String, Vec<String>>,
-    /// On a clash between a scraped label and a target label, keep the scraped one (otherwise
-    /// it becomes `exported_<name>`).
-    #[serde(default)]
-    pub honor_labels: bool,
-    /// Whether the timestamps targets expose are kept (otherwise the scrape's time is used).
-    #[serde(default = "yes")]
-    pub honor_timestamps: bool,
-    /// Whether gzip is asked for.
-    #[serde(default = "yes")]
-    pub enable_compression: bool,
-    /// Whether redirects are followed.
-    #[serde(default = "yes")]
-    pub follow_redirects: bool,
-    /// The exposition formats asked for, in order of preference (`OpenMetricsText1.0.0`,
-    /// `OpenMetricsText0.0.1`, `PrometheusText0.0.4`).
-    #[serde(default)]
-    pub scrape_protocols: Option<Vec<String>>,
-    /// Targets listed here.
-    #[serde(default)]
-    pub static_configs: Vec<StaticConfig>,
-    /// Targets read from files.
-    #[serde(default)]
-    pub file_sd_configs: Vec<FileSdConfig>,
-    /// Targets found through the Kubernetes API.
-    #[serde(default)]
-    pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
-    /// Rules applied to each discovered target; a target they drop is not scraped.
-    #[serde(default)]
-    pub relabel_configs: Vec<RelabelConfig>,
-    /// Rules applied to each scraped series before it is kept.
-    #[serde(default)]
-    pub metric_relabel_configs: Vec<RelabelConfig>,
-    /// Most samples one scrape may hold after relabeling (0: no limit); a scrape over it fails.
-    #[serde(default)]
-    pub sample_limit: Option<u64>,
-    /// Most labels on one series (0: no limit); a scrape over it fails.
-    #[serde(default)]
-    pub label_limit: Option<u64>,
-    /// Longest label name (0: no limit).
-    #[serde(default)]
-    pub label_name_length_limit: Option<u64>,
-    /// Longest label value (0: no limit).
-    #[serde(default)]
-    pub label_value_length_limit: Option<u64>,
-    /// The largest scrape body accepted, inflated (0: no limit); a larger one fails the scrape.
-    #[serde(default, deserialize_with = "de_opt_bytes")]
-    #[schemars(with = "Option<crate::config::units::ByteSize>")]
-    pub body_size_limit: Option<u64>,
-    /// Basic auth sent to targets.
-    #[serde(default)]
-    pub basic_auth: Option<BasicAuth>,
-    /// The `Authorization` header sent to targets.
-    #[serde(default)]
-    pub authorization: Option<Authorization>,
-    /// Deprecated Prometheus spelling of `authorization: {credentials}`.
-    #[serde(default)]
-    pub bearer_token: Option<Secret>,
-    /// A file holding a bearer token sent to targets.
-    #[serde(default)]
-    pub bearer_token_file: Option<String>,
-    /// TLS settings for targets.
-    #[serde(default)]
-    pub tls_config: TlsClientConfig,
+with_http_client! {
+    /// One `scrape_configs` entry.
+    #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ScrapeConfig {
+        /// The job's name: the `job` label of its series, unique in the receiver.
+        pub job_name: String,
+        /// How often targets are scraped (default: the global one).
+        #[serde(default, deserialize_with = "de_opt_duration")]
+        #[schemars(with = "Option<crate::config::units::DurationText>")]
+        pub scrape_interval: Option<Duration>,
+        /// How long one scrape may take (default: the global one, at most the interval).
+        #[serde(default, deserialize_with = "de_opt_duration")]
+        #[schemars(with = "Option<crate::config::units::DurationText>")]
+        pub scrape_timeout: Option<Duration>,
+        /// The path scraped (a target's `__metrics_path__` label overrides it).
+        #[serde(default = "default_metrics_path")]
+        pub metrics_path: String,
+        /// `http` or `https`.
+        #[serde(default = "default_scheme")]
+        pub scheme: String,
+        /// URL query parameters added to each scrape.
+        #[serde(default)]
+        pub params: BTreeMap<String, Vec<String>>,
+        /// On a clash between a scraped label and a target label, keep the scraped one (otherwise
+        /// it becomes `exported_<name>`).
+        #[serde(default)]
+        pub honor_labels: bool,
+        /// Whether the timestamps targets expose are kept (otherwise the scrape's time is used).
+        #[serde(default = "yes")]
+        pub honor_timestamps: bool,
+        /// Whether gzip is asked for.
+        #[serde(default = "yes")]
+        pub enable_compression: bool,
+        /// Whether redirects are followed.
+        #[serde(default = "yes")]
+        pub follow_redirects: bool,
+        /// The exposition formats asked for, in order of preference (`OpenMetricsText1.0.0`,
+        /// `OpenMetricsText0.0.1`, `PrometheusText0.0.4`).
+        #[serde(default)]
+        pub scrape_protocols: Option<Vec<String>>,
+        /// Targets listed here.
+        #[serde(default)]
+        pub static_configs: Vec<StaticConfig>,
+        /// Targets read from files.
+        #[serde(default)]
+        pub file_sd_configs: Vec<FileSdConfig>,
+        /// Targets found through the Kubernetes API.
+        #[serde(default)]
+        pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
+        /// Rules applied to each discovered target; a target they drop is not scraped.
+        #[serde(default)]
+        pub relabel_configs: Vec<RelabelConfig>,
+        /// Rules applied to each scraped series before it is kept.
+        #[serde(default)]
+        pub metric_relabel_configs: Vec<RelabelConfig>,
+        /// Most samples one scrape may hold after relabeling (0: no limit); a scrape over it fails.
+        #[serde(default)]
+        pub sample_limit: Option<u64>,
+        /// Most labels on one series (0: no limit); a scrape over it fails.
+        #[serde(default)]
+        pub label_limit: Option<u64>,
+        /// Longest label name (0: no limit).
+        #[serde(default)]
+        pub label_name_length_limit: Option<u64>,
+        /// Longest label value (0: no limit).
+        #[serde(default)]
+        pub label_value_length_limit: Option<u64>,
+        /// The largest scrape body accepted, inflated (0: no limit); a larger one fails the scrape.
+        #[serde(default, deserialize_with = "de_opt_bytes")]
+        #[schemars(with = "Option<crate::config::units::ByteSize>")]
+        pub body_size_limit: Option<u64>,
+    }
 }
 
 fn default_metrics_path() -> String {
@@ -267,12 +254,7 @@ impl PrometheusConfig {
                     err(format!("relabel rule {}: {m}", i + 1));
                 }
             }
-            let (credentials, problems) = resolve_credentials(
-                sc.authorization.as_ref(),
-                sc.bearer_token.as_ref(),
-                sc.bearer_token_file.as_deref(),
-                sc.basic_auth.as_ref(),
-            );
+            let (credentials, problems) = sc.http_client().credentials();
             for m in problems {
                 err(m);
             }

@@ -4,7 +4,7 @@ pub mod config;
 mod connection;
 pub mod discovery;
 mod families;
-pub mod http_auth;
+pub mod http_client;
 pub mod scrape;
 mod series;
 pub mod target;

@@ -16,9 +16,7 @@ pub use watch::run;
 
 use serde::Deserialize;
 
-use crate::config::secret::Secret;
-use crate::config::tls::TlsClientConfig;
-use crate::receivers::prometheus::http_auth::{Authorization, BasicAuth};
+use crate::receivers::prometheus::http_client::with_http_client;
 
 /// Built without the `kubernetes` feature: an empty provider, so a job's other providers
 /// still report.
@@ -103,52 +101,35 @@ pub struct AttachMetadata {
     pub node: bool,
 }
 
-/// One `kubernetes_sd_configs` entry.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesSdConfig {
-    /// What becomes a target: `pod`, `service`, `endpoints`, `endpointslice`, `node` or
-    /// `ingress`.
-    pub role: Role,
-    /// The API server's URL; without it, the in-cluster config or `kubeconfig_file`.
-    #[serde(default)]
-    pub api_server: Option<String>,
-    /// A kubeconfig to reach the API server with.
-    #[serde(default)]
-    pub kubeconfig_file: Option<String>,
-    /// Which namespaces to watch (default: all).
-    #[serde(default)]
-    pub namespaces: NamespaceDiscovery,
-    /// Label and field selectors the API server applies before anything is sent.
-    #[serde(default)]
-    pub selectors: Vec<SelectorConfig>,
-    /// Node labels to add to pod targets (`node: true`).
-    #[serde(default)]
-    pub attach_metadata: AttachMetadata,
-    /// Basic auth for the API server.
-    #[serde(default)]
-    pub basic_auth: Option<BasicAuth>,
-    /// The `Authorization` header sent to the API server.
-    #[serde(default)]
-    pub authorization: Option<Authorization>,
-    /// A bearer token for the API server.
-    #[serde(default)]
-    pub bearer_token: Option<Secret>,
-    /// A file holding a bearer token for the API server.
-    #[serde(default)]
-    pub bearer_token_file: Option<String>,
-    /// TLS settings for the API server.
-    #[serde(default)]
-    pub tls_config: TlsClientConfig,
+with_http_client! {
+    /// One `kubernetes_sd_configs` entry.
+    #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct KubernetesSdConfig {
+        /// What becomes a target: `pod`, `service`, `endpoints`, `endpointslice`, `node` or
+        /// `ingress`.
+        pub role: Role,
+        /// The API server's URL; without it, the in-cluster config or `kubeconfig_file`.
+        #[serde(default)]
+        pub api_server: Option<String>,
+        /// A kubeconfig to reach the API server with.
+        #[serde(default)]
+        pub kubeconfig_file: Option<String>,
+        /// Which namespaces to watch (default: all).
+        #[serde(default)]
+        pub namespaces: NamespaceDiscovery,
+        /// Label and field selectors the API server applies before anything is sent.
+        #[serde(default)]
+        pub selectors: Vec<SelectorConfig>,
+        /// Node labels to add to pod targets (`node: true`).
+        #[serde(default)]
+        pub attach_metadata: AttachMetadata,
+    }
 }
 
 impl KubernetesSdConfig {
     fn has_http_client_config(&self) -> bool {
-        self.basic_auth.is_some()
-            || self.authorization.is_some()
-            || self.bearer_token.is_some()
-            || self.bearer_token_file.is_some()
-            || self.tls_config != TlsClientConfig::default()
+        self.http_client().is_set()
     }
 
     /// Prometheus's checks on the combination of keys.

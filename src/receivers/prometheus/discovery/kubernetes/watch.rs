@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use super::targets::{self, object_key, Objects};
 use super::{KubernetesSdConfig, Role};
 use crate::receivers::prometheus::discovery::{TargetGroup, Update};
-use crate::receivers::prometheus::http_auth::resolve_credentials;
 
 /// Where Kubernetes mounts a pod's service-account token, CA bundle and namespace.
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -114,12 +113,11 @@ async fn client_config(cfg: &KubernetesSdConfig) -> Result<kube::Config, String>
     let rotating = cfg.authorization.is_none()
         && cfg.bearer_token.is_none()
         && cfg.bearer_token_file.is_some();
-    let (credentials, problems) = resolve_credentials(
-        cfg.authorization.as_ref(),
-        cfg.bearer_token.as_ref(),
-        cfg.bearer_token_file.as_deref().filter(|_| !rotating),
-        cfg.basic_auth.as_ref(),
-    );
+    let mut http = cfg.http_client();
+    if rotating {
+        http.bearer_token_file = None;
+    }
+    let (credentials, problems) = http.credentials();
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
