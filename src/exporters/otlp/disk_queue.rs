@@ -142,6 +142,48 @@ fn scan(data: &[u8]) -> (Vec<(u64, u64, u32, u32)>, usize) {
     (out, pos)
 }
 
+/// What went wrong with the queue's files.
+#[derive(Debug)]
+pub enum QueueError {
+    /// A file or directory could not be made, read or written (`doing` says which).
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A record's bytes do not match the checksum written with them.
+    Corrupt { path: PathBuf, offset: u64 },
+    /// A batch kept in memory was asked for as one on disk.
+    NotOnDisk,
+}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueError::Io {
+                doing,
+                path,
+                source,
+            } => write!(f, "{doing} {}: {source}", path.display()),
+            QueueError::Corrupt { path, offset } => {
+                write!(f, "{}: checksum mismatch at {offset}", path.display())
+            }
+            QueueError::NotOnDisk => f.write_str("not a disk item"),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {}
+
+/// An I/O error on `path`, while `doing` something to it.
+fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> QueueError + 'a {
+    move |source| QueueError::Io {
+        doing,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl DiskQueue {
     /// Opens (creating) the queue directory and loads what earlier runs left unacknowledged.
     pub fn open(
@@ -149,10 +191,10 @@ impl DiskQueue {
         fsync: bool,
         max_bytes: u64,
         memory_capacity: usize,
-    ) -> Result<(DiskQueue, Replayed), String> {
-        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    ) -> Result<(DiskQueue, Replayed), QueueError> {
+        fs::create_dir_all(dir).map_err(io("creating", dir))?;
         let mut ids: Vec<u64> = fs::read_dir(dir)
-            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .map_err(io("reading", dir))?
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
@@ -178,7 +220,7 @@ impl DiskQueue {
         let mut replayed = Replayed::default();
         for (i, &id) in ids.iter().enumerate() {
             let path = seg_path(dir, id, "log");
-            let data = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let data = fs::read(&path).map_err(io("reading", &path))?;
             let (records, valid) = scan(&data);
             if valid < data.len() {
                 let cut = (data.len() - valid) as u64;
@@ -191,9 +233,8 @@ impl DiskQueue {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                f.set_len(valid as u64)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(io("opening", &path))?;
+                f.set_len(valid as u64).map_err(io("truncating", &path))?;
             }
             let written_ms = fs::metadata(&path)
                 .and_then(|m| m.modified())
@@ -423,7 +464,7 @@ impl DiskQueue {
         }
     }
 
-    fn read(&self, item: Item) -> Result<Batch, String> {
+    fn read(&self, item: Item) -> Result<Batch, QueueError> {
         let Item::Disk {
             seq,
             segment,
@@ -433,19 +474,20 @@ impl DiskQueue {
             ..
         } = item
         else {
-            return Err("not a disk item".into());
+            return Err(QueueError::NotOnDisk);
         };
         let path = seg_path(&self.dir, segment, "log");
-        let mut f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut f = File::open(&path).map_err(io("opening", &path))?;
         f.seek(SeekFrom::Start(offset + HEADER as u64))
-            .map_err(|e| e.to_string())?;
+            .map_err(io("reading", &path))?;
         let mut payload = vec![0u8; len as usize];
-        f.read_exact(&mut payload).map_err(|e| e.to_string())?;
+        f.read_exact(&mut payload).map_err(io("reading", &path))?;
         let mut head = [0u8; HEADER];
-        f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-        f.read_exact(&mut head).map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(io("reading", &path))?;
+        f.read_exact(&mut head).map_err(io("reading", &path))?;
         if u32::from_le_bytes([head[4], head[5], head[6], head[7]]) != crc(seq, points, &payload) {
-            return Err(format!("{}: checksum mismatch at {offset}", path.display()));
+            return Err(QueueError::Corrupt { path, offset });
         }
         // Sent as it is: the checksum vouches that these are the bytes that were queued.
         Ok(Batch {

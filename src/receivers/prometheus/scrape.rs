@@ -47,9 +47,69 @@ pub fn set_past_sample_limit(limit: Duration) {
 /// samples equal in these belong to one family.
 type FamilyMemoKey<'a> = (&'a [u8], usize, usize, usize);
 
-/// Why a scrape failed.
-#[derive(Debug, Clone)]
-pub struct ScrapeError(pub String);
+/// Why a scrape failed. Its text names the target, and the line of the body where a line is
+/// at fault (what `up`'s reason, targetz and the logs show).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScrapeError {
+    /// No whole answer within `scrape_timeout`.
+    Timeout { url: String, after: Duration },
+    /// The request could not be made or answered: connection, HTTP status, reading or
+    /// inflating the body.
+    Fetch { url: String, reason: String },
+    /// The body (inflated) is larger than `body_size_limit`.
+    BodyTooLarge { url: String, limit: u64 },
+    /// A line of the body does not parse.
+    Parse {
+        url: String,
+        line: usize,
+        message: String,
+    },
+    /// A line parsed differently the second time it was read (a target changing its body
+    /// under the parser is the only way).
+    Unstable { url: String, line: usize },
+    /// A series the job refuses: a label limit, or labels that collide after relabeling.
+    Series {
+        url: String,
+        line: usize,
+        reason: String,
+    },
+    /// More samples than `sample_limit`.
+    SampleLimit { url: String, limit: u64 },
+}
+
+impl std::fmt::Display for ScrapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScrapeError::Timeout { url, after } => write!(
+                f,
+                "scrape of {url} timed out after {}",
+                crate::config::units::format_duration(*after)
+            ),
+            ScrapeError::Fetch { url, reason } => write!(f, "scrape of {url} failed: {reason}"),
+            ScrapeError::BodyTooLarge { url, limit } => write!(
+                f,
+                "scrape of {url} failed: body size limit of {limit} bytes exceeded"
+            ),
+            ScrapeError::Parse { url, line, message } => write!(
+                f,
+                "scrape of {url} failed: parse error at line {line}: {message}"
+            ),
+            ScrapeError::Unstable { url, line } => write!(
+                f,
+                "scrape of {url} failed: line {line} read differently twice"
+            ),
+            ScrapeError::Series { url, line, reason } => {
+                write!(f, "scrape of {url} failed at line {line}: {reason}")
+            }
+            ScrapeError::SampleLimit { url, limit } => write!(
+                f,
+                "scrape of {url} failed: sample_limit of {limit} exceeded"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ScrapeError {}
 
 /// Maps keyed by values that are hashes already, or small keys: a fast non-DoS-resistant
 /// hasher is enough, and SipHash showed up in scrape profiles.
@@ -232,11 +292,10 @@ impl ScrapeLoop {
         let result = match fetched {
             Ok(Ok(format)) => self.build(format, start_ms),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ScrapeError(format!(
-                "scrape of {} timed out after {}",
-                self.target.url,
-                crate::config::units::format_duration(self.target.timeout)
-            ))),
+            Err(_) => Err(ScrapeError::Timeout {
+                url: self.target.url.clone(),
+                after: self.target.timeout,
+            }),
         };
         // Back to the pool: a target holds no body between scrapes.
         give_buffer(std::mem::take(&mut self.body));
@@ -267,7 +326,8 @@ impl ScrapeLoop {
                 });
                 m
             }
-            Err(ScrapeError(msg)) => {
+            Err(error) => {
+                let msg = error.to_string();
                 self.telemetry
                     .scrape_failures
                     .get_or_create(&job_labels)
@@ -300,7 +360,14 @@ impl ScrapeLoop {
     /// Fetches the body into `self.inflated`, decompressed; returns the format.
     async fn fetch(&mut self) -> Result<Format, ScrapeError> {
         let url = &self.target.url;
-        let fail = |m: String| ScrapeError(format!("scrape of {url} failed: {m}"));
+        let fail = |reason: String| ScrapeError::Fetch {
+            url: url.clone(),
+            reason,
+        };
+        let too_large = |limit: u64| ScrapeError::BodyTooLarge {
+            url: url.clone(),
+            limit,
+        };
         let (uri, headers) = self.request.as_ref().map_err(|m| fail(m.clone()))?;
         let (resp, mut exchange) = self
             .connection
@@ -343,7 +410,7 @@ impl ScrapeLoop {
             if let Ok(data) = frame.into_data() {
                 self.body.extend_from_slice(&data);
                 if over(self.body.len()) {
-                    return Err(fail(format!("body size limit of {limit} bytes exceeded")));
+                    return Err(too_large(limit));
                 }
             }
         }
@@ -358,7 +425,7 @@ impl ScrapeLoop {
                 .read_to_end(&mut self.inflated)
                 .map_err(|e| fail(format!("decompressing gzip body: {e}")))?;
             if over(self.inflated.len()) {
-                return Err(fail(format!("body size limit of {limit} bytes exceeded")));
+                return Err(too_large(limit));
             }
         } else {
             self.inflated = std::mem::take(&mut self.body);
@@ -527,10 +594,10 @@ impl ScrapeLoop {
                             Some(Entry::Sample(scanned)) => s = scanned,
                             // The same line, read in full: a sample again.
                             _ => {
-                                return Err(ScrapeError(format!(
-                                    "scrape of {url} failed: line {} read differently twice",
-                                    parser.line()
-                                )))
+                                return Err(ScrapeError::Unstable {
+                                    url: url.clone(),
+                                    line: parser.line(),
+                                })
                             }
                         }
                         key = raw_key(s.series);
@@ -541,11 +608,12 @@ impl ScrapeLoop {
                         None => {
                             parser.take_labels().map_err(|e| parse_error(&url, e))?;
                             let labels = parser.label_pairs();
-                            let e = self.label_series(s.name, labels).map_err(|m| {
-                                ScrapeError(format!(
-                                    "scrape of {url} failed at line {}: {m}",
-                                    parser.line()
-                                ))
+                            let e = self.label_series(s.name, labels).map_err(|reason| {
+                                ScrapeError::Series {
+                                    url: url.clone(),
+                                    line: parser.line(),
+                                    reason,
+                                }
                             })?;
                             self.raw.insert(key, (s.series.len(), s.name.len()), e)
                         }
@@ -632,10 +700,10 @@ impl ScrapeLoop {
                     }
                     post += 1;
                     if self.cfg.sample_limit > 0 && post as u64 > self.cfg.sample_limit {
-                        return Err(ScrapeError(format!(
-                            "scrape of {url} failed: sample_limit of {} exceeded",
-                            self.cfg.sample_limit
-                        )));
+                        return Err(ScrapeError::SampleLimit {
+                            url: url.clone(),
+                            limit: self.cfg.sample_limit,
+                        });
                     }
                     let t = if explicit {
                         s.timestamp_ms.unwrap_or(ts)
@@ -830,8 +898,9 @@ fn raw_key(series: &[u8]) -> [u64; 2] {
 }
 
 fn parse_error(url: &str, e: crate::model::exposition::ParseError) -> ScrapeError {
-    ScrapeError(format!(
-        "scrape of {url} failed: parse error at line {}: {}",
-        e.line, e.message
-    ))
+    ScrapeError::Parse {
+        url: url.to_string(),
+        line: e.line,
+        message: e.message,
+    }
 }
