@@ -11,16 +11,13 @@
 use serde::de::{self, MapAccess};
 use std::net::SocketAddr;
 
-use super::config::Config;
-use crate::config::{
-    parse_listen_address, typed, unknown_type_message, ComponentId, ComponentSection,
-};
+use crate::config::{parse_listen_address, typed, unknown_type_message, ComponentSection};
 use crate::exporters::debug::DebugExporterConfig;
-use crate::exporters::otlp::{OtlpExporterConfig, QueueConfig, Storage};
+use crate::exporters::otlp::{OtlpExporterConfig, QueueConfig};
 use crate::exporters::promql::PromqlExporterConfig;
 use crate::exporters::remote_write::RemoteWriteConfig;
 use crate::exporters::{ExporterContext, Input, StartedExporter};
-use crate::extensions::bearer_token_auth::{BearerTokenAuth, BearerTokenAuthConfig};
+use crate::extensions::bearer_token_auth::BearerTokenAuthConfig;
 use crate::extensions::file_storage::FileStorageConfig;
 use crate::extensions::{ExtensionContext, HealthCheckConfig, ZpagesConfig};
 use crate::http_server::Served;
@@ -300,25 +297,6 @@ impl ReceiverConfig {
             ReceiverConfig::Otlp(o) => StartedReceiver::Otlp(OtlpReceiver::start(o, ctx).await?),
         })
     }
-
-    /// What decides whether a running receiver must take new settings: its config, and for
-    /// OTLP the authenticators it names.
-    pub fn fingerprint(&self, cfg: &Config) -> String {
-        let mut fp = format!("{self:#?}");
-        if let ReceiverConfig::Otlp(o) = self {
-            let p = &o.protocols;
-            let names = [
-                p.grpc.as_ref().and_then(|g| g.auth.as_ref()),
-                p.http.as_ref().and_then(|h| h.auth.as_ref()),
-            ];
-            for a in names.into_iter().flatten() {
-                if let Ok(id) = ComponentId::parse(&a.authenticator) {
-                    fp.push_str(&format!("{:#?}", cfg.raw.extensions.get(&id)));
-                }
-            }
-        }
-        fp
-    }
 }
 
 /// A running receiver.
@@ -451,46 +429,4 @@ impl ExtensionConfig {
             _ => None,
         }
     }
-}
-
-/// The bearer-token authenticator an OTLP receiver names, by extension id.
-pub fn authenticator(cfg: &Config, name: &str) -> Option<BearerTokenAuth> {
-    let id = ComponentId::parse(name).ok()?;
-    match cfg.raw.extensions.get(&id) {
-        Some(ExtensionConfig::BearerTokenAuth(b)) => Some(BearerTokenAuth::new(b.clone())),
-        _ => None,
-    }
-}
-
-/// The on-disk queue location of an exporter whose `sending_queue.storage` names a
-/// `file_storage` extension (checked when the config was loaded).
-pub fn storage_for(cfg: &Config, exporter: &ComponentId) -> Option<Storage> {
-    let queue = cfg.raw.exporters.get(exporter)?.queue()?;
-    let id = ComponentId::parse(queue.storage.as_deref()?).ok()?;
-    match cfg.raw.extensions.get(&id)? {
-        ExtensionConfig::FileStorage(f) => Some(Storage {
-            dir: f.queue_dir(&exporter.to_string()),
-            fsync: f.fsync,
-            max_bytes: f.max_size_mib.saturating_mul(1 << 20),
-        }),
-        _ => None,
-    }
-}
-
-/// The agent's memory limit, when a `memory_limiter` sets one.
-pub fn memory_limit(cfg: &Config) -> Option<u64> {
-    cfg.raw.processors.0.iter().find_map(|(_, p)| match p {
-        ProcessorConfig::MemoryLimiter(m) => Some(m.limits().0),
-        _ => None,
-    })
-}
-
-/// What decides whether a running exporter is kept across a reload: its settings and where its
-/// queue lives.
-pub fn exporter_fingerprint(cfg: &Config, id: &ComponentId) -> String {
-    format!(
-        "{:#?}{:#?}",
-        cfg.raw.exporters.get(id),
-        storage_for(cfg, id)
-    )
 }

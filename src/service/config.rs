@@ -14,6 +14,8 @@ use crate::config::{
     ComponentId, ComponentMap, ConfigError, ConfigErrors, ConfigOverview, Pipeline,
     TelemetryConfig, DEFAULT_CONFIG, IGNORED_LOG_KEYS,
 };
+use crate::exporters::otlp::Storage;
+use crate::extensions::bearer_token_auth::BearerTokenAuth;
 
 /// `service.pipelines.<id>`.
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
@@ -222,6 +224,71 @@ impl Config {
             out.push(("service.telemetry.metrics".into(), a));
         }
         out
+    }
+}
+
+/// The references between components: what one component's start needs of another's
+/// settings, and what decides whether a running one is kept across a reload.
+impl Config {
+    /// The bearer-token authenticator an OTLP receiver names, by extension id.
+    pub fn authenticator(&self, name: &str) -> Option<BearerTokenAuth> {
+        let id = ComponentId::parse(name).ok()?;
+        match self.raw.extensions.get(&id) {
+            Some(ExtensionConfig::BearerTokenAuth(b)) => Some(BearerTokenAuth::new(b.clone())),
+            _ => None,
+        }
+    }
+
+    /// The on-disk queue location of an exporter whose `sending_queue.storage` names a
+    /// `file_storage` extension (checked when the config was loaded).
+    pub fn storage_for(&self, exporter: &ComponentId) -> Option<Storage> {
+        let queue = self.raw.exporters.get(exporter)?.queue()?;
+        let id = ComponentId::parse(queue.storage.as_deref()?).ok()?;
+        match self.raw.extensions.get(&id)? {
+            ExtensionConfig::FileStorage(f) => Some(Storage {
+                dir: f.queue_dir(&exporter.to_string()),
+                fsync: f.fsync,
+                max_bytes: f.max_size_mib.saturating_mul(1 << 20),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The agent's memory limit, when a `memory_limiter` sets one.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.raw.processors.0.iter().find_map(|(_, p)| match p {
+            ProcessorConfig::MemoryLimiter(m) => Some(m.limits().0),
+            _ => None,
+        })
+    }
+
+    /// What decides whether a running exporter is kept across a reload: its settings and
+    /// where its queue lives.
+    pub fn exporter_fingerprint(&self, id: &ComponentId) -> String {
+        format!(
+            "{:#?}{:#?}",
+            self.raw.exporters.get(id),
+            self.storage_for(id)
+        )
+    }
+
+    /// What decides whether a running receiver must take new settings: its config, and for
+    /// OTLP the authenticators it names.
+    pub fn receiver_fingerprint(&self, rc: &ReceiverConfig) -> String {
+        let mut fp = format!("{rc:#?}");
+        if let ReceiverConfig::Otlp(o) = rc {
+            let p = &o.protocols;
+            let names = [
+                p.grpc.as_ref().and_then(|g| g.auth.as_ref()),
+                p.http.as_ref().and_then(|h| h.auth.as_ref()),
+            ];
+            for a in names.into_iter().flatten() {
+                if let Ok(id) = ComponentId::parse(&a.authenticator) {
+                    fp.push_str(&format!("{:#?}", self.raw.extensions.get(&id)));
+                }
+            }
+        }
+        fp
     }
 }
 

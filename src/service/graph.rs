@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::components::ExtensionConfig;
-use super::components::{authenticator, exporter_fingerprint, memory_limit, storage_for};
 use super::{Deferred, ExporterHandle, ReceiverHandle, Running, Server};
 use crate::config::ComponentId;
 use crate::exporters::{ExporterContext, StartedExporter};
@@ -103,8 +102,8 @@ impl Running {
             name: id.to_string(),
             telemetry: self.telemetry.clone(),
             agent: self.agent.clone(),
-            storage: storage_for(&self.cfg, id),
-            memory_limit: memory_limit(&self.cfg),
+            storage: self.cfg.storage_for(id),
+            memory_limit: self.cfg.memory_limit(),
             window,
         };
         ec.start(ctx, input)
@@ -126,7 +125,7 @@ impl Running {
             if inputs.contains_key(id) {
                 continue;
             }
-            let fingerprint = exporter_fingerprint(&cfg, id);
+            let fingerprint = cfg.exporter_fingerprint(id);
             let previous = old
                 .iter()
                 .position(|(i, _)| i == id)
@@ -238,13 +237,13 @@ impl Running {
         mut gates: Gates,
     ) -> Result<(), String> {
         let cfg = self.cfg.clone();
-        let auth = |name: &str| authenticator(&cfg, name);
+        let auth = |name: &str| cfg.authenticator(name);
         for (id, rc) in &cfg.raw.receivers.0 {
             let Some(outs) = outputs.remove(id) else {
                 continue;
             };
             let gate_list = gates.remove(id).unwrap_or_default();
-            let fingerprint = rc.fingerprint(&cfg);
+            let fingerprint = cfg.receiver_fingerprint(rc);
             let previous = old
                 .iter()
                 .position(|(i, _)| i == id)
