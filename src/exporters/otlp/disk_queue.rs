@@ -93,9 +93,15 @@ struct Inner {
     next_segment: u64,
     bytes: u64,
     closed: bool,
-    /// The last write error reported, so a full disk is logged once per episode.
+    /// Whether writes are failing: logged once per episode. An episode ends once writes have
+    /// succeeded for [`RECOVERED_AFTER_MS`] after the last failure, so a disk that flaps (a
+    /// batch fits in the room a cut-off write left, the next does not) is one episode.
     degraded: bool,
+    last_failure_ms: i64,
 }
+
+/// How long writes must succeed after a failure before a full disk counts as recovered.
+const RECOVERED_AFTER_MS: i64 = 10_000;
 
 pub struct DiskQueue {
     /// False for a queue in memory only (no `storage`): same queue, no files.
@@ -216,6 +222,7 @@ impl DiskQueue {
             bytes: 0,
             closed: false,
             degraded: false,
+            last_failure_ms: 0,
         };
         let mut replayed = Replayed::default();
         for (i, &id) in ids.iter().enumerate() {
@@ -328,6 +335,7 @@ impl DiskQueue {
                 bytes: 0,
                 closed: false,
                 degraded: false,
+                last_failure_ms: 0,
             }),
             ready: Notify::new(),
         }
@@ -440,7 +448,7 @@ impl DiskQueue {
             Ok(item) => {
                 g.next_seq += 1;
                 g.queue.push_back(item);
-                if g.degraded {
+                if g.degraded && crate::clock::now_ms() - g.last_failure_ms >= RECOVERED_AFTER_MS {
                     g.degraded = false;
                     tracing::info!(dir = %self.dir.display(), "persistent queue: writing to disk again");
                 }
@@ -449,6 +457,7 @@ impl DiskQueue {
                 Ok(Stored::Disk)
             }
             Err(e) => {
+                g.last_failure_ms = crate::clock::now_ms();
                 if !g.degraded {
                     g.degraded = true;
                     tracing::error!(dir = %self.dir.display(), error = %e, "persistent queue: cannot write to disk; keeping batches in memory until it can");
