@@ -288,6 +288,35 @@ impl ReceiverConfig {
         }
     }
 
+    /// The addresses it listens on, each with what listens there (`grpc`, `http`).
+    pub fn listen_addresses(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            ReceiverConfig::Prometheus(_) => Vec::new(),
+            ReceiverConfig::Otlp(o) => {
+                let p = &o.protocols;
+                let grpc = p.grpc.as_ref().map(|g| ("grpc", g.endpoint.as_str()));
+                let http = p.http.as_ref().map(|h| ("http", h.endpoint.as_str()));
+                grpc.into_iter().chain(http).collect()
+            }
+        }
+    }
+
+    /// The ids of the authenticator extensions it names.
+    pub fn authenticators(&self) -> Vec<&str> {
+        match self {
+            ReceiverConfig::Prometheus(_) => Vec::new(),
+            ReceiverConfig::Otlp(o) => {
+                let p = &o.protocols;
+                let grpc = p.grpc.as_ref().and_then(|g| g.auth.as_ref());
+                let http = p.http.as_ref().and_then(|h| h.auth.as_ref());
+                grpc.into_iter()
+                    .chain(http)
+                    .map(|a| a.authenticator.as_str())
+                    .collect()
+            }
+        }
+    }
+
     /// Starts the receiver.
     pub async fn start(&self, ctx: ReceiverContext<'_>) -> Result<StartedReceiver, String> {
         Ok(match self {
@@ -428,5 +457,28 @@ impl ExtensionConfig {
             ExtensionConfig::Zpages(z) => Some(&z.endpoint),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every type a kind accepts has a schema, and only those.
+    fn schemas_match<C: ComponentSection>() {
+        let mut g = schemars::SchemaGenerator::default();
+        let kinds: Vec<&str> = C::kind_schemas(&mut g)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(kinds, C::SUPPORTED, "{}s", C::NOUN);
+    }
+
+    #[test]
+    fn each_kind_lists_the_same_types_everywhere() {
+        schemas_match::<ReceiverConfig>();
+        schemas_match::<ProcessorConfig>();
+        schemas_match::<ExporterConfig>();
+        schemas_match::<ExtensionConfig>();
     }
 }

@@ -197,13 +197,11 @@ impl Config {
         receivers.sort_by_key(|id| id.to_string());
         receivers.dedup();
         for id in receivers {
-            if let Some(ReceiverConfig::Otlp(o)) = self.raw.receivers.get(id) {
-                if let Some(g) = &o.protocols.grpc {
-                    add(format!("receivers::{id} (grpc)"), &g.endpoint);
-                }
-                if let Some(h) = &o.protocols.http {
-                    add(format!("receivers::{id} (http)"), &h.endpoint);
-                }
+            let Some(rc) = self.raw.receivers.get(id) else {
+                continue;
+            };
+            for (what, endpoint) in rc.listen_addresses() {
+                add(format!("receivers::{id} ({what})"), endpoint);
             }
         }
         let mut exporters: Vec<&ComponentId> =
@@ -272,20 +270,13 @@ impl Config {
         )
     }
 
-    /// What decides whether a running receiver must take new settings: its config, and for
-    /// OTLP the authenticators it names.
+    /// What decides whether a running receiver must take new settings: its config, and the
+    /// authenticators it names.
     pub fn receiver_fingerprint(&self, rc: &ReceiverConfig) -> String {
         let mut fp = format!("{rc:#?}");
-        if let ReceiverConfig::Otlp(o) = rc {
-            let p = &o.protocols;
-            let names = [
-                p.grpc.as_ref().and_then(|g| g.auth.as_ref()),
-                p.http.as_ref().and_then(|h| h.auth.as_ref()),
-            ];
-            for a in names.into_iter().flatten() {
-                if let Ok(id) = ComponentId::parse(&a.authenticator) {
-                    fp.push_str(&format!("{:#?}", self.raw.extensions.get(&id)));
-                }
+        for name in rc.authenticators() {
+            if let Ok(id) = ComponentId::parse(name) {
+                fp.push_str(&format!("{:#?}", self.raw.extensions.get(&id)));
             }
         }
         fp

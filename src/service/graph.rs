@@ -1,5 +1,5 @@
 //! The graph's parts, started in order by `Running::assemble`: servers (extensions, self
-//! metrics), exporters, memory gates, pipelines, receivers; each reusing what the running
+//! metrics), exporters, pipelines with their memory gates, receivers; each reusing what the running
 //! graph had when its settings are unchanged.
 
 use std::collections::HashMap;
@@ -161,52 +161,37 @@ impl Running {
         Ok((inputs, deferred))
     }
 
-    /// Memory limiters: one gate per processor id, closed at the receivers of its pipelines.
-    /// Returns each receiver's gates.
-    pub(super) fn start_memory_gates(&mut self) -> Gates {
-        let mut gates: HashMap<ComponentId, Arc<MemoryGate>> = HashMap::new();
-        let mut receiver_gates: Gates = HashMap::new();
-        for p in &self.cfg.pipelines {
-            for pid in &p.processors {
-                let Some(Ok(Stage::Gate(m))) = self.cfg.raw.processors.get(pid).map(|p| p.stage())
-                else {
-                    continue;
-                };
-                let gate = gates
-                    .entry(pid.clone())
-                    .or_insert_with(|| {
-                        let gate = Arc::new(MemoryGate::default());
-                        let task = memory_limiter::run(pid.to_string(), m, gate.clone());
-                        self.background.push(tokio::spawn(task));
-                        gate
-                    })
-                    .clone();
-                for r in &p.receivers {
-                    receiver_gates
-                        .entry(r.clone())
-                        .or_default()
-                        .push(gate.clone());
-                }
-            }
-        }
-        receiver_gates
-    }
-
     /// Pipelines: input → processor stages → fan-out to the exporters. Returns each
-    /// receiver's outputs (the inputs of its pipelines).
+    /// receiver's outputs (the inputs of its pipelines) and its memory gates: one gate per
+    /// memory limiter id, closed at the receivers of the pipelines that list it.
     pub(super) fn build_pipelines(
         &mut self,
         exporter_inputs: HashMap<ComponentId, mpsc::Sender<Metrics>>,
-    ) -> Result<Outputs, String> {
+    ) -> Result<(Outputs, Gates), String> {
+        let cfg = self.cfg.clone();
         let mut outputs: Outputs = HashMap::new();
-        for p in &self.cfg.pipelines {
+        let mut gates: HashMap<&ComponentId, Arc<MemoryGate>> = HashMap::new();
+        let mut receiver_gates: Gates = HashMap::new();
+        for p in &cfg.pipelines {
             let (input_tx, mut rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
             for pid in &p.processors {
-                let Some(pc) = self.cfg.raw.processors.get(pid) else {
+                let Some(pc) = cfg.raw.processors.get(pid) else {
                     continue;
                 };
                 match pc.stage().map_err(|e| format!("{pid}: {e}"))? {
-                    Stage::Gate(_) => continue, // acts at the receivers, not on the data
+                    // Acts at the receivers, not on the data.
+                    Stage::Gate(m) => {
+                        let gate = gates.entry(pid).or_insert_with(|| {
+                            let gate = Arc::new(MemoryGate::default());
+                            let task = memory_limiter::run(pid.to_string(), m, gate.clone());
+                            self.background.push(tokio::spawn(task));
+                            gate
+                        });
+                        for r in &p.receivers {
+                            let list = receiver_gates.entry(r.clone()).or_default();
+                            list.push(gate.clone());
+                        }
+                    }
                     Stage::Task(start) => {
                         let (tx, next_rx) = mpsc::channel::<Metrics>(CHANNEL_CAPACITY);
                         self.stages.push(start(rx, tx));
@@ -225,7 +210,7 @@ impl Running {
                 outputs.entry(r.clone()).or_default().push(input_tx.clone());
             }
         }
-        Ok(outputs)
+        Ok((outputs, receiver_gates))
     }
 
     /// Receivers last: kept ones are repointed at the new pipelines (and take new settings

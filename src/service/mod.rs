@@ -212,8 +212,7 @@ impl Running {
         let (inputs, deferred) = running.start_exporters(&mut old.exporters).await?;
         // Exporters no pipeline uses any more drain and stop, once the receivers are done.
         let unused = std::mem::take(&mut old.exporters);
-        let gates = running.start_memory_gates();
-        let outputs = running.build_pipelines(inputs)?;
+        let (outputs, gates) = running.build_pipelines(inputs)?;
         running
             .start_receivers(std::mem::take(&mut old.receivers), outputs, gates)
             .await?;

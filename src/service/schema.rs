@@ -83,7 +83,7 @@ pub fn markdown(schema: &Value) -> String {
     out
 }
 
-/// A definition's object, following one `$ref` and a nullable `anyOf`.
+/// A definition's object, following one `$ref`.
 fn resolve<'a>(s: &'a Value, defs: &'a Map<String, Value>) -> Option<&'a Value> {
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
         return defs.get(r.trim_start_matches("#/$defs/"));
