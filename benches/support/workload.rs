@@ -56,12 +56,18 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
+    /// Pod `pod` of podinfo: the even ones the primary's, the odd ones the canary's.
     pub fn new(pod: usize) -> Sidecar {
         let workload = if pod.is_multiple_of(2) {
             "podinfo-primary"
         } else {
             "podinfo-canary"
         };
+        Sidecar::of_workload(pod, workload)
+    }
+
+    /// Pod `pod` of the Deployment `workload` (`destination_workload`).
+    pub fn of_workload(pod: usize, workload: &str) -> Sidecar {
         let mut lines = Vec::new();
         let istio_labels = |source: &str, code: &str| {
             format!(

@@ -76,6 +76,16 @@ pub struct LabelPair {
     bound: Option<f64>,
     /// The pair as an OTLP `KeyValue`, length-prefixed, built on first use.
     otlp: std::sync::OnceLock<Box<[u8]>>,
+    /// `pair_hash` of the pair: the store hashes every sample's label set on ingest, and
+    /// combining these is a load per label instead of hashing its bytes again.
+    hash: u64,
+}
+
+/// A hash of one (name, value) pair by content: the same whether the pair is a shared
+/// `LabelPair` (which keeps it) or two strings.
+pub fn pair_hash(name: &str, value: &str) -> u64 {
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+    xxh3_64_with_seed(value.as_bytes(), xxh3_64(name.as_bytes()))
 }
 
 /// Names that mean something to the model beyond being an attribute.
@@ -105,12 +115,18 @@ impl LabelPair {
             _ => None,
         };
         LabelPair {
+            hash: pair_hash(&name, &value),
             name,
             value,
             role,
             bound,
             otlp: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `pair_hash(name, value)`, computed once.
+    pub fn pair_hash(&self) -> u64 {
+        self.hash
     }
 
     pub fn role(&self) -> LabelRole {
@@ -285,6 +301,11 @@ impl Labels {
         self.0.binary_search_by(|l| (*l.name).cmp(name)).ok()
     }
 
+    /// The very same set (not only equal labels).
+    pub fn ptr_eq(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn as_slice(&self) -> &[Label] {
         &self.0
     }
@@ -366,15 +387,6 @@ struct InternerState {
     pairs_swept_at: usize,
 }
 
-fn pair_hash(name: &str, value: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = foldhash::fast::FixedState::default().build_hasher();
-    h.write(name.as_bytes());
-    h.write_u8(0xff);
-    h.write(value.as_bytes());
-    h.finish()
-}
-
 impl InternerState {
     fn string(&mut self, s: &str) -> Arc<str> {
         if let Some(a) = self.strings.get(s) {
@@ -422,7 +434,7 @@ impl Interner {
         }
         let label = Label(Arc::new(LabelPair::new(st.string(name), st.string(value))));
         st.pairs
-            .insert_unique(hash, label.clone(), |l| pair_hash(&l.name, &l.value));
+            .insert_unique(hash, label.clone(), |l| l.pair_hash());
         label
     }
 }
