@@ -233,9 +233,29 @@ async fn main() {
     }
     println!();
     println!(
-        "memory ratio meshmetrics/Prometheus: {:.2}× after ingest, {:.2}× after the queries  (ingest took {ingest_s:.0} s)",
+        "memory ratio meshmetrics/Prometheus: {:.2}× after ingest, {:.2}× after the queries (goal ≤ 0.15)  (ingest took {ingest_s:.0} s)",
         mm_idle_rss as f64 / prom_idle_rss.max(1) as f64,
         mm_rss as f64 / prom_rss.max(1) as f64
+    );
+    let flagger: Vec<f64> = report
+        .iter()
+        .filter(|q| {
+            q["query"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("flagger"))
+        })
+        .map(|q| {
+            q["meshmetrics_ms"].as_f64().unwrap_or(f64::NAN)
+                / q["prometheus_ms"].as_f64().unwrap_or(f64::NAN)
+        })
+        .collect();
+    println!(
+        "Flagger's checks: latency {} of Prometheus's (goal ≤ 0.5 each)",
+        flagger
+            .iter()
+            .map(|r| format!("{r:.2}×"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if let Ok(path) = std::env::var("MM_BENCH_JSON") {
         let json = serde_json::json!({

@@ -19,7 +19,8 @@
 //!   30 s, asked of the façade and of the Prometheus server. Each is asked with `time` set to
 //!   the run's step (Flagger sends none and gets "now"), so the answers can be compared.
 //! - Freshness: a probe target scraped every second returns its request count; after each
-//!   probe scrape, the query endpoint is polled (every 2 ms) until it answers that count. The
+//!   probe scrape, the query endpoint is polled (every 2 ms, or a tenth of the time waited so
+//!   far when that is longer) until it answers that count. The
 //!   delay from the probe's answer to the query's is the scrape's end to queryable.
 //!
 //! Run it:
@@ -453,7 +454,8 @@ async fn run_load(
     load
 }
 
-/// After each probe scrape by `scraper`, polls `addr` until it answers that probe's count:
+/// After each probe scrape by `scraper`, polls `addr` until it answers that probe's count
+/// (the resolution is 2 ms or a tenth of the delay, whichever is larger):
 /// the delays in ms (a probe not seen within 2 s counts as 2,000 ms).
 async fn run_freshness(
     targets: Arc<Targets>,
@@ -489,7 +491,9 @@ async fn run_freshness(
                 delays.push(at.elapsed().as_secs_f64() * 1000.0);
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Every 2 ms at first, then every tenth of the wait so far: a stack that takes
+            // seconds is not charged thousands of polls (each one a query it answers).
+            tokio::time::sleep((at.elapsed() / 10).max(Duration::from_millis(2))).await;
         }
     }
     delays

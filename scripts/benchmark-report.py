@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns the JSON the side-by-side benchmarks write (benches/agents.rs,
-benches/facade_vs_prometheus.rs) into docs/benchmarks.md and a bar chart in SVG.
+benches/facade_vs_prometheus.rs, benches/whole_job.rs) into docs/benchmarks.md and bar charts
+in SVG (the given path, and the whole job's beside it with `-whole-job` in its name).
 
     scripts/benchmark-report.py target/bench-results docs/benchmarks.md docs/benchmarks.svg
 """
@@ -39,20 +40,21 @@ def verdict(ok):
     return "met" if ok else "**not met**"
 
 
-def chart(agents, path):
-    """Two panels of horizontal bars: CPU per million samples, and memory."""
-    width, bar, gap, left = 760, 18, 8, 200
-    rows = len(agents)
-    panel = rows * (bar + gap) + 40
-    height = 2 * panel + 30
-    colours = {"steady": "#4e79a7", "peak": "#a0cbe8", "cpu": "#f28e2b"}
+COLOURS = {"steady": "#4e79a7", "peak": "#a0cbe8", "cpu": "#f28e2b"}
+
+
+def chart(panels, path):
+    """Panels of horizontal bars; each panel is (title, rows, colour of the k-th bar), each
+    row (name, value, value ...)."""
+    width, bar, gap, left = 760, 18, 8, 230
+    heights = [len(rows) * (bar + gap) + 40 for _, rows, _ in panels]
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{sum(heights) + 30}" '
         'font-family="sans-serif" font-size="12">',
         '<rect width="100%" height="100%" fill="white"/>',
     ]
-
-    def panel_bars(top, title, values, colour_of, unit):
+    top = 0
+    for (title, values, colour_of), height in zip(panels, heights):
         out.append(f'<text x="10" y="{top + 16}" font-weight="bold">{title}</text>')
         biggest = max(v for vs in values for v in vs[1:] if v is not None) or 1
         scale = (width - left - 90) / biggest
@@ -70,26 +72,86 @@ def chart(agents, path):
                 )
                 out.append(
                     f'<text x="{left + w + 4:.1f}" y="{y + (k + 1) * h - 2:.1f}" '
-                    f'font-size="10">{v:.2f} {unit}</text>'
+                    f'font-size="10">{v:.2f}</text>'
                 )
-
-    panel_bars(
-        0,
-        "CPU seconds per million scraped samples (lower is better)",
-        [(a["name"], a["cpu_s_per_million"]) for a in agents],
-        lambda k: colours["cpu"],
-        "",
-    )
-    panel_bars(
-        panel,
-        "Resident memory, MiB: steady (dark) and peak (light)",
-        [(a["name"], a["steady_rss"] / MIB, a["peak_rss"] / MIB) for a in agents],
-        lambda k: colours["steady"] if k == 0 else colours["peak"],
-        "",
-    )
+        top += height
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
+
+
+def memory_panel(rows):
+    return (
+        "Resident memory, MiB: steady (dark) and peak (light)",
+        rows,
+        lambda k: COLOURS["steady"] if k == 0 else COLOURS["peak"],
+    )
+
+
+def whole_job_section(job):
+    """The whole job against vmagent + a Prometheus server: table, goals, freshness."""
+    stacks = job["stacks"]
+    lines = [
+        "## The whole job: one agent against the stack it replaces",
+        "",
+        f"{job['sidecars']} sidecars of 10 canaried workloads ({job['series']:,} series every 5 s).",
+        "meshmetrics runs the `daemonset` overlay's shape: scrape → memory_limiter → resource →",
+        "batch → OTLP/gRPC (zstd, persistent queue on disk), and the `promql` exporter with a",
+        "15-minute window on a pipeline of its own. The stack it replaces is vmagent (export, to",
+        "the same sink) and a Prometheus server scraping the same sidecars for the queries; their",
+        "CPU and memory are added. While each runs, Flagger's two builtin checks for the 10",
+        "canaries every 10 s, and a 10-panel dashboard (each panel an instant query and a 1 h",
+        "range at a 15 s step) every 30 s, are asked of the façade and of the Prometheus server.",
+        "Each scraper's n-th request to a sidecar returns step n stamped `start + (n-1) × 5 s`, so",
+        "every stack holds the same samples relative to its start; queries carry `time` at the",
+        "same step of each run (Flagger sends none), and their answers, times made relative, are",
+        f"compared. Each stack runs alone for {job['measure_s']} s after a warm-up.",
+        "",
+        "Freshness is the delay from a probe target's answer (scraped every second) to the",
+        "query endpoint answering its new value, polled after each probe scrape every 2 ms (or",
+        "every tenth of the time waited so far, when longer: the polls are queries the stack",
+        "answers, and count in its CPU).",
+        "The last row feeds the façade from behind `batch` in the export pipeline, the overlays'",
+        "earlier shape.",
+        "",
+        "| stack | CPU-s | CPU-s per million samples | steady RSS | peak RSS "
+        "| freshness median / p99 | Flagger check median / p99 | dashboard range median |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for st in stacks:
+        lines.append(
+            f"| {st['name']} | {st['cpu_s']:.2f} | {st['cpu_s_per_million']:.2f} "
+            f"| {st['steady_rss'] / MIB:.1f} MiB | {st['peak_rss'] / MIB:.1f} MiB "
+            f"| {st['freshness_median_ms']:.1f} / {st['freshness_p99_ms']:.1f} ms "
+            f"| {st['flagger_median_ms']:.2f} / {st['flagger_p99_ms']:.2f} ms "
+            f"| {st['dashboard_range_median_ms']:.2f} ms |"
+        )
+    lines += ["", "![CPU and memory of the whole job](benchmarks-whole-job.svg)", ""]
+    by_name = {st["name"]: st for st in stacks}
+    mm = by_name.get("meshmetrics")
+    cmp = {c["stack"]: c for c in job.get("comparisons", [])}
+    if mm and "meshmetrics" in cmp:
+        c = cmp["meshmetrics"]
+        lines += [
+            "### Goals",
+            "",
+            "| goal | measured | |",
+            "|---|---|---|",
+            f"| whole-job CPU ≤ 0.1× the stack's | {c['cpu_ratio']:.3f}× | "
+            f"{verdict(c['cpu_ratio'] <= 0.1)} |",
+            f"| steady RSS ≤ 0.25× the stack's | {c['rss_ratio']:.3f}× | "
+            f"{verdict(c['rss_ratio'] <= 0.25)} |",
+            f"| every answer equal | {c['answers_equal']} of {c['answers']} | "
+            f"{verdict(c['answers_equal'] == c['answers'])} |",
+            f"| freshness median ≤ 100 ms | {mm['freshness_median_ms']:.1f} ms | "
+            f"{verdict(mm['freshness_median_ms'] <= 100)} |",
+            f"| freshness p99 ≤ 100 ms | {mm['freshness_p99_ms']:.1f} ms "
+            f"({mm['freshness_probes']} probes) | {verdict(mm['freshness_p99_ms'] <= 100)} |",
+            "",
+        ]
+        for d in c.get("differ", []):
+            lines.append(f"- differs: {d}")
+    return lines
 
 
 def main():
@@ -102,6 +164,12 @@ def main():
         with open(facade_path) as f:
             facade = json.load(f)
 
+    job = None
+    job_path = os.path.join(results, "whole_job.json")
+    if os.path.exists(job_path):
+        with open(job_path) as f:
+            job = json.load(f)
+
     by_name = {a["name"]: a for a in agents["agents"]}
     mm = by_name.get("meshmetrics (OTLP zstd)")
     gz = by_name.get("meshmetrics (OTLP gzip)")
@@ -112,7 +180,8 @@ def main():
     lines = [
         "# Benchmarks",
         "",
-        "Generated by `scripts/bench.sh` (benches `agents` and `facade_vs_prometheus`); do not",
+        "Generated by `scripts/bench.sh` (benches `whole_job`, `agents` and",
+        "`facade_vs_prometheus`); do not",
         "edit by hand. Every figure comes from one run on one machine: compare the ratios, not",
         "the absolute numbers, with other machines.",
         "",
@@ -164,10 +233,34 @@ def main():
         "![CPU and memory per agent](benchmarks.svg)",
         "",
     ]
+    rounds = agents.get("rounds", [])
+    if rounds:
+        lines += [
+            "vmagent and meshmetrics (zstd) ran in turn, "
+            f"{len(rounds)} times each; either one's memory moves by tens of",
+            "percent between runs, so the memory goal is the median ratio of these pairs, and the",
+            "table above shows each agent's run of the median pair.",
+            "",
+            "| round | vmagent steady RSS | meshmetrics steady RSS | ratio "
+            "| vmagent CPU-s per million | meshmetrics CPU-s per million |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rounds:
+            lines.append(
+                f"| {r['round']} | {r['vmagent_steady_rss'] / MIB:.1f} MiB "
+                f"| {r['meshmetrics_steady_rss'] / MIB:.1f} MiB "
+                f"| {r['meshmetrics_steady_rss'] / r['vmagent_steady_rss']:.2f}× "
+                f"| {r['vmagent_cpu_s_per_million']:.2f} | {r['meshmetrics_cpu_s_per_million']:.2f} |"
+            )
+        lines.append("")
     if mm and prom and vm:
         cpu_vs_prom = mm["cpu_s_per_million"] / prom["cpu_s_per_million"]
         peak_vs_vm = mm["peak_rss"] / vm["peak_rss"]
-        steady_vs_vm = mm["steady_rss"] / vm["steady_rss"]
+        if rounds:
+            ratios = sorted(r["meshmetrics_steady_rss"] / r["vmagent_steady_rss"] for r in rounds)
+            steady_vs_vm = ratios[len(ratios) // 2]
+        else:
+            steady_vs_vm = mm["steady_rss"] / vm["steady_rss"]
         ceiling = (
             mm["ceiling_samples_per_s"] / prom["ceiling_samples_per_s"]
             if prom["ceiling_samples_per_s"]
@@ -178,8 +271,8 @@ def main():
             "",
             "| goal | measured | |",
             "|---|---|---|",
-            f"| CPU per sample ≤ 0.2× Prometheus agent (zstd) | {cpu_vs_prom:.2f}× | "
-            f"{verdict(cpu_vs_prom <= 0.2)} |",
+            f"| CPU per sample ≤ 0.1× Prometheus agent (zstd) | {cpu_vs_prom:.2f}× | "
+            f"{verdict(cpu_vs_prom <= 0.1)} |",
             f"| ≤ 1.0 CPU-s per million samples (zstd) | {mm['cpu_s_per_million']:.2f} | "
             f"{verdict(mm['cpu_s_per_million'] <= 1.0)} |",
         ]
@@ -190,8 +283,8 @@ def main():
             )
         lines += [
             f"| peak RSS ≤ vmagent's peak | {peak_vs_vm:.2f}× | {verdict(peak_vs_vm <= 1.0)} |",
-            f"| steady RSS ≤ 1.5× vmagent's | {steady_vs_vm:.2f}× | "
-            f"{verdict(steady_vs_vm <= 1.5)} |",
+            f"| steady RSS ≤ 1.2× vmagent's (median of {len(rounds)} alternating pairs) "
+            f"| {steady_vs_vm:.2f}× | {verdict(steady_vs_vm <= 1.2)} |",
             f"| ceiling ≥ 3× Prometheus agent's | {ceiling:.2f}× | {verdict(ceiling >= 3)} |",
             "",
         ]
@@ -242,12 +335,56 @@ def main():
             "Memory ratio: "
             f"{facade.get('meshmetrics_rss_after_ingest', 0) / facade.get('prometheus_rss_after_ingest', 1):.2f}× "
             f"after ingest, {facade['meshmetrics_rss'] / facade['prometheus_rss']:.2f}× after the "
-            "queries (goal ≤ 0.25×); latency goal ≤ 0.5× for every query.",
+            "queries.",
             "",
         ]
+        flagger = [q for q in facade["queries"] if q["query"].startswith("flagger")]
+        memory = facade.get("meshmetrics_rss_after_ingest", 0) / facade.get(
+            "prometheus_rss_after_ingest", 1
+        )
+        worst = max((q["meshmetrics_ms"] / q["prometheus_ms"] for q in flagger), default=0)
+        lines += [
+            "| goal | measured | |",
+            "|---|---|---|",
+            f"| façade memory ≤ 0.15× the Prometheus server's ({series:,} series) "
+            f"| {memory:.2f}× | {verdict(memory <= 0.15)} |",
+            f"| Flagger's checks ≤ 0.5× its latency | {worst:.2f}× (the slower of the two) "
+            f"| {verdict(worst <= 0.5)} |",
+            "",
+        ]
+    if job:
+        # The whole job first: it is the comparison users make.
+        insert_at = lines.index("## Scrape and forward")
+        lines = lines[:insert_at] + whole_job_section(job) + lines[insert_at:]
     with open(md_path, "w") as f:
         f.write("\n".join(lines))
-    chart(agents["agents"], svg_path)
+    chart(
+        [
+            (
+                "CPU seconds per million scraped samples (lower is better)",
+                [(a["name"], a["cpu_s_per_million"]) for a in agents["agents"]],
+                lambda k: COLOURS["cpu"],
+            ),
+            memory_panel(
+                [(a["name"], a["steady_rss"] / MIB, a["peak_rss"] / MIB) for a in agents["agents"]]
+            ),
+        ],
+        svg_path,
+    )
+    if job:
+        chart(
+            [
+                (
+                    "Whole-job CPU seconds over the measured window (lower is better)",
+                    [(st["name"], st["cpu_s"]) for st in job["stacks"]],
+                    lambda k: COLOURS["cpu"],
+                ),
+                memory_panel(
+                    [(st["name"], st["steady_rss"] / MIB, st["peak_rss"] / MIB) for st in job["stacks"]]
+                ),
+            ],
+            svg_path.replace(".svg", "-whole-job.svg"),
+        )
 
 
 if __name__ == "__main__":
