@@ -9,7 +9,9 @@
 //! scraped samples, steady and peak resident memory, bytes per active series, and the rate at
 //! which it falls behind: in a second phase the interval drops to `MM_SAT_INTERVAL` with
 //! `MM_SAT_SIDECARS` targets, far more than any of them can scrape on time, and the samples
-//! actually fetched per second is its ceiling.
+//! actually fetched per second is its ceiling. vmagent and meshmetrics (zstd) run in turn
+//! `MM_ROUNDS` times (3): the memory of either moves by tens of percent between runs, so
+//! their ratio is the median of those pairs, whose runs the table shows.
 //!
 //!     cargo bench --bench agents                      # 100 sidecars × 2,224 series, 5 s
 //!     MM_SIDECARS=20 MM_MEASURE_S=20 cargo bench --bench agents
