@@ -688,8 +688,31 @@ pub async fn https_sink(pki: &TestPki) -> (SocketAddr, Sink) {
     (serve_tls(app, pki).await, sink)
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine).
+/// A free TCP port on 127.0.0.1, for an agent to listen on.
+///
+/// Taken below the kernel's ephemeral range: a port the kernel picked for `bind(0)` comes from
+/// the range it also gives outgoing connections, so any client (another agent, a proxy) could
+/// take it between this check and the agent's bind. Below it, only another listener can. A
+/// per-process sequence keeps concurrent tests of one binary apart.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(11_000));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = low + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
