@@ -80,11 +80,18 @@ def chart(panels, path):
         f.write("\n".join(out) + "\n")
 
 
-def memory_panel(rows):
-    return (
-        "Resident memory, MiB: steady (dark) and peak (light)",
-        rows,
-        lambda k: COLOURS["steady"] if k == 0 else COLOURS["peak"],
+def cpu_and_memory_chart(cpu_title, cpu_rows, rows, path):
+    """A CPU panel (name, value) and a memory panel from each row's steady and peak RSS."""
+    chart(
+        [
+            (cpu_title, cpu_rows, lambda k: COLOURS["cpu"]),
+            (
+                "Resident memory, MiB: steady (dark) and peak (light)",
+                [(r["name"], r["steady_rss"] / MIB, r["peak_rss"] / MIB) for r in rows],
+                lambda k: COLOURS["steady"] if k == 0 else COLOURS["peak"],
+            ),
+        ],
+        path,
     )
 
 
@@ -358,31 +365,17 @@ def main():
         lines = lines[:insert_at] + whole_job_section(job) + lines[insert_at:]
     with open(md_path, "w") as f:
         f.write("\n".join(lines))
-    chart(
-        [
-            (
-                "CPU seconds per million scraped samples (lower is better)",
-                [(a["name"], a["cpu_s_per_million"]) for a in agents["agents"]],
-                lambda k: COLOURS["cpu"],
-            ),
-            memory_panel(
-                [(a["name"], a["steady_rss"] / MIB, a["peak_rss"] / MIB) for a in agents["agents"]]
-            ),
-        ],
+    cpu_and_memory_chart(
+        "CPU seconds per million scraped samples (lower is better)",
+        [(a["name"], a["cpu_s_per_million"]) for a in agents["agents"]],
+        agents["agents"],
         svg_path,
     )
     if job:
-        chart(
-            [
-                (
-                    "Whole-job CPU seconds over the measured window (lower is better)",
-                    [(st["name"], st["cpu_s"]) for st in job["stacks"]],
-                    lambda k: COLOURS["cpu"],
-                ),
-                memory_panel(
-                    [(st["name"], st["steady_rss"] / MIB, st["peak_rss"] / MIB) for st in job["stacks"]]
-                ),
-            ],
+        cpu_and_memory_chart(
+            "Whole-job CPU seconds over the measured window (lower is better)",
+            [(st["name"], st["cpu_s"]) for st in job["stacks"]],
+            job["stacks"],
             svg_path.replace(".svg", "-whole-job.svg"),
         )
 

@@ -284,26 +284,35 @@ impl<'a> MergedPairs<'a> {
 
     /// Each pair's `pair_hash`, in the order `next` gives the pairs.
     fn for_each_hash(mut self, mut f: impl FnMut(u64)) {
-        loop {
-            let extra = self.peek_extra();
-            match (self.labels.clone().next(), extra) {
-                (Some(l), Some((k, _))) if *l.name < *k => {
-                    self.labels.next();
-                    f(l.pair_hash());
-                }
-                (_, Some((k, v))) => {
-                    if self.labels.clone().next().is_some_and(|l| *l.name == *k) {
-                        self.labels.next();
-                    }
-                    self.next_extra += 1;
-                    f(crate::model::pair_hash(k, v));
-                }
-                (Some(l), None) => {
-                    self.labels.next();
-                    f(l.pair_hash());
-                }
-                (None, None) => return,
+        while let Some(p) = self.next_merged() {
+            f(match p {
+                Merged::Label(l) => l.pair_hash(),
+                Merged::Extra(k, v) => crate::model::pair_hash(k, v),
+            });
+        }
+    }
+
+    /// The next pair in name order: a label, or one of the three kept apart, which wins over
+    /// a label of the same name.
+    fn next_merged(&mut self) -> Option<Merged<'a>> {
+        let label = self.labels.clone().next();
+        match (label, self.peek_extra()) {
+            (Some(l), Some((k, _))) if *l.name < *k => {
+                self.labels.next();
+                Some(Merged::Label(l))
             }
+            (label, Some((k, v))) => {
+                if label.is_some_and(|l| *l.name == *k) {
+                    self.labels.next();
+                }
+                self.next_extra += 1;
+                Some(Merged::Extra(k, v))
+            }
+            (Some(l), None) => {
+                self.labels.next();
+                Some(Merged::Label(l))
+            }
+            (None, None) => None,
         }
     }
 
@@ -315,35 +324,19 @@ impl<'a> MergedPairs<'a> {
     }
 }
 
+/// One pair of `MergedPairs`: a shared label (which keeps its hash) or two strings.
+enum Merged<'a> {
+    Label(&'a Label),
+    Extra(&'a str, &'a str),
+}
+
 impl<'a> Iterator for MergedPairs<'a> {
     type Item = (&'a str, &'a str);
     fn next(&mut self) -> Option<(&'a str, &'a str)> {
-        let extra = self.peek_extra();
-        let label = self.labels.clone().next();
-        match (label, extra) {
-            (Some(l), Some((k, v))) => match (*l.name).cmp(k) {
-                std::cmp::Ordering::Less => {
-                    self.labels.next();
-                    Some((&*l.name, &*l.value))
-                }
-                ord => {
-                    if ord == std::cmp::Ordering::Equal {
-                        self.labels.next();
-                    }
-                    self.next_extra += 1;
-                    Some((k, v))
-                }
-            },
-            (Some(l), None) => {
-                self.labels.next();
-                Some((&*l.name, &*l.value))
-            }
-            (None, Some(e)) => {
-                self.next_extra += 1;
-                Some(e)
-            }
-            (None, None) => None,
-        }
+        self.next_merged().map(|p| match p {
+            Merged::Label(l) => (&*l.name, &*l.value),
+            Merged::Extra(k, v) => (k, v),
+        })
     }
 }
 
