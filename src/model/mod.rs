@@ -297,6 +297,11 @@ impl Labels {
         self.position(name).map(|i| &*self.0[i].value)
     }
 
+    /// The label named `name`, shared pair and all.
+    pub fn label(&self, name: &str) -> Option<&Label> {
+        self.position(name).map(|i| &self.0[i])
+    }
+
     fn position(&self, name: &str) -> Option<usize> {
         self.0.binary_search_by(|l| (*l.name).cmp(name)).ok()
     }

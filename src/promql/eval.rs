@@ -18,6 +18,32 @@ use crate::model::{is_stale_nan, Labels};
 
 pub(super) type Result<T> = std::result::Result<T, EvalError>;
 
+/// What an evaluation loaded: each selector's series, keyed by the selector's place in the
+/// expression, with the window `[mint, maxt]` they were loaded over.
+#[derive(Default)]
+pub struct Loaded {
+    by_selector: HashMap<usize, (i64, i64, Vec<SeriesSamples>)>,
+}
+
+impl Loaded {
+    /// The series `vs` was loaded with, when that load covered `[mint, maxt]` (each series'
+    /// samples may reach beyond it).
+    pub(super) fn covering(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+    ) -> Option<&[SeriesSamples]> {
+        match self
+            .by_selector
+            .get(&(vs as *const VectorSelector as usize))
+        {
+            Some((from, to, series)) if *from <= mint && *to >= maxt => Some(series),
+            _ => None,
+        }
+    }
+}
+
 /// Evaluation state for one query.
 pub(super) struct Ctx<'a> {
     pub q: &'a dyn Queryable,
@@ -26,7 +52,7 @@ pub(super) struct Ctx<'a> {
     /// Query start and end (for `@ start()` / `@ end()`), ms.
     pub start: i64,
     pub end: i64,
-    data: HashMap<usize, Vec<SeriesSamples>>,
+    data: Loaded,
     loaded_samples: usize,
     loaded_series: usize,
 }
@@ -106,7 +132,7 @@ impl<'a> Ctx<'a> {
             cancel,
             start,
             end,
-            data: HashMap::new(),
+            data: Loaded::default(),
             loaded_samples: 0,
             loaded_series: 0,
         }
@@ -177,7 +203,7 @@ impl<'a> Ctx<'a> {
             self.loaded_samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
             self.loaded_series += series.len();
             self.check_budget(0, 0)?;
-            self.data.insert(key, series);
+            self.data.by_selector.insert(key, (mint, maxt, series));
         }
         Ok(())
     }
@@ -258,9 +284,9 @@ impl<'a> Ctx<'a> {
 
     fn series_of(&self, vs: &VectorSelector) -> &[SeriesSamples] {
         self.data
+            .by_selector
             .get(&(vs as *const VectorSelector as usize))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+            .map_or(&[], |(_, _, series)| series.as_slice())
     }
 
     /// An instant vector selector at `ts`: the newest sample within the lookback window.
@@ -618,14 +644,27 @@ pub fn instant_query(
     opts: &EvalOptions,
     cancel: &dyn Fn() -> bool,
 ) -> std::result::Result<Value, EvalError> {
+    instant_query_loaded(q, expr, ts, opts, cancel).map(|(v, _)| v)
+}
+
+/// [`instant_query`], with what it loaded: explaining the answer reads that again instead of
+/// selecting from the store a second time.
+pub fn instant_query_loaded(
+    q: &dyn Queryable,
+    expr: &Expr,
+    ts: i64,
+    opts: &EvalOptions,
+    cancel: &dyn Fn() -> bool,
+) -> std::result::Result<(Value, Loaded), EvalError> {
     let mut ctx = Ctx::new(q, opts, cancel, ts, ts);
     ctx.preload(expr, ts, ts)?;
     let delayed = opts.delayed_name_removal;
-    match ctx.eval(expr, ts)? {
-        Value::Vector(v) => Ok(Value::Vector(finish_vector(v, delayed)?)),
-        Value::Matrix(m) => Ok(Value::Matrix(finish_matrix(m, delayed)?)),
-        other => Ok(other),
-    }
+    let v = match ctx.eval(expr, ts)? {
+        Value::Vector(v) => Value::Vector(finish_vector(v, delayed)?),
+        Value::Matrix(m) => Value::Matrix(finish_matrix(m, delayed)?),
+        other => other,
+    };
+    Ok((v, ctx.data))
 }
 
 /// Evaluates `expr` at every step from `start` to `end` (ms); returns a matrix.

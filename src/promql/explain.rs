@@ -14,9 +14,11 @@
 use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::eval::{ms, offset_ms, selector_matchers};
-use super::{instant_query, EvalOptions, LabelMatcher, MatchKind, Queryable, Selection, Value};
-use crate::model::is_stale_nan;
+use super::eval::{ms, offset_ms, selector_matchers, Loaded};
+use super::{
+    instant_query, EvalOptions, LabelMatcher, MatchKind, Queryable, Selection, SeriesSamples, Value,
+};
+use crate::model::{is_stale_nan, Label, Labels};
 
 /// Functions that need two samples in their window to give a value.
 const NEEDS_TWO: &[&str] = &[
@@ -43,9 +45,23 @@ pub fn explain(
     result: &Value,
     opts: &EvalOptions,
 ) -> Vec<String> {
+    explain_loaded(q, expr, ts, result, opts, &Loaded::default())
+}
+
+/// [`explain`], reading what the evaluation already `loaded` where that covers a selector's
+/// window: a healthy answer then costs no second selection from the store.
+pub fn explain_loaded(
+    q: &dyn Queryable,
+    expr: &Expr,
+    ts: i64,
+    result: &Value,
+    opts: &EvalOptions,
+    loaded: &Loaded,
+) -> Vec<String> {
     let mut x = Explainer {
         q,
         opts,
+        loaded,
         ts,
         out: Vec::new(),
         targets: BTreeSet::new(),
@@ -136,10 +152,11 @@ fn has_nan(v: &Value) -> bool {
 struct Explainer<'a> {
     q: &'a dyn Queryable,
     opts: &'a EvalOptions,
+    loaded: &'a Loaded,
     ts: i64,
     out: Vec<String>,
-    /// (job, instance) of every series the query selected.
-    targets: BTreeSet<(String, String)>,
+    /// (job, instance) of every series the query selected, as their shared labels.
+    targets: BTreeSet<(Label, Label)>,
 }
 
 /// A duration the way PromQL writes it: `2m`, `30s`, `500ms`.
@@ -154,16 +171,18 @@ fn seconds(ms: i64) -> String {
 
 impl Explainer<'_> {
     /// A read within the query's memory budget: what would exceed it is not explained.
-    fn read(
-        &self,
-        matchers: &[LabelMatcher],
-        from: i64,
-        to: i64,
-    ) -> Option<Vec<super::SeriesSamples>> {
+    fn read(&self, matchers: &[LabelMatcher], from: i64, to: i64) -> Option<Vec<SeriesSamples>> {
         self.q
             .select_within(matchers, from, to, self.opts.max_memory)
             .ok()
             .flatten()
+    }
+
+    /// Notes the target of a selected series: two shared labels, no strings copied.
+    fn note_target(&mut self, labels: &Labels) {
+        if let (Some(job), Some(instance)) = (labels.label("job"), labels.label("instance")) {
+            self.targets.insert((job.clone(), instance.clone()));
+        }
     }
 
     fn push(&mut self, w: String) {
@@ -224,21 +243,34 @@ impl Explainer<'_> {
             (Some(_), Some(f)) if NEEDS_TWO.contains(&f) => 2,
             _ => 1,
         };
-        let Some(read) = self.read(&matchers, t.saturating_sub(window).saturating_add(1), t) else {
-            return;
+        let first = t.saturating_sub(window).saturating_add(1);
+        let loaded = self.loaded;
+        let read_now;
+        let read = match loaded.covering(vs, first, t) {
+            Some(series) => series,
+            None => {
+                let Some(series) = self.read(&matchers, first, t) else {
+                    return;
+                };
+                read_now = series;
+                &read_now
+            }
         };
         if read.len() > MAX_SERIES {
             return;
         }
-        let enough = |s: &super::SeriesSamples| {
-            s.samples.iter().filter(|(_, v)| !is_stale_nan(*v)).count() >= needed
+        let enough = |s: &SeriesSamples| {
+            let from = s.samples.partition_point(|(st, _)| *st < first);
+            let to = s.samples.partition_point(|(st, _)| *st <= t);
+            s.samples[from..to.max(from)]
+                .iter()
+                .filter(|(_, v)| !is_stale_nan(*v))
+                .count()
+                >= needed
         };
         if !read.is_empty() && read.iter().all(enough) {
-            for s in &read {
-                if let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance"))
-                {
-                    self.targets.insert((job.to_string(), instance.to_string()));
-                }
+            for s in read {
+                self.note_target(&s.labels);
             }
             return;
         }
@@ -267,9 +299,7 @@ impl Explainer<'_> {
             if in_window > 0 {
                 live += 1;
             }
-            if let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance")) {
-                self.targets.insert((job.to_string(), instance.to_string()));
-            }
+            self.note_target(&s.labels);
             let mut gaps: Vec<i64> = points.windows(2).map(|w| w[1] - w[0]).collect();
             gaps.sort_unstable();
             let own = gaps.get(gaps.len() / 2).copied();
@@ -345,9 +375,7 @@ impl Explainer<'_> {
             return;
         }
         for s in &series {
-            if let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance")) {
-                self.targets.insert((job.to_string(), instance.to_string()));
-            }
+            self.note_target(&s.labels);
         }
         let mut named_any = false;
         for m in matchers.iter().filter(|m| m.name != "__name__") {
@@ -430,13 +458,13 @@ impl Explainer<'_> {
         let Some(series) = self.read(std::slice::from_ref(&up), from, self.ts) else {
             return;
         };
-        let mut down: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut down: BTreeMap<(Label, Label), i64> = BTreeMap::new();
         for s in &series {
-            let (Some(job), Some(instance)) = (s.labels.get("job"), s.labels.get("instance"))
+            let (Some(job), Some(instance)) = (s.labels.label("job"), s.labels.label("instance"))
             else {
                 continue;
             };
-            let key = (job.to_string(), instance.to_string());
+            let key = (job.clone(), instance.clone());
             if !self.targets.contains(&key) {
                 continue;
             }
@@ -447,6 +475,7 @@ impl Explainer<'_> {
             }
         }
         for ((job, instance), at) in down {
+            let (job, instance) = (&job.value, &instance.value);
             let ago = seconds((self.ts - at).max(0));
             self.push(format!(
                 "target {instance} (job {job}) is down: its scrape {ago} ago failed, so its series are missing or stale"
@@ -473,4 +502,106 @@ fn matcher_text(m: &LabelMatcher) -> String {
         MatchKind::NotRe => "!~",
     };
     format!("{}{op}{:?}", m.name, m.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promql::{instant_query_loaded, parse, Compat};
+
+    /// Series held in memory, selected by their full label sets.
+    struct Held(Vec<SeriesSamples>);
+
+    impl Queryable for Held {
+        fn select(
+            &self,
+            matchers: &[LabelMatcher],
+            mint: i64,
+            maxt: i64,
+        ) -> Result<Vec<SeriesSamples>, String> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|s| {
+                    matchers
+                        .iter()
+                        .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+                })
+                .map(|s| SeriesSamples {
+                    labels: s.labels.clone(),
+                    samples: s
+                        .samples
+                        .iter()
+                        .copied()
+                        .filter(|(t, _)| *t >= mint && *t <= maxt)
+                        .collect(),
+                })
+                .collect())
+        }
+    }
+
+    fn series(name: &str, instance: &str, every_ms: i64, until: i64) -> SeriesSamples {
+        SeriesSamples {
+            labels: Labels::from_pairs([
+                ("__name__", name),
+                ("job", "mesh"),
+                ("instance", instance),
+            ]),
+            samples: (0..)
+                .map(|i| i * every_ms)
+                .take_while(|t| *t <= until)
+                .map(|t| (t, t as f64))
+                .collect(),
+        }
+    }
+
+    /// What the evaluation loaded answers the explanation as the store would: the same
+    /// warnings for a healthy, a thin and a down target's answer.
+    #[test]
+    fn explaining_from_what_was_loaded_says_what_reading_again_says() {
+        let now = 600_000;
+        let held = Held(vec![
+            series("req_total", "a:1", 5_000, now),
+            series("req_total", "b:1", 5_000, now),
+            // Scraped every 45 s: the 1m window up to now holds one sample.
+            series("slow_total", "a:1", 45_000, now),
+            series("up", "a:1", 5_000, now),
+            SeriesSamples {
+                samples: (0..=120).map(|i| (i * 5_000, 0.0)).collect(),
+                ..series("up", "b:1", 5_000, now)
+            },
+        ]);
+        let opts = EvalOptions {
+            compat: Compat::V2,
+            ..Default::default()
+        };
+        let never = || false;
+        for query in [
+            "sum(rate(req_total[1m]))",
+            "sum(rate(slow_total[1m]))",
+            "rate(req_total{instance=\"c:1\"}[1m])",
+            "req_total / req_total",
+        ] {
+            let expr = parse(query).expect("parses");
+            let (v, loaded) = instant_query_loaded(&held, &expr, now, &opts, &never).expect("ok");
+            let again = explain(&held, &expr, now, &v, &opts);
+            let reused = explain_loaded(&held, &expr, now, &v, &opts, &loaded);
+            assert_eq!(reused, again, "{query}");
+            assert!(
+                again
+                    .iter()
+                    .any(|w| w.contains("b:1") && w.contains("down"))
+                    || query.contains("slow")
+                    || query.contains("c:1"),
+                "{query}: {again:?}"
+            );
+        }
+        let thin = parse("sum(rate(slow_total[1m]))").expect("parses");
+        let (v, loaded) = instant_query_loaded(&held, &thin, now, &opts, &never).expect("ok");
+        let why = explain_loaded(&held, &thin, now, &v, &opts, &loaded);
+        assert!(
+            why.iter().any(|w| w.contains("fewer than two samples")),
+            "{why:?}"
+        );
+    }
 }

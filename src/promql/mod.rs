@@ -17,8 +17,8 @@ mod functions;
 use regex::Regex;
 use std::fmt;
 
-pub use eval::{instant_query, range_query, selections, Selection};
-pub use explain::{explain, is_thin, wanted as explanation_selections};
+pub use eval::{instant_query, instant_query_loaded, range_query, selections, Loaded, Selection};
+pub use explain::{explain, explain_loaded, is_thin, wanted as explanation_selections};
 
 use crate::model::Labels;
 

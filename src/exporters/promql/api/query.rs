@@ -15,8 +15,8 @@ use crate::exporters::promql::queryz::QueryRecord;
 use crate::model::format_value;
 use crate::promql::bounds::QueryShape;
 use crate::promql::{
-    explain, explanation_selections, instant_query, is_thin, range_query, selections, EvalError,
-    EvalOptions, Queryable, Value,
+    explain, explain_loaded, explanation_selections, instant_query_loaded, is_thin, range_query,
+    selections, EvalError, EvalOptions, Queryable, Value,
 };
 
 /// Parsed queries kept by text, bounded in bytes (each entry counted at what its text,
@@ -251,14 +251,14 @@ async fn run_query(st: Arc<ApiState>, p: Params, range: bool, who: String) -> Re
                 .map(|v| (v, Vec::new()))
         } else {
             let evaluating = Instant::now();
-            let v = instant_query(q, &expr, times.0, &st2.opts, &cancel)?;
+            let (v, loaded) = instant_query_loaded(q, &expr, times.0, &st2.opts, &cancel)?;
             // The warnings cost about what the evaluation did: left out when that would run
             // past the query's deadline. Fanned out, the data gathered covers the query's own
             // selections only; asked of it, the explanations that look beyond them would
             // claim absences falsely (see `explain_fanned_out`).
             let in_time = Instant::now() + evaluating.elapsed() < deadline;
             let why = match &gathered {
-                None if in_time => explain(q, &expr, times.0, &v, &st2.opts),
+                None if in_time => explain_loaded(q, &expr, times.0, &v, &st2.opts, &loaded),
                 _ => Vec::new(),
             };
             Ok((v, why))
