@@ -237,12 +237,39 @@ impl std::fmt::Debug for Label {
 }
 
 /// A label set, sorted by name, names unique. Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Labels(Arc<[Label]>);
+///
+/// Mostly one shared slice. The set of a histogram bucket or a summary quantile is the set
+/// its siblings share plus its own `le` or `quantile`, spliced in where it sorts
+/// (`Interner::label_set`): the buckets of a histogram differ in that one label only, and a
+/// copy of the whole set per bucket was the largest part of a scrape cache's memory.
+#[derive(Clone)]
+pub struct Labels(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Flat(Arc<[Label]>),
+    Spliced(Arc<Spliced>),
+}
+
+// Two words, as when every set was one slice: series entries and samples hold one each.
+const _: () = assert!(std::mem::size_of::<Labels>() == 16);
+
+/// `base` with `extra` inserted before `base[at]`.
+struct Spliced {
+    base: Arc<[Label]>,
+    extra: Label,
+    at: usize,
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels::empty()
+    }
+}
 
 impl Labels {
     pub fn empty() -> Self {
-        Labels(Arc::from(Vec::new()))
+        Labels(Repr::Flat(Arc::from(Vec::new())))
     }
 
     /// Builds a label set; sorts and keeps the last value of a repeated name.
@@ -257,18 +284,8 @@ impl Labels {
     }
 
     /// Sorts, drops empty values (Prometheus treats them as absent), dedups by name.
-    pub fn from_vec(mut v: Vec<Label>) -> Self {
-        v.retain(|l| !l.value.is_empty());
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        // Keep the last occurrence of a duplicated name.
-        let mut out: Vec<Label> = Vec::with_capacity(v.len());
-        for l in v {
-            match out.last_mut() {
-                Some(last) if last.name == l.name => *last = l,
-                _ => out.push(l),
-            }
-        }
-        Labels(Arc::from(out))
+    pub fn from_vec(v: Vec<Label>) -> Self {
+        Labels(Repr::Flat(Arc::from(sorted_unique(v))))
     }
 
     /// A label set from labels already in name order, names unique and values non-empty
@@ -278,55 +295,102 @@ impl Labels {
         let set: Arc<[Label]> = labels.into_iter().collect();
         debug_assert!(set.windows(2).all(|w| w[0].name < w[1].name));
         debug_assert!(set.iter().all(|l| !l.value.is_empty()));
-        Labels(set)
+        Labels(Repr::Flat(set))
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
+    /// The set `base` shares with its siblings, plus `extra` (a name `base` lacks).
+    fn spliced(base: Arc<[Label]>, extra: Label) -> Self {
+        let at = base.partition_point(|l| l.name < extra.name);
+        debug_assert!(base.get(at).is_none_or(|l| l.name != extra.name));
+        Labels(Repr::Spliced(Arc::new(Spliced { base, extra, at })))
+    }
+
+    /// The set as the labels before the spliced one, that one, and those after it (all in
+    /// the first part for a set that is one slice).
+    pub fn parts(&self) -> (&[Label], Option<&Label>, &[Label]) {
+        match &self.0 {
+            Repr::Flat(all) => (all, None, &[]),
+            Repr::Spliced(s) => (&s.base[..s.at], Some(&s.extra), &s.base[s.at..]),
+        }
+    }
+
+    pub fn iter(&self) -> LabelsIter<'_> {
+        let (head, extra, tail) = self.parts();
+        LabelsIter {
+            head: head.iter(),
+            extra,
+            tail: tail.iter(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Repr::Flat(all) => all.len(),
+            Repr::Spliced(s) => s.base.len() + 1,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.position(name).map(|i| &*self.0[i].value)
+        self.label(name).map(|l| &*l.value)
     }
 
     /// The label named `name`, shared pair and all.
     pub fn label(&self, name: &str) -> Option<&Label> {
-        self.position(name).map(|i| &self.0[i])
+        let (head, extra, tail) = self.parts();
+        let find = |part: &'_ [Label]| -> Option<usize> {
+            part.binary_search_by(|l| (*l.name).cmp(name)).ok()
+        };
+        match extra {
+            Some(e) if &*e.name == name => Some(e),
+            Some(e) if name > &*e.name => find(tail).map(|i| &tail[i]),
+            _ => find(head).map(|i| &head[i]),
+        }
     }
 
-    fn position(&self, name: &str) -> Option<usize> {
-        self.0.binary_search_by(|l| (*l.name).cmp(name)).ok()
+    /// The `i`-th label in name order.
+    pub fn nth(&self, i: usize) -> Option<&Label> {
+        let (head, extra, tail) = self.parts();
+        match (i.checked_sub(head.len()), extra) {
+            (None, _) => head.get(i),
+            (Some(0), Some(e)) => Some(e),
+            (Some(k), Some(_)) => tail.get(k - 1),
+            (Some(_), None) => None,
+        }
+    }
+
+    /// The labels spliced into `self` and `other` when both are the very same shared set
+    /// plus one label at the same place: the two differ in those at most.
+    pub fn spliced_apart<'a>(&'a self, other: &'a Labels) -> Option<(&'a Label, &'a Label)> {
+        match (&self.0, &other.0) {
+            (Repr::Spliced(a), Repr::Spliced(b))
+                if Arc::ptr_eq(&a.base, &b.base) && a.at == b.at =>
+            {
+                Some((&a.extra, &b.extra))
+            }
+            _ => None,
+        }
     }
 
     /// The very same set (not only equal labels).
     pub fn ptr_eq(&self, other: &Labels) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
-    pub fn as_slice(&self) -> &[Label] {
-        &self.0
+        match (&self.0, &other.0) {
+            (Repr::Flat(a), Repr::Flat(b)) => Arc::ptr_eq(a, b),
+            (Repr::Spliced(a), Repr::Spliced(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     pub fn to_vec(&self) -> Vec<Label> {
-        self.0.to_vec()
+        self.iter().cloned().collect()
     }
 
     /// A copy with `name` set to `value` (removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut v: Vec<Label> = self
-            .0
-            .iter()
-            .filter(|l| &*l.name != name)
-            .cloned()
-            .collect();
+        let mut v: Vec<Label> = self.iter().filter(|l| &*l.name != name).cloned().collect();
         if !value.is_empty() {
             v.push(Label::new(name, value));
         }
@@ -340,29 +404,128 @@ impl Labels {
 
     /// A copy without any of `names`, in one pass (the set itself when it has none).
     pub fn without_any(&self, names: &[&str]) -> Labels {
-        let mut found = names.iter().filter_map(|n| self.position(n));
+        let mut found = names.iter().filter_map(|n| self.label(n));
         let Some(first) = found.next() else {
             return self.clone();
         };
-        if found.next().is_none() {
+        if let (None, Repr::Flat(all)) = (found.next(), &self.0) {
             // The usual case (only `__name__`): the two slices around it, one allocation.
-            let (before, after) = (&self.0[..first], &self.0[first + 1..]);
+            let at = all.partition_point(|l| l.name < first.name);
+            let (before, after) = (&all[..at], &all[at + 1..]);
             return Labels::from_sorted(before.iter().chain(after).cloned());
         }
-        Labels(
-            self.0
-                .iter()
+        Labels::from_sorted(
+            self.iter()
                 .filter(|l| !names.contains(&&*l.name))
                 .cloned()
-                .collect(),
+                .collect::<Vec<_>>(),
         )
+    }
+}
+
+/// Sorted by name, empty values dropped (Prometheus treats them as absent), the last value
+/// of a repeated name kept.
+fn sorted_unique(mut v: Vec<Label>) -> Vec<Label> {
+    v.retain(|l| !l.value.is_empty());
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out: Vec<Label> = Vec::with_capacity(v.len());
+    for l in v {
+        match out.last_mut() {
+            Some(last) if last.name == l.name => *last = l,
+            _ => out.push(l),
+        }
+    }
+    out
+}
+
+/// The labels of a set in name order.
+#[derive(Clone)]
+pub struct LabelsIter<'a> {
+    head: std::slice::Iter<'a, Label>,
+    extra: Option<&'a Label>,
+    tail: std::slice::Iter<'a, Label>,
+}
+
+impl<'a> Iterator for LabelsIter<'a> {
+    type Item = &'a Label;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Label> {
+        if let Some(l) = self.head.next() {
+            return Some(l);
+        }
+        if let Some(l) = self.extra.take() {
+            return Some(l);
+        }
+        self.tail.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.head.len() + usize::from(self.extra.is_some()) + self.tail.len();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for LabelsIter<'_> {}
+
+impl std::iter::FusedIterator for LabelsIter<'_> {}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = LabelsIter<'a>;
+    fn into_iter(self) -> LabelsIter<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        if let (Repr::Flat(a), Repr::Flat(b)) = (&self.0, &other.0) {
+            return a == b;
+        }
+        if let Some((a, b)) = self.spliced_apart(other) {
+            return a == b;
+        }
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.len());
+        for l in self.iter() {
+            l.hash(state);
+        }
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Labels) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            (Repr::Flat(a), Repr::Flat(b)) => a.cmp(b),
+            _ => self.iter().cmp(other.iter()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 impl std::fmt::Display for Labels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("{")?;
-        for (i, l) in self.0.iter().enumerate() {
+        for (i, l) in self.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
@@ -387,10 +550,23 @@ struct InternerState {
     /// Pairs by the hash of (name, value); `hashbrown`'s table finds them from borrowed
     /// strings without building a key.
     pairs: hashbrown::HashTable<Label>,
+    /// Label sets by `set_hash`, shared by the series that carry them.
+    sets: hashbrown::HashTable<Arc<[Label]>>,
     /// Sizes after the last sweep; the next sweep happens when a table doubles.
     strings_swept_at: usize,
     pairs_swept_at: usize,
+    sets_swept_at: usize,
 }
+
+/// A hash of a label set from the hashes its pairs keep.
+fn set_hash(labels: &[Label]) -> u64 {
+    labels.iter().fold(labels.len() as u64, |h, l| {
+        (h.rotate_left(5) ^ l.pair_hash()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    })
+}
+
+/// Sets with fewer labels than this are not spliced: their own copy costs no more.
+const SPLICE_FROM: usize = 6;
 
 impl InternerState {
     fn string(&mut self, s: &str) -> Arc<str> {
@@ -441,6 +617,43 @@ impl Interner {
         st.pairs
             .insert_unique(hash, label.clone(), |l| l.pair_hash());
         label
+    }
+
+    /// The label set of `labels` (as `Labels::from_vec` takes them), sharing memory with the
+    /// sets built before: an equal set is the same allocation (`foo_sum`, `foo_count` and
+    /// `foo_total` of one target usually carry one set), and a set with a bucket bound or a
+    /// quantile is the shared set without it plus that label.
+    pub fn label_set(&self, labels: Vec<Label>) -> Labels {
+        let mut all = sorted_unique(labels);
+        let bound = all
+            .iter()
+            .position(|l| matches!(l.role(), LabelRole::Le | LabelRole::Quantile));
+        match bound {
+            Some(at) if all.len() >= SPLICE_FROM => {
+                let extra = all.remove(at);
+                Labels::spliced(self.shared_set(all), extra)
+            }
+            _ => Labels(Repr::Flat(self.shared_set(all))),
+        }
+    }
+
+    /// The shared set of `labels`, sorted and unique.
+    fn shared_set(&self, labels: Vec<Label>) -> Arc<[Label]> {
+        let Some(mut st) = self.lock() else {
+            return Arc::from(labels);
+        };
+        let hash = set_hash(&labels);
+        if let Some(set) = st.sets.find(hash, |s| **s == *labels) {
+            return set.clone();
+        }
+        // Forget sets no series holds any more.
+        if st.sets.len() >= 2 * st.sets_swept_at.max(1024) {
+            st.sets.retain(|s| Arc::strong_count(s) > 1);
+            st.sets_swept_at = st.sets.len();
+        }
+        let set: Arc<[Label]> = Arc::from(labels);
+        st.sets.insert_unique(hash, set.clone(), |s| set_hash(s));
+        set
     }
 }
 
@@ -524,6 +737,68 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bucket's set from the interner is its siblings' shared set plus `le`, and reads
+    /// exactly as the same labels in one slice do: order, lookups, equality, hash, order
+    /// among sets and copies.
+    #[test]
+    fn spliced_sets_read_as_flat_ones() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let interner = Interner::default();
+        let names = ["app", "code", "method", "path", "pod", "zone"];
+        let set = |le: Option<&str>| {
+            let mut v: Vec<Label> = names
+                .iter()
+                .map(|n| interner.label(n, &format!("{n}-value")))
+                .collect();
+            if let Some(le) = le {
+                v.push(interner.label("le", le));
+            }
+            v
+        };
+        let sum = interner.label_set(set(None));
+        let count = interner.label_set(set(None));
+        assert!(sum.ptr_eq(&count), "equal sets share one allocation");
+        let b1 = interner.label_set(set(Some("0.5")));
+        let b2 = interner.label_set(set(Some("+Inf")));
+        let (_, extra, _) = b1.parts();
+        assert_eq!(extra.map(|l| &*l.name), Some("le"));
+        assert!(b1.spliced_apart(&b2).is_some());
+        let flat = Labels::from_vec(set(Some("0.5")));
+        let hash =
+            |l: &Labels| BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(l);
+        assert_eq!(b1, flat);
+        assert_eq!(flat, b1);
+        assert_eq!(hash(&b1), hash(&flat));
+        assert_eq!(b1.cmp(&flat), std::cmp::Ordering::Equal);
+        assert_ne!(b1, b2);
+        assert_eq!(b1.cmp(&b2), flat.cmp(&Labels::from_vec(set(Some("+Inf")))));
+        assert_eq!(b1.len(), 7);
+        let order: Vec<&str> = b1.iter().map(|l| &*l.name).collect();
+        assert_eq!(
+            order,
+            ["app", "code", "le", "method", "path", "pod", "zone"]
+        );
+        assert_eq!(b1.iter().len(), 7);
+        for (i, l) in flat.iter().enumerate() {
+            assert_eq!(b1.nth(i), Some(l));
+            assert_eq!(b1.get(&l.name), Some(&*l.value));
+        }
+        assert_eq!(b1.nth(7), None);
+        assert_eq!(b1.get("absent"), None);
+        assert_eq!(b1.get("a"), None);
+        assert_eq!(b1.get("zz"), None);
+        assert_eq!(b1.without("le"), sum);
+        assert_eq!(
+            b1.without_any(&["le", "app"]),
+            Labels::from_vec(set(None)).without("app")
+        );
+        assert_eq!(b1.with("le", "1"), Labels::from_vec(set(Some("1"))));
+        assert_eq!(format!("{b1}"), format!("{flat}"));
+        // Short sets stay one slice: splicing would cost them more.
+        let short = interner.label_set(vec![interner.label("le", "1")]);
+        assert_eq!(short.parts().1, None);
+    }
 
     #[test]
     fn labels_sorted_and_deduped() {

@@ -731,6 +731,6 @@ pub fn range_query(
         t = next;
     }
     let mut out = steps.series;
-    out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(out))
 }

@@ -574,7 +574,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
                     }
                 }
                 if o == std::cmp::Ordering::Equal && compat == Compat::V3 {
-                    o = a.labels.as_slice().cmp(b.labels.as_slice());
+                    o = a.labels.cmp(&b.labels);
                 }
                 if name == "sort_by_label_desc" {
                     o.reverse()

@@ -82,7 +82,15 @@ impl MemSeries {
         if self.apart.iter().all(Option::is_none) {
             return self.labels.clone();
         }
-        let all = self.labels.as_slice();
+        // A spliced set (a bucket's) is laid out flat first.
+        let flat;
+        let all = match self.labels.parts() {
+            (all, None, _) => all,
+            _ => {
+                flat = self.labels.to_vec();
+                &flat[..]
+            }
+        };
         let cut = |a: &Option<Label>| {
             a.as_ref()
                 .map_or(0, |a| all.partition_point(|l| l.name < a.name))
@@ -259,7 +267,7 @@ struct SentAs<'a> {
 /// they win over a sample label of the same name, as `Labels::from_vec` would have it).
 #[derive(Clone)]
 struct MergedPairs<'a> {
-    labels: std::slice::Iter<'a, Label>,
+    labels: crate::model::LabelsIter<'a>,
     extra: [(&'a str, &'a str); 3],
     next_extra: usize,
 }
@@ -857,7 +865,7 @@ mod tests {
             sh.slots.iter().flatten().next().map(|x| x.labels.clone())
         });
         let held = shard.expect("one series");
-        assert!(std::ptr::eq(held.as_slice(), sample_labels.as_slice()));
+        assert!(held.ptr_eq(&sample_labels));
 
         // A sample label named like the resource's loses to it, as in a built set.
         let odd = l(&[("job", "from-sample"), ("k", "v")]);

@@ -506,7 +506,7 @@ impl ScrapeLoop {
             hash_src.push_str(v);
             hash_src.push('\u{ff}');
         }
-        let labels = Labels::from_vec(
+        let labels = self.interner.label_set(
             lset.into_iter()
                 .map(|(k, v)| self.interner.label(&k, &v))
                 .collect(),

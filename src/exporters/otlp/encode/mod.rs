@@ -413,26 +413,27 @@ fn same_attributes(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
 /// The same pairs in the same places but for `le` or `quantile` where those are structural:
 /// series of one point as exposed, compared by address without reading the pairs.
 fn same_but_bounds(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
-    let (x, y) = (a.as_slice(), b.as_slice());
-    x.len() == y.len()
-        && x.iter().zip(y).all(|(p, q)| {
-            p == q
-                || (p.role() == q.role()
-                    && matches!(p.role(), LabelRole::Le | LabelRole::Quantile)
-                    && is_structural(p, kind))
-        })
+    let bound_apart = |p: &Label, q: &Label| {
+        p.role() == q.role()
+            && matches!(p.role(), LabelRole::Le | LabelRole::Quantile)
+            && is_structural(p, kind)
+    };
+    // Two buckets of one scraped histogram: one shared set, each with its own bound.
+    if let Some((p, q)) = a.spliced_apart(b) {
+        return p == q || bound_apart(p, q);
+    }
+    a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p == q || bound_apart(p, q))
 }
 
 /// The value of the label with `role` as a number. The label sits at the same place in
 /// every series of a point, so `hint` (where it was last) is tried first.
 fn bound_of(labels: &Labels, role: LabelRole, hint: &mut usize) -> Option<f64> {
-    let slice = labels.as_slice();
-    if let Some(l) = slice.get(*hint).filter(|l| l.role() == role) {
+    if let Some(l) = labels.nth(*hint).filter(|l| l.role() == role) {
         return l.bound();
     }
-    let at = slice.iter().position(|l| l.role() == role)?;
+    let at = labels.iter().position(|l| l.role() == role)?;
     *hint = at;
-    slice[at].bound()
+    labels.nth(at)?.bound()
 }
 
 /// A hash of a point's identity (its labels but the structural ones), from their contents:

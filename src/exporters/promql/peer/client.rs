@@ -84,8 +84,7 @@ impl Merged {
 
     /// Orders the series by label set; nothing is added after.
     pub fn finish(&mut self) {
-        self.series
-            .sort_unstable_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+        self.series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.index = Default::default();
         self.sorted = true;
     }
@@ -120,7 +119,7 @@ impl Queryable for Merged {
             }
         }
         if !self.sorted {
-            out.sort_by(|a, b| a.labels.as_slice().cmp(b.labels.as_slice()));
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
         }
         Ok(out)
     }
