@@ -22,7 +22,17 @@ pub(super) type Result<T> = std::result::Result<T, EvalError>;
 /// expression, with the window `[mint, maxt]` they were loaded over.
 #[derive(Default)]
 pub struct Loaded {
-    by_selector: HashMap<usize, (i64, i64, Vec<SeriesSamples>)>,
+    by_selector: HashMap<usize, LoadedSelector>,
+}
+
+struct LoadedSelector {
+    mint: i64,
+    maxt: i64,
+    series: Vec<SeriesSamples>,
+    /// The oldest and newest sample time over all its series (`None`: no samples). A range
+    /// query's steps before or after the data (a 1h dashboard over a 15m window) are
+    /// answered from this alone, without looking into each series.
+    span: Option<(i64, i64)>,
 }
 
 impl Loaded {
@@ -38,7 +48,7 @@ impl Loaded {
             .by_selector
             .get(&(vs as *const VectorSelector as usize))
         {
-            Some((from, to, series)) if *from <= mint && *to >= maxt => Some(series),
+            Some(l) if l.mint <= mint && l.maxt >= maxt => Some(&l.series),
             _ => None,
         }
     }
@@ -203,7 +213,17 @@ impl<'a> Ctx<'a> {
             self.loaded_samples += series.iter().map(|s| s.samples.len()).sum::<usize>();
             self.loaded_series += series.len();
             self.check_budget(0, 0)?;
-            self.data.by_selector.insert(key, (mint, maxt, series));
+            let span = series
+                .iter()
+                .filter_map(|s| Some((s.samples.first()?.0, s.samples.last()?.0)))
+                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+            let loaded = LoadedSelector {
+                mint,
+                maxt,
+                series,
+                span,
+            };
+            self.data.by_selector.insert(key, loaded);
         }
         Ok(())
     }
@@ -282,11 +302,17 @@ impl<'a> Ctx<'a> {
         selector_matchers(vs, self.opts.compat)
     }
 
-    fn series_of(&self, vs: &VectorSelector) -> &[SeriesSamples] {
-        self.data
+    /// The series of `vs` that may hold samples in `[from, to]`: none when all its samples
+    /// lie outside (cheaper than a search in every series), else all.
+    fn series_overlapping(&self, vs: &VectorSelector, from: i64, to: i64) -> &[SeriesSamples] {
+        match self
+            .data
             .by_selector
             .get(&(vs as *const VectorSelector as usize))
-            .map_or(&[], |(_, _, series)| series.as_slice())
+        {
+            Some(l) if l.span.is_some_and(|(lo, hi)| lo <= to && hi >= from) => &l.series,
+            _ => &[],
+        }
     }
 
     /// An instant vector selector at `ts`: the newest sample within the lookback window.
@@ -297,7 +323,7 @@ impl<'a> Ctx<'a> {
             .saturating_sub(offset_ms(&vs.offset));
         let lo = t.saturating_sub(self.opts.lookback_ms);
         let mut out = Vec::new();
-        for s in self.series_of(vs) {
+        for s in self.series_overlapping(vs, lo, t) {
             let idx = s.samples.partition_point(|(st, _)| *st <= t);
             if idx == 0 {
                 continue;
@@ -329,7 +355,7 @@ impl<'a> Ctx<'a> {
         let lo = t.saturating_sub(ms(&m.range));
         let mut out = Vec::new();
         let mut held = 0usize;
-        for s in self.series_of(&m.vs) {
+        for s in self.series_overlapping(&m.vs, lo, t) {
             let first = match self.opts.compat {
                 Compat::V2 => s.samples.partition_point(|(st, _)| *st < lo),
                 Compat::V3 => s.samples.partition_point(|(st, _)| *st <= lo),
