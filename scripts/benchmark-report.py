@@ -278,7 +278,7 @@ def main():
             "",
             "| goal | measured | |",
             "|---|---|---|",
-            f"| CPU per sample ≤ 0.1× Prometheus agent (zstd) | {cpu_vs_prom:.2f}× | "
+            f"| CPU per sample ≤ 0.1× Prometheus agent (zstd) | {cpu_vs_prom:.3f}× | "
             f"{verdict(cpu_vs_prom <= 0.1)} |",
             f"| ≤ 1.0 CPU-s per million samples (zstd) | {mm['cpu_s_per_million']:.2f} | "
             f"{verdict(mm['cpu_s_per_million'] <= 1.0)} |",
