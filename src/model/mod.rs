@@ -83,9 +83,18 @@ pub struct LabelPair {
 
 /// A hash of one (name, value) pair by content: the same whether the pair is a shared
 /// `LabelPair` (which keeps it) or two strings.
+///
+/// Seeded once per process: label values come from whoever runs a scraped target, and the
+/// store's series table and a query's label-set tables are keyed by these hashes, so nobody
+/// outside may compute them ahead to make a table's keys collide.
 pub fn pair_hash(name: &str, value: &str) -> u64 {
-    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
-    xxh3_64_with_seed(value.as_bytes(), xxh3_64(name.as_bytes()))
+    use xxhash_rust::xxh3::xxh3_64_with_seed;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x6d6d_u64)
+    });
+    xxh3_64_with_seed(value.as_bytes(), xxh3_64_with_seed(name.as_bytes(), seed))
 }
 
 /// Names that mean something to the model beyond being an attribute.
@@ -248,7 +257,14 @@ pub struct Labels(Repr);
 #[derive(Clone)]
 enum Repr {
     Flat(Arc<[Label]>),
-    Spliced(Arc<Spliced>),
+    Built(Arc<Built>),
+}
+
+/// A set made of shared parts (one variant of `Repr` for both: a third would not fit in two
+/// words).
+enum Built {
+    Spliced(Spliced),
+    Joined(Joined),
 }
 
 // Two words, as when every set was one slice: series entries and samples hold one each.
@@ -259,6 +275,27 @@ struct Spliced {
     base: Arc<[Label]>,
     extra: Label,
     at: usize,
+}
+
+/// A set's labels in the pieces it is kept in (see `Labels::parts`).
+struct Parts<'a> {
+    head: &'a [Label],
+    extra: Option<&'a Label>,
+    tail: &'a [Label],
+    /// Present labels only.
+    joined: &'a [Option<Label>],
+}
+
+/// `base` and up to three labels kept apart from it, merged in name order as the set is read.
+/// A stored series keeps its scrape's set and its name, instance and job apart; an answer
+/// built from them this way costs one small allocation and four reference counts, not a copy
+/// of every label (which a query paid for every series it selected, and again to drop
+/// `__name__`).
+struct Joined {
+    /// Never a `Joined` itself.
+    base: Labels,
+    /// In name order, the present ones first; names `base` lacks, values non-empty.
+    extra: [Option<Label>; 3],
 }
 
 impl Default for Labels {
@@ -302,31 +339,104 @@ impl Labels {
     fn spliced(base: Arc<[Label]>, extra: Label) -> Self {
         let at = base.partition_point(|l| l.name < extra.name);
         debug_assert!(base.get(at).is_none_or(|l| l.name != extra.name));
-        Labels(Repr::Spliced(Arc::new(Spliced { base, extra, at })))
+        Labels(Repr::Built(Arc::new(Built::Spliced(Spliced {
+            base,
+            extra,
+            at,
+        }))))
+    }
+
+    /// `base` plus `extra` (in any order, `None`s skipped), which `base` lacks by name and
+    /// which have non-empty values: the set they make together, without copying `base`.
+    pub fn joined(base: Labels, mut extra: [Option<Label>; 3]) -> Labels {
+        // Present ones first, in name order (three places: a sort by hand, no allocation).
+        let before = |a: &Option<Label>, b: &Option<Label>| match (a, b) {
+            (Some(a), Some(b)) => b.name < a.name,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        for (i, j) in [(0, 1), (1, 2), (0, 1)] {
+            if before(&extra[i], &extra[j]) {
+                extra.swap(i, j);
+            }
+        }
+        if extra[0].is_none() {
+            return base;
+        }
+        debug_assert!(extra
+            .iter()
+            .flatten()
+            .all(|l| base.label(&l.name).is_none()));
+        debug_assert!(extra.iter().flatten().all(|l| !l.value.is_empty()));
+        if let Some(inner) = base.as_joined() {
+            // One level only: a set joined twice is laid out flat.
+            let mut all = inner.base.to_vec();
+            all.extend(inner.extra.iter().chain(&extra).flatten().cloned());
+            return Labels::from_vec(all);
+        }
+        Labels(Repr::Built(Arc::new(Built::Joined(Joined { base, extra }))))
     }
 
     /// The set as the labels before the spliced one, that one, and those after it (all in
-    /// the first part for a set that is one slice).
-    pub fn parts(&self) -> (&[Label], Option<&Label>, &[Label]) {
+    /// the first part for a set that is one slice), and the labels joined to them.
+    fn parts(&self) -> Parts<'_> {
         match &self.0 {
-            Repr::Flat(all) => (all, None, &[]),
-            Repr::Spliced(s) => (&s.base[..s.at], Some(&s.extra), &s.base[s.at..]),
+            Repr::Flat(all) => Parts {
+                head: all,
+                extra: None,
+                tail: &[],
+                joined: &[],
+            },
+            Repr::Built(b) => match &**b {
+                Built::Spliced(s) => Parts {
+                    head: &s.base[..s.at],
+                    extra: Some(&s.extra),
+                    tail: &s.base[s.at..],
+                    joined: &[],
+                },
+                Built::Joined(j) => {
+                    let present = j.extra.iter().take_while(|l| l.is_some()).count();
+                    Parts {
+                        joined: &j.extra[..present],
+                        ..j.base.parts()
+                    }
+                }
+            },
+        }
+    }
+
+    fn as_joined(&self) -> Option<&Joined> {
+        match &self.0 {
+            Repr::Built(b) => match &**b {
+                Built::Joined(j) => Some(j),
+                Built::Spliced(_) => None,
+            },
+            Repr::Flat(_) => None,
         }
     }
 
     pub fn iter(&self) -> LabelsIter<'_> {
-        let (head, extra, tail) = self.parts();
+        let Parts {
+            head,
+            extra,
+            tail,
+            joined,
+        } = self.parts();
         LabelsIter {
             head: head.iter(),
             extra,
             tail: tail.iter(),
+            joined,
         }
     }
 
     pub fn len(&self) -> usize {
         match &self.0 {
             Repr::Flat(all) => all.len(),
-            Repr::Spliced(s) => s.base.len() + 1,
+            Repr::Built(b) => match &**b {
+                Built::Spliced(s) => s.base.len() + 1,
+                Built::Joined(j) => j.base.len() + j.extra.iter().flatten().count(),
+            },
         }
     }
 
@@ -340,7 +450,15 @@ impl Labels {
 
     /// The label named `name`, shared pair and all.
     pub fn label(&self, name: &str) -> Option<&Label> {
-        let (head, extra, tail) = self.parts();
+        if let Some(j) = self.as_joined() {
+            return match j.extra.iter().flatten().find(|l| &*l.name == name) {
+                Some(l) => Some(l),
+                None => j.base.label(name),
+            };
+        }
+        let Parts {
+            head, extra, tail, ..
+        } = self.parts();
         let find = |part: &'_ [Label]| -> Option<usize> {
             part.binary_search_by(|l| (*l.name).cmp(name)).ok()
         };
@@ -353,7 +471,12 @@ impl Labels {
 
     /// The `i`-th label in name order.
     pub fn nth(&self, i: usize) -> Option<&Label> {
-        let (head, extra, tail) = self.parts();
+        if self.as_joined().is_some() {
+            return self.iter().nth(i);
+        }
+        let Parts {
+            head, extra, tail, ..
+        } = self.parts();
         match (i.checked_sub(head.len()), extra) {
             (None, _) => head.get(i),
             (Some(0), Some(e)) => Some(e),
@@ -366,11 +489,14 @@ impl Labels {
     /// plus one label at the same place: the two differ in those at most.
     pub fn spliced_apart<'a>(&'a self, other: &'a Labels) -> Option<(&'a Label, &'a Label)> {
         match (&self.0, &other.0) {
-            (Repr::Spliced(a), Repr::Spliced(b))
-                if Arc::ptr_eq(&a.base, &b.base) && a.at == b.at =>
-            {
-                Some((&a.extra, &b.extra))
-            }
+            (Repr::Built(a), Repr::Built(b)) => match (&**a, &**b) {
+                (Built::Spliced(a), Built::Spliced(b))
+                    if Arc::ptr_eq(&a.base, &b.base) && a.at == b.at =>
+                {
+                    Some((&a.extra, &b.extra))
+                }
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -379,7 +505,7 @@ impl Labels {
     pub fn ptr_eq(&self, other: &Labels) -> bool {
         match (&self.0, &other.0) {
             (Repr::Flat(a), Repr::Flat(b)) => Arc::ptr_eq(a, b),
-            (Repr::Spliced(a), Repr::Spliced(b)) => Arc::ptr_eq(a, b),
+            (Repr::Built(a), Repr::Built(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -408,6 +534,16 @@ impl Labels {
         let Some(first) = found.next() else {
             return self.clone();
         };
+        if let Some(j) = self.as_joined() {
+            if names.iter().all(|n| j.base.label(n).is_none()) {
+                // Only joined labels go (a stored series' `__name__`): the base stays shared.
+                let kept = j
+                    .extra
+                    .each_ref()
+                    .map(|l| l.clone().filter(|l| !names.contains(&&*l.name)));
+                return Labels::joined(j.base.clone(), kept);
+            }
+        }
         if let (None, Repr::Flat(all)) = (found.next(), &self.0) {
             // The usual case (only `__name__`): the two slices around it, one allocation.
             let at = all.partition_point(|l| l.name < first.name);
@@ -444,13 +580,13 @@ pub struct LabelsIter<'a> {
     head: std::slice::Iter<'a, Label>,
     extra: Option<&'a Label>,
     tail: std::slice::Iter<'a, Label>,
+    /// Joined labels not yet given (all present), merged in by name.
+    joined: &'a [Option<Label>],
 }
 
-impl<'a> Iterator for LabelsIter<'a> {
-    type Item = &'a Label;
-
+impl<'a> LabelsIter<'a> {
     #[inline]
-    fn next(&mut self) -> Option<&'a Label> {
+    fn next_in_base(&mut self) -> Option<&'a Label> {
         if let Some(l) = self.head.next() {
             return Some(l);
         }
@@ -460,8 +596,34 @@ impl<'a> Iterator for LabelsIter<'a> {
         self.tail.next()
     }
 
+    fn peek_base(&self) -> Option<&'a Label> {
+        self.head
+            .as_slice()
+            .first()
+            .or(self.extra)
+            .or_else(|| self.tail.as_slice().first())
+    }
+}
+
+impl<'a> Iterator for LabelsIter<'a> {
+    type Item = &'a Label;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Label> {
+        if let Some((Some(j), rest)) = self.joined.split_first() {
+            if self.peek_base().is_none_or(|b| j.name < b.name) {
+                self.joined = rest;
+                return Some(j);
+            }
+        }
+        self.next_in_base()
+    }
+
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.head.len() + usize::from(self.extra.is_some()) + self.tail.len();
+        let n = self.head.len()
+            + usize::from(self.extra.is_some())
+            + self.tail.len()
+            + self.joined.len();
         (n, Some(n))
     }
 }
@@ -486,6 +648,11 @@ impl PartialEq for Labels {
         if let Some((a, b)) = self.spliced_apart(other) {
             return a == b;
         }
+        if let (Some(a), Some(b)) = (self.as_joined(), other.as_joined()) {
+            if a.base.ptr_eq(&b.base) {
+                return a.extra == b.extra;
+            }
+        }
         self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
@@ -493,11 +660,23 @@ impl PartialEq for Labels {
 impl Eq for Labels {}
 
 impl std::hash::Hash for Labels {
+    /// The sum of the pairs' own hashes: no label's bytes are hashed again, and (names being
+    /// unique) the order they are read in does not matter, so a joined set need not be merged.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_usize(self.len());
-        for l in self.iter() {
-            l.hash(state);
+        fn sum(labels: &Labels) -> u64 {
+            match labels.as_joined() {
+                Some(j) => j
+                    .extra
+                    .iter()
+                    .flatten()
+                    .fold(sum(&j.base), |h, l| h.wrapping_add(l.pair_hash())),
+                None => labels
+                    .iter()
+                    .fold(0u64, |h, l| h.wrapping_add(l.pair_hash())),
+            }
         }
+        state.write_usize(self.len());
+        state.write_u64(sum(self));
     }
 }
 
@@ -761,7 +940,7 @@ mod tests {
         assert!(sum.ptr_eq(&count), "equal sets share one allocation");
         let b1 = interner.label_set(set(Some("0.5")));
         let b2 = interner.label_set(set(Some("+Inf")));
-        let (_, extra, _) = b1.parts();
+        let extra = b1.parts().extra;
         assert_eq!(extra.map(|l| &*l.name), Some("le"));
         assert!(b1.spliced_apart(&b2).is_some());
         let flat = Labels::from_vec(set(Some("0.5")));
@@ -797,7 +976,79 @@ mod tests {
         assert_eq!(format!("{b1}"), format!("{flat}"));
         // Short sets stay one slice: splicing would cost them more.
         let short = interner.label_set(vec![interner.label("le", "1")]);
-        assert_eq!(short.parts().1, None);
+        assert_eq!(short.parts().extra, None);
+    }
+
+    /// A stored series' answer set (its scrape's set joined with its name, instance and job)
+    /// reads exactly as the same labels in one slice, over a flat and over a spliced base.
+    #[test]
+    fn joined_sets_read_as_flat_ones() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash =
+            |l: &Labels| BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(l);
+        let interner = Interner::default();
+        let names = ["Zone", "app", "code", "jobs", "method", "path", "pod"];
+        let own: Vec<Label> = names
+            .iter()
+            .map(|n| interner.label(n, &format!("{n}-value")))
+            .collect();
+        let flat_base = interner.label_set(own.clone());
+        let mut with_le = own.clone();
+        with_le.push(interner.label("le", "0.5"));
+        let spliced_base = interner.label_set(with_le.clone());
+        let apart = [
+            Some(interner.label("__name__", "req_total")),
+            Some(interner.label("instance", "10.0.0.1:9090")),
+            Some(interner.label("job", "mesh")),
+        ];
+        for (base, labels) in [(flat_base, own), (spliced_base, with_le)] {
+            // Any subset of the three, in any order given.
+            for mask in 0..8u8 {
+                let mut extra: [Option<Label>; 3] = Default::default();
+                let mut all = labels.clone();
+                for (i, a) in apart.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        extra[2 - i] = a.clone();
+                        all.extend(a.clone());
+                    }
+                }
+                let joined = Labels::joined(base.clone(), extra);
+                let flat = Labels::from_vec(all);
+                assert_eq!(joined, flat, "mask {mask}");
+                assert_eq!(flat, joined);
+                assert_eq!(hash(&joined), hash(&flat));
+                assert_eq!(joined.cmp(&flat), std::cmp::Ordering::Equal);
+                assert_eq!(joined.len(), flat.len());
+                assert_eq!(joined.iter().len(), flat.len());
+                assert!(joined.iter().eq(flat.iter()));
+                for (i, l) in flat.iter().enumerate() {
+                    assert_eq!(joined.nth(i), Some(l));
+                    assert_eq!(joined.get(&l.name), Some(&*l.value));
+                }
+                assert_eq!(joined.get("absent"), None);
+                assert_eq!(format!("{joined}"), format!("{flat}"));
+                let names = ["__name__", "__type__", "__unit__"];
+                assert_eq!(joined.without_any(&names), flat.without_any(&names));
+                assert_eq!(joined.without("job"), flat.without("job"));
+                assert_eq!(joined.without("app"), flat.without("app"));
+                assert_eq!(joined.with("code", "500"), flat.with("code", "500"));
+                let again = Labels::joined(joined.clone(), Default::default());
+                assert!(again.ptr_eq(&joined));
+                let zz = interner.label("zz", "1");
+                let mut more = flat.to_vec();
+                more.push(zz.clone());
+                let twice = Labels::joined(joined.clone(), [None, Some(zz), None]);
+                assert_eq!(twice, Labels::from_vec(more));
+            }
+        }
+        // Two answers of one series are equal by their shared parts; others are not.
+        let base = interner.label_set(vec![interner.label("a", "1")]);
+        let one = Labels::joined(base.clone(), [apart[0].clone(), None, None]);
+        let two = Labels::joined(base.clone(), [apart[0].clone(), None, None]);
+        let other = Labels::joined(base, [Some(interner.label("__name__", "x")), None, None]);
+        assert_eq!(one, two);
+        assert_ne!(one, other);
+        assert!(one < other || other < one);
     }
 
     #[test]

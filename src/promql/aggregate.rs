@@ -2,10 +2,6 @@
 //! quantile, count_values, limitk, with `by`/`without`.
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
-// Keyed by label sets from scraped targets: foldhash, seeded at random per map, is several
-// times faster than SipHash here; it resists chosen collisions less than SipHash, but a
-// target cannot precompute them against an unknown seed.
-use foldhash::{HashMap, HashMapExt};
 
 use super::eval::{check_duplicates, Ctx, Result};
 use super::{Compat, EvalError, Sample, Value};
@@ -51,36 +47,82 @@ pub(super) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
-/// The group a sample falls in; `extra_by` is a label always kept (count_values' label).
-fn group_labels(
-    labels: &Labels,
+/// The labels of the group a sample falls in, borrowed from it, in name order;
+/// `extra_by` is a label always kept (count_values' label).
+fn group_key<'s>(
+    labels: &'s Labels,
     modifier: &Option<LabelModifier>,
     extra_by: Option<&str>,
-) -> Labels {
+    key: &mut Vec<&'s Label>,
+) {
+    key.clear();
     match modifier {
-        None => match extra_by {
-            Some(n) => labels
-                .get(n)
-                .map(|v| Labels::from_pairs([(n, v)]))
-                .unwrap_or_default(),
-            None => Labels::empty(),
-        },
+        None => key.extend(extra_by.and_then(|n| labels.label(n))),
         Some(LabelModifier::Include(l)) => {
-            let keep: Vec<Label> = labels
-                .iter()
-                .filter(|x| l.labels.iter().any(|n| *n == *x.name) || extra_by == Some(&*x.name))
-                .cloned()
-                .collect();
-            Labels::from_vec(keep)
+            // A lookup per listed name, not a pass over every label of the sample.
+            let names = l.labels.iter().map(String::as_str).chain(extra_by);
+            key.extend(names.filter_map(|n| labels.label(n)));
+            key.sort_by(|a, b| a.name.cmp(&b.name));
+            key.dedup_by(|a, b| a.name == b.name);
         }
-        Some(LabelModifier::Exclude(l)) => {
-            let keep: Vec<Label> = labels
+        Some(LabelModifier::Exclude(l)) => key.extend(
+            labels
                 .iter()
-                .filter(|x| &*x.name != "__name__" && !l.labels.iter().any(|n| *n == *x.name))
-                .cloned()
-                .collect();
-            Labels::from_vec(keep)
+                .filter(|x| &*x.name != "__name__" && !l.labels.iter().any(|n| *n == *x.name)),
+        ),
+    }
+}
+
+/// Groups by their labels. A sample's key is looked up as labels borrowed from it, hashed
+/// from their pairs' own hashes: a label set is built per group, not per sample. Keys come
+/// from scraped targets; the pair hashes are seeded per process and their sum per index, so
+/// a target cannot work out colliding keys ahead.
+struct GroupIndex {
+    table: hashbrown::HashTable<usize>,
+    seed: foldhash::fast::RandomState,
+}
+
+impl GroupIndex {
+    fn new() -> Self {
+        GroupIndex {
+            table: hashbrown::HashTable::new(),
+            seed: foldhash::fast::RandomState::default(),
         }
+    }
+
+    fn hash(&self, key: &[&Label]) -> u64 {
+        use std::hash::BuildHasher;
+        let sum = key.iter().fold(0u64, |h, l| h.wrapping_add(l.pair_hash()));
+        self.seed.hash_one((key.len(), sum))
+    }
+
+    /// The index of the group `key` names, made with `new_group` if there is none yet.
+    fn find_or_add(
+        &mut self,
+        groups: &mut Vec<Group>,
+        key: &[&Label],
+        new_group: impl FnOnce(Labels) -> Group,
+    ) -> usize {
+        let hash = self.hash(key);
+        let same =
+            |g: &Group| g.labels.len() == key.len() && g.labels.iter().eq(key.iter().copied());
+        if let Some(&i) = self.table.find(hash, |&i| same(&groups[i])) {
+            return i;
+        }
+        groups.push(new_group(Labels::from_sorted(
+            key.iter().map(|l| (*l).clone()),
+        )));
+        let i = groups.len() - 1;
+        let seed = &self.seed;
+        self.table.insert_unique(hash, i, |&j| {
+            let labels: Vec<&Label> = groups[j].labels.iter().collect();
+            use std::hash::BuildHasher;
+            let sum = labels
+                .iter()
+                .fold(0u64, |h, l| h.wrapping_add(l.pair_hash()));
+            seed.hash_one((labels.len(), sum))
+        });
+        i
     }
 }
 
@@ -133,16 +175,15 @@ pub(super) fn eval(ctx: &mut Ctx, a: &AggregateExpr, ts: i64) -> Result<Value> {
     };
 
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    for s in input {
-        let key = group_labels(&s.labels, &a.modifier, value_label.as_deref());
-        let gi = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push(Group {
-                labels: key,
-                ..Default::default()
-            });
-            groups.len() - 1
+    let mut index = GroupIndex::new();
+    let mut key = Vec::new();
+    for s in &input {
+        group_key(&s.labels, &a.modifier, value_label.as_deref(), &mut key);
+        let gi = index.find_or_add(&mut groups, &key, |labels| Group {
+            labels,
+            ..Default::default()
         });
+        key.clear();
         let g = &mut groups[gi];
         if s.drop_name && g.labels.get("__name__").is_some() {
             g.drop_name = true;
@@ -201,7 +242,7 @@ pub(super) fn eval(ctx: &mut Ctx, a: &AggregateExpr, ts: i64) -> Result<Value> {
                 g.value += delta * (v - g.mean);
             }
             "quantile" => g.values.push(v),
-            "topk" | "bottomk" | "limitk" => g.members.push(s),
+            "topk" | "bottomk" | "limitk" => g.members.push(s.clone()),
             "count" | "group" | "count_values" => {}
             other => {
                 return Err(EvalError::BadData(format!(

@@ -29,6 +29,9 @@ struct LoadedSelector {
     mint: i64,
     maxt: i64,
     series: Vec<SeriesSamples>,
+    /// Each series' labels without its name, made on first use: a range query's every step
+    /// drops the names of what `rate` and the like read, and this does it once per query.
+    nameless: Vec<std::cell::OnceCell<Labels>>,
     /// The oldest and newest sample time over all its series (`None`: no samples). A range
     /// query's steps before or after the data (a 1h dashboard over a 15m window) are
     /// answered from this alone, without looking into each series.
@@ -220,6 +223,7 @@ impl<'a> Ctx<'a> {
             let loaded = LoadedSelector {
                 mint,
                 maxt,
+                nameless: (0..series.len()).map(|_| Default::default()).collect(),
                 series,
                 span,
             };
@@ -305,14 +309,22 @@ impl<'a> Ctx<'a> {
     /// The series of `vs` that may hold samples in `[from, to]`: none when all its samples
     /// lie outside (cheaper than a search in every series), else all.
     fn series_overlapping(&self, vs: &VectorSelector, from: i64, to: i64) -> &[SeriesSamples] {
-        match self
-            .data
+        match self.loaded_overlapping(vs, from, to) {
+            Some(l) => &l.series,
+            None => &[],
+        }
+    }
+
+    fn loaded_overlapping(
+        &self,
+        vs: &VectorSelector,
+        from: i64,
+        to: i64,
+    ) -> Option<&LoadedSelector> {
+        self.data
             .by_selector
             .get(&(vs as *const VectorSelector as usize))
-        {
-            Some(l) if l.span.is_some_and(|(lo, hi)| lo <= to && hi >= from) => &l.series,
-            _ => &[],
-        }
+            .filter(|l| l.span.is_some_and(|(lo, hi)| lo <= to && hi >= from))
     }
 
     /// An instant vector selector at `ts`: the newest sample within the lookback window.
@@ -347,7 +359,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// A range selector at `ts`: the series' samples in the window, staleness markers removed.
-    pub fn matrix_at(&self, m: &MatrixSelector, ts: i64) -> Result<(Vec<Series>, i64, i64)> {
+    /// With `nameless`, each series comes without its name (the caller drops it now, and
+    /// names are not kept for later: see [`Ctx::drop_name`]).
+    pub fn matrix_at(
+        &self,
+        m: &MatrixSelector,
+        ts: i64,
+        nameless: bool,
+    ) -> Result<(Vec<Series>, i64, i64)> {
         let t = self
             .at_ms(&m.vs.at)
             .unwrap_or(ts)
@@ -355,7 +374,10 @@ impl<'a> Ctx<'a> {
         let lo = t.saturating_sub(ms(&m.range));
         let mut out = Vec::new();
         let mut held = 0usize;
-        for s in self.series_overlapping(&m.vs, lo, t) {
+        let Some(loaded) = self.loaded_overlapping(&m.vs, lo, t) else {
+            return Ok((out, lo, t));
+        };
+        for (s, without) in loaded.series.iter().zip(&loaded.nameless) {
             let first = match self.opts.compat {
                 Compat::V2 => s.samples.partition_point(|(st, _)| *st < lo),
                 Compat::V3 => s.samples.partition_point(|(st, _)| *st <= lo),
@@ -378,10 +400,15 @@ impl<'a> Ctx<'a> {
             if self.opts.max_samples > 0 && held > self.opts.max_samples {
                 return Err(EvalError::TooManySamples);
             }
+            let labels = if nameless && !self.opts.delayed_name_removal {
+                without.get_or_init(|| without_name(&s.labels)).clone()
+            } else {
+                s.labels.clone()
+            };
             out.push(Series {
-                labels: s.labels.clone(),
+                labels,
                 points,
-                drop_name: false,
+                drop_name: nameless && self.opts.delayed_name_removal,
             });
         }
         Ok((out, lo, t))
@@ -467,7 +494,7 @@ impl<'a> Ctx<'a> {
                 ))),
             },
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.vector_at(vs, ts))),
-            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.matrix_at(m, ts)?.0)),
+            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.matrix_at(m, ts, false)?.0)),
             Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery_at(sq, ts)?.0)),
             Expr::Call(c) => functions::call(self, c, ts),
             Expr::Aggregate(a) => aggregate::eval(self, a, ts),

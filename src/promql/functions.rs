@@ -16,10 +16,12 @@ struct RangeArg {
     range_ms: i64,
 }
 
-fn range_arg(ctx: &mut Ctx, e: &Expr, ts: i64) -> Result<RangeArg> {
+/// A range argument at `ts`; with `drop_name`, its series come as a function that drops the
+/// metric name returns them (without it now, or marked to lose it later).
+fn range_arg(ctx: &mut Ctx, e: &Expr, ts: i64, drop_name: bool) -> Result<RangeArg> {
     match unparen(e) {
         Expr::MatrixSelector(m) => {
-            let (series, start, end) = ctx.matrix_at(m, ts)?;
+            let (series, start, end) = ctx.matrix_at(m, ts, drop_name)?;
             Ok(RangeArg {
                 series,
                 start,
@@ -28,7 +30,14 @@ fn range_arg(ctx: &mut Ctx, e: &Expr, ts: i64) -> Result<RangeArg> {
             })
         }
         Expr::Subquery(sq) => {
-            let (series, start, end) = ctx.subquery_at(sq, ts)?;
+            let (mut series, start, end) = ctx.subquery_at(sq, ts)?;
+            if drop_name {
+                for s in &mut series {
+                    let mut d = s.drop_name;
+                    ctx.drop_name(&mut s.labels, &mut d);
+                    s.drop_name = d;
+                }
+            }
             Ok(RangeArg {
                 series,
                 start,
@@ -77,21 +86,16 @@ fn over_time(
     keep_name: bool,
     f: impl Fn(&RangeArg, &Series) -> Option<f64>,
 ) -> Result<Value> {
-    let ra = range_arg(ctx, arg(c, arg_idx)?, ts)?;
+    let ra = range_arg(ctx, arg(c, arg_idx)?, ts, !keep_name)?;
     let mut out = Vec::with_capacity(ra.series.len());
     for s in &ra.series {
         ctx.check_cancel()?;
         if let Some(v) = f(&ra, s) {
-            let mut labels = s.labels.clone();
-            let mut drop = s.drop_name;
-            if !keep_name {
-                ctx.drop_name(&mut labels, &mut drop);
-            }
             out.push(Sample {
-                labels,
+                labels: s.labels.clone(),
                 value: v,
                 t: ts,
-                drop_name: drop,
+                drop_name: s.drop_name,
             });
         }
     }
@@ -637,7 +641,7 @@ pub(super) fn call(ctx: &mut Ctx, c: &Call, ts: i64) -> Result<Value> {
             let present = if name == "absent" {
                 !ctx.eval_vector(arg(c, 0)?, ts)?.is_empty()
             } else {
-                !range_arg(ctx, arg(c, 0)?, ts)?.series.is_empty()
+                !range_arg(ctx, arg(c, 0)?, ts, false)?.series.is_empty()
             };
             if present {
                 return Ok(Value::Vector(Vec::new()));

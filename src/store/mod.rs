@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::RwLock;
 
 use self::chunk::Chunk;
-use crate::model::{Label, Labels, Metrics};
+use crate::model::{Label, Labels, Metrics, Sample};
 use crate::promql::{LabelMatcher, Queryable, SeriesSamples};
+use std::sync::Arc;
 
 const SHARDS: usize = 16;
 
@@ -45,11 +46,11 @@ struct MemSeries {
 impl MemSeries {
     /// The full label set, in name order, without building it.
     fn pairs(&self) -> MergedPairs<'_> {
-        let [name, instance, job] = self
-            .apart
-            .each_ref()
-            .map(|l| l.as_ref().map_or("", |l| &*l.value));
-        MergedPairs::new(&self.labels, name, instance, job)
+        let extra = self.apart.each_ref().map(|l| {
+            l.as_ref()
+                .map_or(("", "", 0), |l| (&*l.name, &*l.value, l.pair_hash()))
+        });
+        MergedPairs::new(&self.labels, extra)
     }
 
     /// `__name__`, `instance` and `job` as kept apart, `""` for each one not.
@@ -75,49 +76,26 @@ impl MemSeries {
         self.labels.iter().chain(self.apart.iter().flatten())
     }
 
-    /// The full label set, built for a query's answer. Both parts are in name order, so the
-    /// set is `labels` cut where each of the three belongs (no sort), and the chained
-    /// slices are collected in one allocation.
+    /// The full label set, for a query's answer: the scrape's set joined with the three kept
+    /// apart, sharing both (see `Labels::joined`).
     fn full_labels(&self) -> Labels {
-        if self.apart.iter().all(Option::is_none) {
-            return self.labels.clone();
-        }
-        // A spliced set (a bucket's) is laid out flat first.
-        let flat;
-        let all = match self.labels.parts() {
-            (all, None, _) => all,
-            _ => {
-                flat = self.labels.to_vec();
-                &flat[..]
-            }
-        };
-        let cut = |a: &Option<Label>| {
-            a.as_ref()
-                .map_or(0, |a| all.partition_point(|l| l.name < a.name))
-        };
-        let [n, i, j] = self.apart.each_ref().map(cut);
-        // An absent one cuts at 0 (and adds nothing), so the cuts need not be ascending.
-        let (c1, c2) = (n.max(i), n.max(i).max(j));
-        let [an, ai, aj] = self.apart.each_ref().map(|a| a.iter());
-        let labels = all[..n]
-            .iter()
-            .chain(an)
-            .chain(&all[n..c1])
-            .chain(ai)
-            .chain(&all[c1..c2])
-            .chain(aj)
-            .chain(&all[c2..]);
-        Labels::from_sorted(labels.cloned())
+        Labels::joined(self.labels.clone(), self.apart.clone())
     }
 
     fn samples_in(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         let overlaps = |c: &&Chunk| c.count > 0 && c.max_t >= mint && c.min_t <= maxt;
-        // Sized once: growing the buffer reallocated it several times per series.
+        // Sized once, for the part of each chunk inside the window (samples come at a steady
+        // interval): growing the buffer reallocated it several times per series, and a whole
+        // chunk's count for a 1-minute window asked ten times the memory used.
         out.reserve(
             self.chunks
                 .iter()
                 .filter(overlaps)
-                .map(|c| c.count as usize)
+                .map(|c| {
+                    let span = (i128::from(c.max_t) - i128::from(c.min_t)).max(1);
+                    let inside = i128::from(c.max_t.min(maxt)) - i128::from(c.min_t.max(mint));
+                    usize::try_from(i128::from(c.count) * inside / span).unwrap_or(0) + 1
+                })
                 .sum(),
         );
         for c in self.chunks.iter().filter(overlaps) {
@@ -262,26 +240,103 @@ struct SentAs<'a> {
     apart: [&'a str; 3],
 }
 
+/// One sample on its way into a shard: its full label set's hash and pairs, and how it came.
+struct Pending<'a> {
+    hash: u64,
+    pairs: MergedPairs<'a>,
+    sent: Option<SentAs<'a>>,
+}
+
+/// A resource's `job` and `instance` as a Prometheus server would label its samples, with
+/// their pair hashes.
+struct ResourceKeys<'a> {
+    job: std::borrow::Cow<'a, str>,
+    instance: &'a str,
+    job_hash: u64,
+    instance_hash: u64,
+}
+
+impl<'a> ResourceKeys<'a> {
+    fn of(r: &'a crate::model::ResourceMetrics) -> Self {
+        // The spec's rule: `service.namespace/service.name` when there is a namespace
+        // (scraped targets have none; OTel SDKs may set one).
+        let name = r.resource_attr("service.name").unwrap_or("");
+        let job = match r.resource_attr("service.namespace") {
+            Some(ns) if !ns.is_empty() => std::borrow::Cow::Owned(format!("{ns}/{name}")),
+            _ => std::borrow::Cow::Borrowed(name),
+        };
+        let instance = r.resource_attr("service.instance.id").unwrap_or("");
+        ResourceKeys {
+            job_hash: crate::model::pair_hash("job", &job),
+            instance_hash: crate::model::pair_hash("instance", instance),
+            job,
+            instance,
+        }
+    }
+
+    /// The three labels a sample named `name` (whose pair hash is `name_hash`) has apart.
+    fn extra<'s>(&'s self, name: &'s str, name_hash: u64) -> [ApartPair<'s>; 3] {
+        [
+            ("__name__", name, name_hash),
+            ("instance", self.instance, self.instance_hash),
+            ("job", &self.job, self.job_hash),
+        ]
+    }
+}
+
+/// What one append call counted, added to the shared `StoreStats` once at its end.
+#[derive(Default)]
+struct AppendCounts {
+    appended: u64,
+    out_of_order: u64,
+    duplicates: u64,
+    series_refused: u64,
+    out_of_bounds: u64,
+}
+
+impl AppendCounts {
+    fn publish(&self, stats: &StoreStats) {
+        for (n, to) in [
+            (self.appended, &stats.appended),
+            (self.out_of_order, &stats.out_of_order),
+            (self.duplicates, &stats.duplicates),
+            (self.series_refused, &stats.series_refused),
+            (self.out_of_bounds, &stats.out_of_bounds),
+        ] {
+            if n > 0 {
+                to.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// A pipeline sample's full label set without building it: its labels merged, in name order,
 /// with `__name__`, `instance` and `job` (which sort in that order; empty ones are absent, and
 /// they win over a sample label of the same name, as `Labels::from_vec` would have it).
 #[derive(Clone)]
 struct MergedPairs<'a> {
     labels: crate::model::LabelsIter<'a>,
-    extra: [(&'a str, &'a str); 3],
+    extra: [(&'a str, &'a str, u64); 3],
     next_extra: usize,
 }
 
+/// One label kept apart: name, value and `pair_hash` (worked out once per resource, or per
+/// run of samples with one name, not once per sample).
+type ApartPair<'a> = (&'a str, &'a str, u64);
+
 impl<'a> MergedPairs<'a> {
-    fn new(labels: &'a Labels, name: &'a str, instance: &'a str, job: &'a str) -> Self {
-        let mut extra = [("", ""); 3];
+    /// `labels` merged with `extra`: `__name__`, `instance` and `job` (in that order; those
+    /// with an empty value are absent).
+    fn new(labels: &'a Labels, extra: [ApartPair<'a>; 3]) -> Self {
+        let mut kept = [("", "", 0); 3];
         let mut n = 0;
-        for (k, v) in [("__name__", name), ("instance", instance), ("job", job)] {
-            if !v.is_empty() {
-                extra[n] = (k, v);
+        for e in extra {
+            if !e.1.is_empty() {
+                kept[n] = e;
                 n += 1;
             }
         }
+        let extra = kept;
         // Unused places stay at the end, marked by an empty name.
         MergedPairs {
             labels: labels.iter(),
@@ -295,7 +350,7 @@ impl<'a> MergedPairs<'a> {
         while let Some(p) = self.next_merged() {
             f(match p {
                 Merged::Label(l) => l.pair_hash(),
-                Merged::Extra(k, v) => crate::model::pair_hash(k, v),
+                Merged::Extra(_, _, h) => h,
             });
         }
     }
@@ -305,16 +360,16 @@ impl<'a> MergedPairs<'a> {
     fn next_merged(&mut self) -> Option<Merged<'a>> {
         let label = self.labels.clone().next();
         match (label, self.peek_extra()) {
-            (Some(l), Some((k, _))) if *l.name < *k => {
+            (Some(l), Some((k, _, _))) if *l.name < *k => {
                 self.labels.next();
                 Some(Merged::Label(l))
             }
-            (label, Some((k, v))) => {
+            (label, Some((k, v, h))) => {
                 if label.is_some_and(|l| *l.name == *k) {
                     self.labels.next();
                 }
                 self.next_extra += 1;
-                Some(Merged::Extra(k, v))
+                Some(Merged::Extra(k, v, h))
             }
             (Some(l), None) => {
                 self.labels.next();
@@ -324,18 +379,18 @@ impl<'a> MergedPairs<'a> {
         }
     }
 
-    fn peek_extra(&self) -> Option<(&'a str, &'a str)> {
+    fn peek_extra(&self) -> Option<ApartPair<'a>> {
         self.extra
             .get(self.next_extra)
             .copied()
-            .filter(|(k, _)| !k.is_empty())
+            .filter(|(k, _, _)| !k.is_empty())
     }
 }
 
 /// One pair of `MergedPairs`: a shared label (which keeps its hash) or two strings.
 enum Merged<'a> {
     Label(&'a Label),
-    Extra(&'a str, &'a str),
+    Extra(&'a str, &'a str, u64),
 }
 
 impl<'a> Iterator for MergedPairs<'a> {
@@ -343,7 +398,7 @@ impl<'a> Iterator for MergedPairs<'a> {
     fn next(&mut self) -> Option<(&'a str, &'a str)> {
         self.next_merged().map(|p| match p {
             Merged::Label(l) => (&*l.name, &*l.value),
-            Merged::Extra(k, v) => (k, v),
+            Merged::Extra(k, v, _) => (k, v),
         })
     }
 }
@@ -407,31 +462,52 @@ impl Store {
 
     /// Appends one sample of the series with these labels (including `__name__`).
     pub fn append(&self, labels: &Labels, t: i64, v: f64) -> Result<(), AppendError> {
-        let pairs = MergedPairs::new(labels, "", "", "");
-        self.append_pairs(pairs, None, || (labels.clone(), [None, None, None]), t, v)
+        let pairs = MergedPairs::new(labels, [("", "", 0); 3]);
+        let hash = hash_pairs(pairs.clone());
+        let mut s = self.shard(hash);
+        let mut counts = AppendCounts::default();
+        let created = self.next_created.fetch_add(1, Ordering::Relaxed);
+        let r = self.append_locked(
+            &mut s,
+            Pending {
+                hash,
+                pairs,
+                sent: None,
+            },
+            || (labels.clone(), [None, None, None]),
+            (t, v),
+            created,
+            &mut counts,
+        );
+        drop(s);
+        counts.publish(&self.stats);
+        r
     }
 
-    /// Appends one sample of the series whose full label set is `pairs` (sorted by name);
-    /// `build` makes the series' labels and its `__name__`/`instance`/`job` kept apart,
-    /// called only when the series is new.
-    fn append_pairs(
-        &self,
-        pairs: MergedPairs<'_>,
-        sent: Option<SentAs<'_>>,
-        build: impl FnOnce() -> (Labels, [Option<Label>; 3]),
-        t: i64,
-        v: f64,
-    ) -> Result<(), AppendError> {
-        let hash = hash_pairs(pairs.clone());
+    fn shard(&self, hash: u64) -> std::sync::RwLockWriteGuard<'_, Shard> {
         let shard = &self.shards[(hash as usize) % SHARDS];
-        let mut s = shard.write().unwrap_or_else(|e| e.into_inner());
-        let id = match s.find(hash, pairs, sent) {
+        shard.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one sample to the series `p` names, in a shard already locked; `build` makes
+    /// the series' labels and its `__name__`/`instance`/`job` kept apart, called only when the
+    /// series is new, which then gets the creation number `created`.
+    fn append_locked(
+        &self,
+        s: &mut Shard,
+        p: Pending<'_>,
+        build: impl FnOnce() -> (Labels, [Option<Label>; 3]),
+        (t, v): (i64, f64),
+        created: u64,
+        counts: &mut AppendCounts,
+    ) -> Result<(), AppendError> {
+        let id = match s.find(p.hash, p.pairs, p.sent) {
             Some(id) => id,
             None => {
                 if self.max_series > 0
                     && self.series_count.load(Ordering::Relaxed) >= self.max_series
                 {
-                    self.stats.series_refused.fetch_add(1, Ordering::Relaxed);
+                    counts.series_refused += 1;
                     return Err(AppendError::SeriesLimit);
                 }
                 let (labels, apart) = build();
@@ -441,24 +517,24 @@ impl Store {
                     chunks: Vec::new(),
                     last_t: i64::MIN,
                     last_v: 0,
-                    created: self.next_created.fetch_add(1, Ordering::Relaxed),
+                    created,
                 };
                 self.series_count.fetch_add(1, Ordering::Relaxed);
-                s.insert(hash, series)
+                s.insert(p.hash, series)
             }
         };
         let Some(series) = s.slots.get_mut(id as usize).and_then(Option::as_mut) else {
             return Ok(());
         };
         if t < series.last_t {
-            self.stats.out_of_order.fetch_add(1, Ordering::Relaxed);
+            counts.out_of_order += 1;
             return Err(AppendError::OutOfOrder);
         }
         if t == series.last_t {
             if v.to_bits() == series.last_v {
                 return Ok(());
             }
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            counts.duplicates += 1;
             return Err(AppendError::Duplicate);
         }
         if series.chunks.last().is_none_or(Chunk::is_full) {
@@ -474,21 +550,25 @@ impl Store {
         }
         series.last_t = t;
         series.last_v = v.to_bits();
-        self.stats.appended.fetch_add(1, Ordering::Relaxed);
+        counts.appended += 1;
         Ok(())
     }
 
-    /// Appends a pipeline batch: `job`/`instance` come back from the resource, the sample
-    /// name becomes `__name__`, as a Prometheus server scraping the same target would store it.
-    /// A known series is found from the sample's own labels; only a new one gets a label set.
     /// Sets the window kept: pipeline samples older than it are refused (see `window_ms`).
     pub fn set_window(&self, window: std::time::Duration) {
         let ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         self.window_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Appends a pipeline batch: `job`/`instance` come back from the resource, the sample
+    /// name becomes `__name__`, as a Prometheus server scraping the same target would store it.
+    /// A known series is found from the sample's own labels; only a new one gets a label set.
+    ///
+    /// The batch's samples are hashed first, then appended shard by shard under one lock
+    /// each: a lock per sample (and a shared counter bumped per sample) kept every sample's
+    /// cache misses from overlapping with the next one's. Within a shard, samples keep their
+    /// order; new series are numbered in the batch's order.
     pub fn append_metrics(&self, m: &Metrics) -> usize {
-        let mut stored = 0;
         let now = crate::clock::now_ms();
         let window = self.window_ms.load(Ordering::Relaxed);
         let oldest = if window > 0 {
@@ -497,58 +577,108 @@ impl Store {
             i64::MIN
         };
         let newest = now.saturating_add(FUTURE_LIMIT_MS);
-        for r in &m.resources {
-            // The spec's rule: `service.namespace/service.name` when there is a namespace
-            // (scraped targets have none; OTel SDKs may set one).
-            let name = r.resource_attr("service.name").unwrap_or("");
-            let job = match r.resource_attr("service.namespace") {
-                Some(ns) if !ns.is_empty() => std::borrow::Cow::Owned(format!("{ns}/{name}")),
-                _ => std::borrow::Cow::Borrowed(name),
-            };
-            let job = job.as_ref();
-            let instance = r.resource_attr("service.instance.id").unwrap_or("");
+        let mut counts = AppendCounts::default();
+        // `job` and `instance` per resource, with their pair hashes, worked out once.
+        let resources: Vec<ResourceKeys> = m.resources.iter().map(ResourceKeys::of).collect();
+        let mut pending: Vec<(u64, u64, &Sample, &ResourceKeys)> =
+            Vec::with_capacity(m.point_count());
+        let mut name_hash: Option<(&Arc<str>, u64)> = None;
+        for (r, keys) in m.resources.iter().zip(&resources) {
             for f in &r.families {
                 self.metadata.note(f, now);
                 for s in &f.samples {
                     if s.timestamp_ms < oldest || s.timestamp_ms > newest {
-                        self.stats.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+                        counts.out_of_bounds += 1;
                         continue;
                     }
-                    let pairs = MergedPairs::new(&s.labels, &s.name, instance, job);
-                    let sent = SentAs {
-                        labels: &s.labels,
-                        apart: [&s.name, instance, job],
-                    };
-                    let build = || {
-                        let i = &self.interner;
-                        let apart = [
-                            Some(i.label("__name__", &s.name)),
-                            (!instance.is_empty()).then(|| i.label("instance", instance)),
-                            (!job.is_empty()).then(|| i.label("job", job)),
-                        ];
-                        let shadowed = ["__name__", "instance", "job"]
-                            .iter()
-                            .any(|n| s.labels.get(n).is_some());
-                        if shadowed {
-                            // Not from our receivers, which keep these names out of sample
-                            // labels; the merged set is stored whole, as `pairs` sees it.
-                            let mut v = s.labels.to_vec();
-                            v.extend(apart.into_iter().flatten());
-                            (Labels::from_vec(v), [None, None, None])
-                        } else {
-                            (s.labels.clone(), apart)
+                    // Samples of one family mostly share their name's allocation.
+                    let nh = match name_hash {
+                        Some((n, h)) if Arc::ptr_eq(n, &s.name) => h,
+                        _ => {
+                            let h = crate::model::pair_hash("__name__", &s.name);
+                            name_hash = Some((&s.name, h));
+                            h
                         }
                     };
-                    if self
-                        .append_pairs(pairs, Some(sent), build, s.timestamp_ms, s.value)
-                        .is_ok()
-                    {
-                        stored += 1;
-                    }
+                    let hash = hash_pairs(MergedPairs::new(&s.labels, keys.extra(&s.name, nh)));
+                    pending.push((hash, nh, s, keys));
                 }
             }
         }
+        // Grouped by shard, in batch order within each.
+        let mut order: Vec<u32> = Vec::with_capacity(pending.len());
+        let mut starts = [0usize; SHARDS + 1];
+        for (hash, ..) in &pending {
+            starts[(*hash as usize) % SHARDS + 1] += 1;
+        }
+        for i in 1..=SHARDS {
+            starts[i] += starts[i - 1];
+        }
+        order.resize(pending.len(), 0);
+        let mut next = starts;
+        for (i, (hash, ..)) in pending.iter().enumerate() {
+            let sh = (*hash as usize) % SHARDS;
+            order[next[sh]] = i as u32;
+            next[sh] += 1;
+        }
+        let first_created = self
+            .next_created
+            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+        let mut stored = 0;
+        for sh in 0..SHARDS {
+            let group = &order[starts[sh]..starts[sh + 1]];
+            if group.is_empty() {
+                continue;
+            }
+            let mut shard = self.shards[sh].write().unwrap_or_else(|e| e.into_inner());
+            for &i in group {
+                let (hash, nh, s, keys) = pending[i as usize];
+                let pairs = MergedPairs::new(&s.labels, keys.extra(&s.name, nh));
+                let sent = SentAs {
+                    labels: &s.labels,
+                    apart: [&s.name, keys.instance, &keys.job],
+                };
+                let build = || self.build_series_labels(s, keys);
+                let p = Pending {
+                    hash,
+                    pairs,
+                    sent: Some(sent),
+                };
+                let created = first_created + u64::from(i);
+                let at = (s.timestamp_ms, s.value);
+                if self
+                    .append_locked(&mut shard, p, build, at, created, &mut counts)
+                    .is_ok()
+                {
+                    stored += 1;
+                }
+            }
+        }
+        counts.publish(&self.stats);
         stored
+    }
+
+    /// A new pipeline series' labels: the sample's own set, and its name, instance and job
+    /// kept apart from it.
+    fn build_series_labels(&self, s: &Sample, keys: &ResourceKeys) -> (Labels, [Option<Label>; 3]) {
+        let i = &self.interner;
+        let apart = [
+            Some(i.label("__name__", &s.name)),
+            (!keys.instance.is_empty()).then(|| i.label("instance", keys.instance)),
+            (!keys.job.is_empty()).then(|| i.label("job", &keys.job)),
+        ];
+        let shadowed = ["__name__", "instance", "job"]
+            .iter()
+            .any(|n| s.labels.get(n).is_some());
+        if shadowed {
+            // Not from our receivers, which keep these names out of sample labels; the merged
+            // set is stored whole, as `MergedPairs` sees it.
+            let mut v = s.labels.to_vec();
+            v.extend(apart.into_iter().flatten());
+            (Labels::from_vec(v), [None, None, None])
+        } else {
+            (s.labels.clone(), apart)
+        }
     }
 
     /// Drops chunks entirely older than `min_t`, and series left without samples.
@@ -607,7 +737,9 @@ impl Store {
             .collect();
         for shard in self.shards.iter() {
             let s = shard.read().unwrap_or_else(|e| e.into_inner());
-            for id in s.candidates(matchers) {
+            let candidates = s.candidates(matchers);
+            out.reserve(candidates.len());
+            for id in candidates {
                 let Some(series) = s.get(id) else {
                     continue;
                 };
@@ -739,7 +871,7 @@ mod tests {
     }
 
     fn hash_labels(labels: &Labels) -> u64 {
-        hash_pairs(MergedPairs::new(labels, "", "", ""))
+        hash_pairs(MergedPairs::new(labels, [("", "", 0); 3]))
     }
 
     #[test]
@@ -818,12 +950,13 @@ mod tests {
                 }
             }
             let built = Labels::from_vec(v);
-            let merged: Vec<(&str, &str)> =
-                MergedPairs::new(&labels, name, instance, job).collect();
+            let extra = [("__name__", name), ("instance", instance), ("job", job)]
+                .map(|(k, v)| (k, v, crate::model::pair_hash(k, v)));
+            let merged: Vec<(&str, &str)> = MergedPairs::new(&labels, extra).collect();
             let want: Vec<(&str, &str)> = built.iter().map(|l| (&*l.name, &*l.value)).collect();
             assert_eq!(merged, want, "{labels}");
             assert_eq!(
-                hash_pairs(MergedPairs::new(&labels, name, instance, job)),
+                hash_pairs(MergedPairs::new(&labels, extra)),
                 hash_labels(&built)
             );
         }
@@ -893,6 +1026,42 @@ mod tests {
             want.push(Label::new(k, v));
         }
         assert_eq!(got[0].labels, Labels::from_vec(want));
+    }
+
+    /// A batch is appended shard by shard, yet reads as if appended sample by sample: new
+    /// series in the batch's order, one series' samples in theirs, the counts all there.
+    #[test]
+    fn a_batch_reads_as_appended_in_its_order() {
+        let s = Store::new(0);
+        let mut samples = Vec::new();
+        for i in 0..200 {
+            samples.push(("up", l(&[("i", &i.to_string())]), 1000, i as f64));
+        }
+        // The same series again, later and then earlier (refused), and a duplicate.
+        samples.push(("up", l(&[("i", "7")]), 2000, 1.0));
+        samples.push(("up", l(&[("i", "7")]), 1500, 1.0));
+        samples.push(("up", l(&[("i", "8")]), 1000, 99.0));
+        let m = batch("mesh", "i:1", &samples);
+        assert_eq!(s.append_metrics(&m), 201);
+        assert_eq!(s.stats.appended.load(Ordering::Relaxed), 201);
+        assert_eq!(s.stats.out_of_order.load(Ordering::Relaxed), 1);
+        assert_eq!(s.stats.duplicates.load(Ordering::Relaxed), 1);
+        let up = LabelMatcher::new("__name__", MatchKind::Equal, "up").expect("m");
+        let got = s.select(&[up], 0, 5000).expect("select");
+        let order: Vec<String> = got
+            .iter()
+            .map(|x| x.labels.get("i").unwrap_or("").to_string())
+            .collect();
+        let want: Vec<String> = (0..200).map(|i: i32| i.to_string()).collect();
+        assert_eq!(order, want, "creation order is the batch's");
+        assert_eq!(got[7].samples, vec![(1000, 7.0), (2000, 1.0)]);
+        assert_eq!(got[8].samples, vec![(1000, 8.0)]);
+        // A second batch finds the same series (no new ones), by label set alone.
+        let again: Vec<_> = (0..200)
+            .map(|i| ("up", l(&[("i", &i.to_string())]), 3000, 0.0))
+            .collect();
+        assert_eq!(s.append_metrics(&batch("mesh", "i:1", &again)), 200);
+        assert_eq!(s.series_count(), 200);
     }
 
     #[test]
