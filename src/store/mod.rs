@@ -143,6 +143,14 @@ impl Shard {
             .copied()
     }
 
+    /// Whether series `id` is the one `sent` names: the very label set it was stored with,
+    /// and the same name, instance and job.
+    fn holds(&self, id: u32, sent: &SentAs<'_>) -> bool {
+        self.get(id).is_some_and(|series| {
+            series.labels.ptr_eq(sent.labels) && series.apart_values() == sent.apart
+        })
+    }
+
     fn insert(&mut self, hash: u64, series: MemSeries) -> u32 {
         let id = match self.free.pop() {
             Some(id) => id,
@@ -245,6 +253,118 @@ struct Pending<'a> {
     hash: u64,
     pairs: MergedPairs<'a>,
     sent: Option<SentAs<'a>>,
+}
+
+/// A series' place: its shard and its id there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SeriesRef(u64);
+
+impl SeriesRef {
+    const NONE: SeriesRef = SeriesRef(u64::MAX);
+
+    fn new(shard: usize, id: u32) -> Self {
+        SeriesRef(((shard as u64) << 32) | u64::from(id))
+    }
+
+    fn is_none(self) -> bool {
+        self == Self::NONE
+    }
+
+    fn shard(self) -> usize {
+        (self.0 >> 32) as usize
+    }
+
+    fn id(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+/// One pipeline sample of a batch on its way into the store.
+struct Incoming<'a> {
+    sample: &'a Sample,
+    keys: &'a ResourceKeys<'a>,
+    name_hash: u64,
+    /// Its full label set's hash; worked out only when `was` does not find its series.
+    hash: u64,
+    /// Where the sample at its position in its target's last batch went.
+    was: SeriesRef,
+    resource: u32,
+    /// Its place among its resource's samples.
+    position: u32,
+}
+
+impl<'a> Incoming<'a> {
+    fn pairs(&self) -> MergedPairs<'a> {
+        MergedPairs::new(
+            &self.sample.labels,
+            self.keys.extra(&self.sample.name, self.name_hash),
+        )
+    }
+
+    fn sent(&self) -> SentAs<'a> {
+        SentAs {
+            labels: &self.sample.labels,
+            apart: [&self.sample.name, self.keys.instance, &self.keys.job],
+        }
+    }
+}
+
+/// Indices of `items` by the shard `shard_of` gives each (`None`: in none), in order.
+fn group_by_shard<T>(items: &[T], shard_of: impl Fn(&T) -> Option<usize>) -> [Vec<u32>; SHARDS] {
+    let mut groups: [Vec<u32>; SHARDS] = std::array::from_fn(|_| Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        if let Some(sh) = shard_of(item) {
+            groups[sh % SHARDS].push(i as u32);
+        }
+    }
+    groups
+}
+
+/// Where each sample position of a target's last batch went, by target (`job` and
+/// `instance`; samples without an instance are not kept here).
+#[derive(Default)]
+struct Positions {
+    by_target: std::sync::Mutex<HashMap<String, (Vec<SeriesRef>, i64)>>,
+}
+
+/// The most targets `Positions` keeps: far beyond the targets one agent scrapes, and a
+/// bound on what senders of made-up instances can make it hold.
+const POSITIONS_MAX_TARGETS: usize = 16_384;
+
+impl Positions {
+    fn key(keys: &ResourceKeys) -> Option<String> {
+        (!keys.instance.is_empty()).then(|| format!("{}\u{0}{}", keys.job, keys.instance))
+    }
+
+    /// The target's last positions, taken out (a batch of the same target at the same time
+    /// starts without them).
+    fn take(&self, keys: &ResourceKeys) -> Vec<SeriesRef> {
+        let Some(key) = Self::key(keys) else {
+            return Vec::new();
+        };
+        let Ok(mut map) = self.by_target.lock() else {
+            return Vec::new();
+        };
+        map.remove(&key).map(|(refs, _)| refs).unwrap_or_default()
+    }
+
+    fn put(&self, keys: &ResourceKeys, refs: Vec<SeriesRef>, now: i64) {
+        let Some(key) = Self::key(keys) else {
+            return;
+        };
+        if let Ok(mut map) = self.by_target.lock() {
+            if map.len() < POSITIONS_MAX_TARGETS || map.contains_key(&key) {
+                map.insert(key, (refs, now));
+            }
+        }
+    }
+
+    /// Forgets targets not sent since `t` (ms).
+    fn forget_unused_since(&self, t: i64) {
+        if let Ok(mut map) = self.by_target.lock() {
+            map.retain(|_, (_, used)| *used >= t);
+        }
+    }
 }
 
 /// A resource's `job` and `instance` as a Prometheus server would label its samples, with
@@ -424,6 +544,8 @@ pub struct Store {
     pub metadata: metadata::MetadataTable,
     /// Shares `job`/`instance`/`__name__` strings between the series built here.
     interner: crate::model::Interner,
+    /// Where each target's samples went last time (see `append_metrics`).
+    positions: Positions,
     /// When this store was made (ms): its window holds nothing older that it was sent live.
     pub born_ms: i64,
     /// The window kept (ms; 0: unbounded): a pipeline sample older than this is refused,
@@ -446,6 +568,7 @@ impl Store {
             stats: StoreStats::default(),
             metadata: Default::default(),
             interner: crate::model::Interner::default(),
+            positions: Positions::default(),
             window_ms: std::sync::atomic::AtomicI64::new(0),
             born_ms: crate::clock::now_ms(),
         }
@@ -467,18 +590,16 @@ impl Store {
         let mut s = self.shard(hash);
         let mut counts = AppendCounts::default();
         let created = self.next_created.fetch_add(1, Ordering::Relaxed);
-        let r = self.append_locked(
-            &mut s,
-            Pending {
-                hash,
-                pairs,
-                sent: None,
-            },
-            || (labels.clone(), [None, None, None]),
-            (t, v),
-            created,
-            &mut counts,
-        );
+        let p = Pending {
+            hash,
+            pairs,
+            sent: None,
+        };
+        let build = || (labels.clone(), [None, None, None]);
+        let r = match self.find_or_add(&mut s, p, build, created, &mut counts) {
+            Some(id) => self.append_at(&mut s, id, (t, v), &mut counts),
+            None => Err(AppendError::SeriesLimit),
+        };
         drop(s);
         counts.publish(&self.stats);
         r
@@ -489,40 +610,46 @@ impl Store {
         shard.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends one sample to the series `p` names, in a shard already locked; `build` makes
-    /// the series' labels and its `__name__`/`instance`/`job` kept apart, called only when the
-    /// series is new, which then gets the creation number `created`.
-    fn append_locked(
+    /// The series `p` names, in a shard already locked; `build` makes the series' labels and
+    /// its `__name__`/`instance`/`job` kept apart, called only when the series is new, which
+    /// then gets the creation number `created`. `None` when the series limit refuses it.
+    fn find_or_add(
         &self,
         s: &mut Shard,
         p: Pending<'_>,
         build: impl FnOnce() -> (Labels, [Option<Label>; 3]),
-        (t, v): (i64, f64),
         created: u64,
         counts: &mut AppendCounts,
-    ) -> Result<(), AppendError> {
-        let id = match s.find(p.hash, p.pairs, p.sent) {
-            Some(id) => id,
-            None => {
-                if self.max_series > 0
-                    && self.series_count.load(Ordering::Relaxed) >= self.max_series
-                {
-                    counts.series_refused += 1;
-                    return Err(AppendError::SeriesLimit);
-                }
-                let (labels, apart) = build();
-                let series = MemSeries {
-                    labels,
-                    apart,
-                    chunks: Vec::new(),
-                    last_t: i64::MIN,
-                    last_v: 0,
-                    created,
-                };
-                self.series_count.fetch_add(1, Ordering::Relaxed);
-                s.insert(p.hash, series)
-            }
+    ) -> Option<u32> {
+        if let Some(id) = s.find(p.hash, p.pairs, p.sent) {
+            return Some(id);
+        }
+        if self.max_series > 0 && self.series_count.load(Ordering::Relaxed) >= self.max_series {
+            counts.series_refused += 1;
+            return None;
+        }
+        let (labels, apart) = build();
+        let series = MemSeries {
+            labels,
+            apart,
+            chunks: Vec::new(),
+            last_t: i64::MIN,
+            last_v: 0,
+            created,
         };
+        self.series_count.fetch_add(1, Ordering::Relaxed);
+        Some(s.insert(p.hash, series))
+    }
+
+    /// Appends one sample to series `id` of a shard already locked, by Prometheus's head
+    /// rules.
+    fn append_at(
+        &self,
+        s: &mut Shard,
+        id: u32,
+        (t, v): (i64, f64),
+        counts: &mut AppendCounts,
+    ) -> Result<(), AppendError> {
         let Some(series) = s.slots.get_mut(id as usize).and_then(Option::as_mut) else {
             return Ok(());
         };
@@ -564,10 +691,14 @@ impl Store {
     /// name becomes `__name__`, as a Prometheus server scraping the same target would store it.
     /// A known series is found from the sample's own labels; only a new one gets a label set.
     ///
-    /// The batch's samples are hashed first, then appended shard by shard under one lock
-    /// each: a lock per sample (and a shared counter bumped per sample) kept every sample's
-    /// cache misses from overlapping with the next one's. Within a shard, samples keep their
-    /// order; new series are numbered in the batch's order.
+    /// - A scraped target sends the same series in the same order every time, so the series
+    ///   each position of its last batch went to (`positions`) is tried first: checked by
+    ///   label-set identity, it spares hashing the labels and probing the index. Any other
+    ///   sample is hashed.
+    /// - The batch is then appended shard by shard under one lock each: a lock per sample
+    ///   (and a shared counter bumped per sample) kept every sample's cache misses from
+    ///   overlapping with the next one's. Within a shard, samples keep their order; new
+    ///   series are numbered in the batch's order.
     pub fn append_metrics(&self, m: &Metrics) -> usize {
         let now = crate::clock::now_ms();
         let window = self.window_ms.load(Ordering::Relaxed);
@@ -580,13 +711,17 @@ impl Store {
         let mut counts = AppendCounts::default();
         // `job` and `instance` per resource, with their pair hashes, worked out once.
         let resources: Vec<ResourceKeys> = m.resources.iter().map(ResourceKeys::of).collect();
-        let mut pending: Vec<(u64, u64, &Sample, &ResourceKeys)> =
-            Vec::with_capacity(m.point_count());
+        let mut last: Vec<Vec<SeriesRef>> =
+            resources.iter().map(|k| self.positions.take(k)).collect();
+        let mut pending: Vec<Incoming> = Vec::with_capacity(m.point_count());
         let mut name_hash: Option<(&Arc<str>, u64)> = None;
-        for (r, keys) in m.resources.iter().zip(&resources) {
+        for (ri, (r, keys)) in m.resources.iter().zip(&resources).enumerate() {
+            let mut position = 0u32;
             for f in &r.families {
                 self.metadata.note(f, now);
                 for s in &f.samples {
+                    let at = position;
+                    position += 1;
                     if s.timestamp_ms < oldest || s.timestamp_ms > newest {
                         counts.out_of_bounds += 1;
                         continue;
@@ -600,59 +735,96 @@ impl Store {
                             h
                         }
                     };
-                    let hash = hash_pairs(MergedPairs::new(&s.labels, keys.extra(&s.name, nh)));
-                    pending.push((hash, nh, s, keys));
+                    let was = last[ri]
+                        .get(at as usize)
+                        .copied()
+                        .unwrap_or(SeriesRef::NONE);
+                    pending.push(Incoming {
+                        sample: s,
+                        keys,
+                        name_hash: nh,
+                        hash: 0,
+                        was,
+                        resource: ri as u32,
+                        position: at,
+                    });
                 }
             }
         }
-        // Grouped by shard, in batch order within each.
-        let mut order: Vec<u32> = Vec::with_capacity(pending.len());
-        let mut starts = [0usize; SHARDS + 1];
-        for (hash, ..) in &pending {
-            starts[(*hash as usize) % SHARDS + 1] += 1;
+        // Where each went last time is checked under a read lock per shard; the rest, and
+        // those whose series is no longer there, are hashed.
+        let order = group_by_shard(&pending, |p| (!p.was.is_none()).then(|| p.was.shard()));
+        for (sh, group) in order.iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let shard = self.shards[sh].read().unwrap_or_else(|e| e.into_inner());
+            for &i in group {
+                let p = &mut pending[i as usize];
+                if !shard.holds(p.was.id(), &p.sent()) {
+                    p.was = SeriesRef::NONE;
+                }
+            }
         }
-        for i in 1..=SHARDS {
-            starts[i] += starts[i - 1];
+        for p in pending.iter_mut().filter(|p| p.was.is_none()) {
+            p.hash = hash_pairs(p.pairs());
         }
-        order.resize(pending.len(), 0);
-        let mut next = starts;
-        for (i, (hash, ..)) in pending.iter().enumerate() {
-            let sh = (*hash as usize) % SHARDS;
-            order[next[sh]] = i as u32;
-            next[sh] += 1;
+        for (ri, r) in m.resources.iter().enumerate() {
+            last[ri].clear();
+            last[ri].resize(r.point_count(), SeriesRef::NONE);
         }
+        let order = group_by_shard(&pending, |p| {
+            Some(if p.was.is_none() {
+                (p.hash as usize) % SHARDS
+            } else {
+                p.was.shard()
+            })
+        });
         let first_created = self
             .next_created
             .fetch_add(pending.len() as u64, Ordering::Relaxed);
         let mut stored = 0;
-        for sh in 0..SHARDS {
-            let group = &order[starts[sh]..starts[sh + 1]];
+        for (sh, group) in order.iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
             let mut shard = self.shards[sh].write().unwrap_or_else(|e| e.into_inner());
             for &i in group {
-                let (hash, nh, s, keys) = pending[i as usize];
-                let pairs = MergedPairs::new(&s.labels, keys.extra(&s.name, nh));
-                let sent = SentAs {
-                    labels: &s.labels,
-                    apart: [&s.name, keys.instance, &keys.job],
+                let p = &pending[i as usize];
+                let s = p.sample;
+                let id = if !p.was.is_none() && shard.holds(p.was.id(), &p.sent()) {
+                    Some(p.was.id())
+                } else {
+                    // Checked above but gone since (a trim in between): the same labels,
+                    // so the same shard.
+                    let hash = if p.was.is_none() {
+                        p.hash
+                    } else {
+                        hash_pairs(p.pairs())
+                    };
+                    let build = || self.build_series_labels(s, p.keys);
+                    let created = first_created + u64::from(i);
+                    let pend = Pending {
+                        hash,
+                        pairs: p.pairs(),
+                        sent: Some(p.sent()),
+                    };
+                    match self.find_or_add(&mut shard, pend, build, created, &mut counts) {
+                        Some(id) => Some(id),
+                        None => continue,
+                    }
                 };
-                let build = || self.build_series_labels(s, keys);
-                let p = Pending {
-                    hash,
-                    pairs,
-                    sent: Some(sent),
-                };
-                let created = first_created + u64::from(i);
-                let at = (s.timestamp_ms, s.value);
-                if self
-                    .append_locked(&mut shard, p, build, at, created, &mut counts)
-                    .is_ok()
-                {
-                    stored += 1;
+                if let Some(id) = id {
+                    last[p.resource as usize][p.position as usize] = SeriesRef::new(sh, id);
+                    let at = (s.timestamp_ms, s.value);
+                    if self.append_at(&mut shard, id, at, &mut counts).is_ok() {
+                        stored += 1;
+                    }
                 }
             }
+        }
+        for (keys, refs) in resources.iter().zip(last) {
+            self.positions.put(keys, refs, now);
         }
         counts.publish(&self.stats);
         stored
@@ -684,6 +856,7 @@ impl Store {
     /// Drops chunks entirely older than `min_t`, and series left without samples.
     pub fn trim(&self, min_t: i64) {
         self.metadata.trim(min_t);
+        self.positions.forget_unused_since(min_t);
         for shard in self.shards.iter() {
             let mut s = shard.write().unwrap_or_else(|e| e.into_inner());
             let mut dead = Vec::new();
@@ -1062,6 +1235,58 @@ mod tests {
             .collect();
         assert_eq!(s.append_metrics(&batch("mesh", "i:1", &again)), 200);
         assert_eq!(s.series_count(), 200);
+    }
+
+    /// A target's next batch finds its series where the last one's samples went, checked by
+    /// label-set identity: whatever the order, and after their slots went to other series.
+    #[test]
+    fn a_targets_next_batch_finds_its_series_where_they_were() {
+        let s = Store::new(0);
+        let sets: Vec<Labels> = (0..10).map(|i| l(&[("i", &i.to_string())])).collect();
+        let send = |instance: &str, t: i64, order: &[usize]| {
+            let samples: Vec<_> = order
+                .iter()
+                .map(|&i| ("up", sets[i].clone(), t, (i as i64 * 1000 + t) as f64))
+                .collect();
+            s.append_metrics(&batch("mesh", instance, &samples))
+        };
+        let forward: Vec<usize> = (0..10).collect();
+        let backward: Vec<usize> = (0..10).rev().collect();
+        assert_eq!(send("i:1", 1000, &forward), 10);
+        assert_eq!(send("i:1", 2000, &forward), 10);
+        assert_eq!(send("i:1", 3000, &backward), 10);
+        // Same sample labels, another target: other series.
+        assert_eq!(send("i:2", 3000, &forward), 10);
+        assert_eq!(s.series_count(), 20);
+        let i1 = LabelMatcher::new("instance", MatchKind::Equal, "i:1").expect("m");
+        for x in s.select(std::slice::from_ref(&i1), 0, 10_000).expect("select") {
+            let i: i64 = x.labels.get("i").unwrap_or("").parse().expect("i");
+            let want: Vec<(i64, f64)> = [1000, 2000, 3000]
+                .iter()
+                .map(|&t| (t, (i * 1000 + t) as f64))
+                .collect();
+            assert_eq!(x.samples, want, "series i={i}");
+        }
+        // The target's series go away and their slots go to others; its next batch must
+        // not land in them.
+        s.trim(5000);
+        assert_eq!(s.series_count(), 0);
+        for i in 0..20 {
+            let other = l(&[("__name__", "other"), ("k", &i.to_string())]);
+            assert_eq!(s.append(&other, 6000, 1.0), Ok(()));
+        }
+        assert_eq!(send("i:1", 7000, &forward), 10);
+        assert_eq!(s.series_count(), 30);
+        let got = s.select(&[i1], 0, 10_000).expect("select");
+        assert_eq!(got.len(), 10);
+        for x in &got {
+            assert_eq!(x.labels.get("__name__"), Some("up"));
+            assert_eq!(x.samples.len(), 1);
+        }
+        let other = LabelMatcher::new("__name__", MatchKind::Equal, "other").expect("m");
+        for x in s.select(&[other], 0, 10_000).expect("select") {
+            assert_eq!(x.samples, vec![(6000, 1.0)]);
+        }
     }
 
     #[test]
