@@ -530,12 +530,19 @@ impl Labels {
 
     /// A copy without any of `names`, in one pass (the set itself when it has none).
     pub fn without_any(&self, names: &[&str]) -> Labels {
+        // Dropping a name drops `__name__`, `__type__` and `__unit__`: one search for their
+        // common prefix tells a set holding none of them, instead of a search for each.
+        let prefix = common_prefix(names);
+        let may_hold = |l: &Labels| prefix.is_empty() || l.any_name_starting(prefix);
+        if !may_hold(self) {
+            return self.clone();
+        }
         let mut found = names.iter().filter_map(|n| self.label(n));
         let Some(first) = found.next() else {
             return self.clone();
         };
         if let Some(j) = self.as_joined() {
-            if names.iter().all(|n| j.base.label(n).is_none()) {
+            if !may_hold(&j.base) || names.iter().all(|n| j.base.label(n).is_none()) {
                 // Only joined labels go (a stored series' `__name__`): the base stays shared.
                 let kept = j
                     .extra
@@ -557,6 +564,42 @@ impl Labels {
                 .collect::<Vec<_>>(),
         )
     }
+}
+
+impl Labels {
+    /// Whether some label's name starts with `prefix`: a binary search per sorted piece.
+    fn any_name_starting(&self, prefix: &str) -> bool {
+        let in_slice = |s: &[Label]| {
+            let at = s.partition_point(|l| *l.name < *prefix);
+            s.get(at).is_some_and(|l| l.name.starts_with(prefix))
+        };
+        let p = self.parts();
+        let starts = |l: &Label| l.name.starts_with(prefix);
+        in_slice(p.head)
+            || p.extra.is_some_and(starts)
+            || in_slice(p.tail)
+            || p.joined.iter().flatten().any(starts)
+    }
+}
+
+/// The longest prefix all of `names` share.
+fn common_prefix<'a>(names: &[&'a str]) -> &'a str {
+    let Some((first, rest)) = names.split_first() else {
+        return "";
+    };
+    let len = rest.iter().fold(first.len(), |len, n| {
+        first.as_bytes()[..len]
+            .iter()
+            .zip(n.as_bytes())
+            .take_while(|(a, b)| a == b)
+            .count()
+    });
+    // A prefix ending inside a multi-byte character would not be a `str`.
+    let mut len = len;
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    &first[..len]
 }
 
 /// Sorted by name, empty values dropped (Prometheus treats them as absent), the last value
@@ -1049,6 +1092,62 @@ mod tests {
         assert_eq!(one, two);
         assert_ne!(one, other);
         assert!(one < other || other < one);
+    }
+
+    /// Dropping the metric name finds `__type__`/`__unit__` wherever they sit, next to names
+    /// that share part of their prefix, in flat, spliced and joined sets.
+    #[test]
+    fn dropping_names_finds_every_reserved_label() {
+        let interner = Interner::default();
+        let names = ["__name__", "__type__", "__unit__"];
+        let cases: &[&[(&str, &str)]] = &[
+            &[
+                ("_a", "1"),
+                ("__type__", "counter"),
+                ("a", "2"),
+                ("b", "3"),
+                ("c", "4"),
+                ("d", "5"),
+            ],
+            &[
+                ("_", "1"),
+                ("__unit__", "s"),
+                ("_x", "2"),
+                ("a", "3"),
+                ("b", "4"),
+                ("le", "1"),
+            ],
+            &[
+                ("A", "1"),
+                ("_", "2"),
+                ("_`", "3"),
+                ("a", "4"),
+                ("b", "5"),
+                ("c", "6"),
+            ],
+        ];
+        for pairs in cases {
+            let own: Vec<Label> = pairs.iter().map(|(n, v)| interner.label(n, v)).collect();
+            let base = interner.label_set(own.clone());
+            let name = interner.label("__name__", "m");
+            let joined = Labels::joined(base.clone(), [Some(name.clone()), None, None]);
+            let mut all = own.clone();
+            all.push(name);
+            let flat = Labels::from_vec(all);
+            let want: Vec<Label> = flat
+                .iter()
+                .filter(|l| !names.contains(&&*l.name))
+                .cloned()
+                .collect();
+            let want = Labels::from_vec(want);
+            assert_eq!(joined.without_any(&names), want, "{flat}");
+            assert_eq!(flat.without_any(&names), want, "{flat}");
+            assert_eq!(base.without_any(&names), want, "{flat}");
+        }
+        assert_eq!(common_prefix(&names), "__");
+        assert_eq!(common_prefix(&["é1", "é2"]), "é");
+        assert_eq!(common_prefix(&["éa", "èa"]), "");
+        assert_eq!(common_prefix(&[]), "");
     }
 
     #[test]

@@ -1259,7 +1259,10 @@ mod tests {
         assert_eq!(send("i:2", 3000, &forward), 10);
         assert_eq!(s.series_count(), 20);
         let i1 = LabelMatcher::new("instance", MatchKind::Equal, "i:1").expect("m");
-        for x in s.select(std::slice::from_ref(&i1), 0, 10_000).expect("select") {
+        for x in s
+            .select(std::slice::from_ref(&i1), 0, 10_000)
+            .expect("select")
+        {
             let i: i64 = x.labels.get("i").unwrap_or("").parse().expect("i");
             let want: Vec<(i64, f64)> = [1000, 2000, 3000]
                 .iter()
