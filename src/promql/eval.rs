@@ -32,6 +32,10 @@ struct LoadedSelector {
     /// Each series' labels without its name, made on first use: a range query's every step
     /// drops the names of what `rate` and the like read, and this does it once per query.
     nameless: Vec<std::cell::OnceCell<Labels>>,
+    /// Whether no two of its series' label sets are equal, full and without names (worked
+    /// out once: a function's result at each step is then known free of duplicates).
+    distinct: std::cell::OnceCell<bool>,
+    distinct_nameless: std::cell::OnceCell<bool>,
     /// The oldest and newest sample time over all its series (`None`: no samples). A range
     /// query's steps before or after the data (a 1h dashboard over a 15m window) are
     /// answered from this alone, without looking into each series.
@@ -224,6 +228,8 @@ impl<'a> Ctx<'a> {
                 mint,
                 maxt,
                 nameless: (0..series.len()).map(|_| Default::default()).collect(),
+                distinct: Default::default(),
+                distinct_nameless: Default::default(),
                 series,
                 span,
             };
@@ -361,12 +367,7 @@ impl<'a> Ctx<'a> {
     /// A range selector at `ts`: the series' samples in the window, staleness markers removed.
     /// With `nameless`, each series comes without its name (the caller drops it now, and
     /// names are not kept for later: see [`Ctx::drop_name`]).
-    pub fn matrix_at(
-        &self,
-        m: &MatrixSelector,
-        ts: i64,
-        nameless: bool,
-    ) -> Result<(Vec<Series>, i64, i64)> {
+    pub fn matrix_at(&self, m: &MatrixSelector, ts: i64, nameless: bool) -> Result<MatrixAt> {
         let t = self
             .at_ms(&m.vs.at)
             .unwrap_or(ts)
@@ -375,8 +376,14 @@ impl<'a> Ctx<'a> {
         let mut out = Vec::new();
         let mut held = 0usize;
         let Some(loaded) = self.loaded_overlapping(&m.vs, lo, t) else {
-            return Ok((out, lo, t));
+            return Ok(MatrixAt {
+                series: out,
+                start: lo,
+                end: t,
+                distinct: true,
+            });
         };
+        let drop_now = nameless && !self.opts.delayed_name_removal;
         for (s, without) in loaded.series.iter().zip(&loaded.nameless) {
             let first = match self.opts.compat {
                 Compat::V2 => s.samples.partition_point(|(st, _)| *st < lo),
@@ -400,7 +407,7 @@ impl<'a> Ctx<'a> {
             if self.opts.max_samples > 0 && held > self.opts.max_samples {
                 return Err(EvalError::TooManySamples);
             }
-            let labels = if nameless && !self.opts.delayed_name_removal {
+            let labels = if drop_now {
                 without.get_or_init(|| without_name(&s.labels)).clone()
             } else {
                 s.labels.clone()
@@ -411,7 +418,27 @@ impl<'a> Ctx<'a> {
                 drop_name: nameless && self.opts.delayed_name_removal,
             });
         }
-        Ok((out, lo, t))
+        let distinct = if drop_now {
+            *loaded.distinct_nameless.get_or_init(|| {
+                distinct_sets(
+                    loaded
+                        .series
+                        .iter()
+                        .zip(&loaded.nameless)
+                        .map(|(s, n)| n.get_or_init(|| without_name(&s.labels))),
+                )
+            })
+        } else {
+            *loaded
+                .distinct
+                .get_or_init(|| distinct_sets(loaded.series.iter().map(|s| &s.labels)))
+        };
+        Ok(MatrixAt {
+            series: out,
+            start: lo,
+            end: t,
+            distinct,
+        })
     }
 
     /// A subquery at `ts`: the inner expression at every aligned step in the window.
@@ -494,7 +521,7 @@ impl<'a> Ctx<'a> {
                 ))),
             },
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.vector_at(vs, ts))),
-            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.matrix_at(m, ts, false)?.0)),
+            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.matrix_at(m, ts, false)?.series)),
             Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery_at(sq, ts)?.0)),
             Expr::Call(c) => functions::call(self, c, ts),
             Expr::Aggregate(a) => aggregate::eval(self, a, ts),
@@ -579,6 +606,22 @@ fn step_samples(v: Value, t: i64, what: &str) -> Result<Vec<Sample>> {
 /// type-and-unit feature attaches (they describe the name).
 pub(super) fn without_name(labels: &Labels) -> Labels {
     labels.without_any(&["__name__", "__type__", "__unit__"])
+}
+
+/// A range selector's series at one time (see [`Ctx::matrix_at`]).
+pub(super) struct MatrixAt {
+    pub series: Vec<Series>,
+    pub start: i64,
+    pub end: i64,
+    /// No two of the selector's series (all of them, not only these) have equal label sets,
+    /// as given: a result with one element per series needs no duplicate check.
+    pub distinct: bool,
+}
+
+/// Whether no two of `sets` are equal.
+fn distinct_sets<'s>(sets: impl Iterator<Item = &'s Labels>) -> bool {
+    let mut seen = HashSet::new();
+    sets.into_iter().all(|l| seen.insert(l))
 }
 
 /// Prometheus's "vector cannot contain metrics with the same labelset". With delayed name

@@ -14,6 +14,8 @@ struct RangeArg {
     start: i64,
     end: i64,
     range_ms: i64,
+    /// No two series have equal label sets (see `MatrixAt::distinct`).
+    distinct: bool,
 }
 
 /// A range argument at `ts`; with `drop_name`, its series come as a function that drops the
@@ -21,12 +23,13 @@ struct RangeArg {
 fn range_arg(ctx: &mut Ctx, e: &Expr, ts: i64, drop_name: bool) -> Result<RangeArg> {
     match unparen(e) {
         Expr::MatrixSelector(m) => {
-            let (series, start, end) = ctx.matrix_at(m, ts, drop_name)?;
+            let at = ctx.matrix_at(m, ts, drop_name)?;
             Ok(RangeArg {
-                series,
-                start,
-                end,
+                series: at.series,
+                start: at.start,
+                end: at.end,
                 range_ms: super::eval::ms(&m.range),
+                distinct: at.distinct,
             })
         }
         Expr::Subquery(sq) => {
@@ -43,6 +46,7 @@ fn range_arg(ctx: &mut Ctx, e: &Expr, ts: i64, drop_name: bool) -> Result<RangeA
                 start,
                 end,
                 range_ms: super::eval::ms(&sq.range),
+                distinct: false,
             })
         }
         _ => Err(EvalError::BadData(
@@ -98,6 +102,10 @@ fn over_time(
                 drop_name: s.drop_name,
             });
         }
+    }
+    if ra.distinct {
+        // One element per series of a selection whose sets are all distinct.
+        return Ok(Value::Vector(out));
     }
     out_vector(out)
 }
@@ -835,6 +843,65 @@ mod tests {
         assert_eq!(bucket_quantile(0.99, &mut b), 1.0);
         let mut b = vec![(1.0, 1.0)];
         assert!(bucket_quantile(0.5, &mut b).is_nan());
+    }
+
+    /// Series held in memory, selected by their full label sets.
+    struct Held(Vec<crate::promql::SeriesSamples>);
+
+    impl crate::promql::Queryable for Held {
+        fn select(
+            &self,
+            matchers: &[crate::promql::LabelMatcher],
+            _: i64,
+            _: i64,
+        ) -> std::result::Result<Vec<crate::promql::SeriesSamples>, String> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|s| {
+                    let get = |n: &str| s.labels.get(n).unwrap_or("");
+                    matchers.iter().all(|m| m.matches(get(&m.name)))
+                })
+                .cloned()
+                .collect())
+        }
+    }
+
+    /// `rate` drops names once per query and skips the duplicate check only for a selection
+    /// whose sets stay distinct without them: two series that differ by name alone still
+    /// fail where both have samples, at every step of a range, and not where one has none.
+    #[test]
+    fn dropped_names_that_collide_fail_where_both_are_present() {
+        use crate::promql::{instant_query, range_query, EvalError, EvalOptions, SeriesSamples};
+        let counter = |name: &str, from: i64, to: i64| SeriesSamples {
+            labels: Labels::from_pairs([("__name__", name), ("job", "mesh")]),
+            samples: (from..=to).step_by(15_000).map(|t| (t, t as f64)).collect(),
+        };
+        // `a` for the first five minutes, `b` from the fourth on.
+        let held = Held(vec![
+            counter("a", 0, 300_000),
+            counter("b", 180_000, 600_000),
+        ]);
+        let opts = EvalOptions::default();
+        let never = || false;
+        let q = crate::promql::parse("rate({__name__=~\"a|b\"}[1m])").expect("parses");
+        let same = |r: std::result::Result<Value, EvalError>| matches!(r, Err(EvalError::Execution(m)) if m.contains("same labelset"));
+        assert!(!same(instant_query(&held, &q, 120_000, &opts, &never)));
+        assert!(same(instant_query(&held, &q, 240_000, &opts, &never)));
+        assert!(!same(instant_query(&held, &q, 500_000, &opts, &never)));
+        assert!(same(range_query(
+            &held, &q, 0, 600_000, 60_000, &opts, &never
+        )));
+        assert!(!same(range_query(
+            &held, &q, 0, 120_000, 60_000, &opts, &never
+        )));
+        // One name: distinct without names, every step answered.
+        let q = crate::promql::parse("rate({__name__=\"b\"}[1m])").expect("parses");
+        let Ok(Value::Matrix(m)) = range_query(&held, &q, 0, 600_000, 60_000, &opts, &never) else {
+            panic!("range query failed");
+        };
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].labels, Labels::from_pairs([("job", "mesh")]));
     }
 
     #[test]
