@@ -102,7 +102,14 @@ fn group_by_shard<T>(items: &[T], shard_of: impl Fn(&T) -> Option<usize>) -> [Ve
 /// `instance`; samples without an instance are not kept here).
 #[derive(Default)]
 pub(super) struct Positions {
-    by_target: std::sync::Mutex<HashMap<String, (Vec<SeriesRef>, i64)>>,
+    state: std::sync::Mutex<PositionsState>,
+}
+
+#[derive(Default)]
+struct PositionsState {
+    by_target: HashMap<String, (Vec<SeriesRef>, i64)>,
+    /// References held over all targets.
+    held: usize,
 }
 
 /// The most targets `Positions` keeps: far beyond the targets one agent scrapes, and a
@@ -120,28 +127,57 @@ impl Positions {
         let Some(key) = Self::key(keys) else {
             return Vec::new();
         };
-        let Ok(mut map) = self.by_target.lock() else {
+        let Ok(mut st) = self.state.lock() else {
             return Vec::new();
         };
-        map.remove(&key).map(|(refs, _)| refs).unwrap_or_default()
+        match st.by_target.remove(&key) {
+            Some((refs, _)) => {
+                st.held -= refs.len();
+                refs
+            }
+            None => Vec::new(),
+        }
     }
 
-    fn put(&self, keys: &ResourceKeys, refs: Vec<SeriesRef>, now: i64) {
+    /// Keeps `refs` for the target's next batch, unless that would hold more than
+    /// `max_held` references in all (a scraped target's count about its series, so a bound
+    /// a little over the store's series keeps them all; pushes of huge made-up batches are
+    /// not kept).
+    fn put(&self, keys: &ResourceKeys, refs: Vec<SeriesRef>, now: i64, max_held: usize) {
         let Some(key) = Self::key(keys) else {
             return;
         };
-        if let Ok(mut map) = self.by_target.lock() {
-            if map.len() < POSITIONS_MAX_TARGETS || map.contains_key(&key) {
-                map.insert(key, (refs, now));
-            }
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let st = &mut *st;
+        if st.by_target.len() >= POSITIONS_MAX_TARGETS || st.held + refs.len() > max_held {
+            return;
+        }
+        st.held += refs.len();
+        if let Some((old, _)) = st.by_target.insert(key, (refs, now)) {
+            st.held -= old.len();
         }
     }
 
     /// Forgets targets not sent since `t` (ms).
     pub(super) fn forget_unused_since(&self, t: i64) {
-        if let Ok(mut map) = self.by_target.lock() {
-            map.retain(|_, (_, used)| *used >= t);
+        if let Ok(mut st) = self.state.lock() {
+            let st = &mut *st;
+            let held = &mut st.held;
+            st.by_target.retain(|_, (refs, used)| {
+                let keep = *used >= t;
+                if !keep {
+                    *held -= refs.len();
+                }
+                keep
+            });
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.state.lock().map_or(0, |st| st.held)
     }
 }
 
@@ -438,8 +474,9 @@ impl Store {
                 }
             }
         }
+        let max_held = 2 * self.series_count() + 65_536;
         for (keys, refs) in resources.iter().zip(last) {
-            self.positions.put(keys, refs, now);
+            self.positions.put(keys, refs, now, max_held);
         }
         counts.publish(&self.stats);
         stored

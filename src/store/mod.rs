@@ -834,6 +834,22 @@ mod tests {
         }
     }
 
+    /// Pushes of made-up targets with huge batches cannot make the store keep their
+    /// positions beyond a bound set by the series it holds.
+    #[test]
+    fn positions_of_made_up_targets_stay_bounded() {
+        let s = Store::new(10);
+        let sets: Vec<Labels> = (0..2_000).map(|i| l(&[("i", &i.to_string())])).collect();
+        for target in 0..60 {
+            let samples: Vec<_> = sets.iter().map(|x| ("up", x.clone(), 1000, 1.0)).collect();
+            s.append_metrics(&batch("push", &format!("made-up-{target}"), &samples));
+        }
+        assert_eq!(s.series_count(), 10);
+        let held = s.positions.held();
+        assert!(held <= 2 * 10 + 65_536, "{held} positions held");
+        assert!(held > 0, "the first targets' positions are kept");
+    }
+
     #[test]
     fn freed_ids_are_reused_and_selections_keep_creation_order() {
         let s = Store::new(0);
