@@ -90,10 +90,12 @@ impl GroupIndex {
         }
     }
 
-    fn hash(&self, key: &[&Label]) -> u64 {
+    fn hash<'l>(seed: &foldhash::fast::RandomState, key: impl Iterator<Item = &'l Label>) -> u64 {
         use std::hash::BuildHasher;
-        let sum = key.iter().fold(0u64, |h, l| h.wrapping_add(l.pair_hash()));
-        self.seed.hash_one((key.len(), sum))
+        let (len, sum) = key.fold((0usize, 0u64), |(n, h), l| {
+            (n + 1, h.wrapping_add(l.pair_hash()))
+        });
+        seed.hash_one((len, sum))
     }
 
     /// The index of the group `key` names, made with `new_group` if there is none yet.
@@ -103,7 +105,7 @@ impl GroupIndex {
         key: &[&Label],
         new_group: impl FnOnce(Labels) -> Group,
     ) -> usize {
-        let hash = self.hash(key);
+        let hash = Self::hash(&self.seed, key.iter().copied());
         let same =
             |g: &Group| g.labels.len() == key.len() && g.labels.iter().eq(key.iter().copied());
         if let Some(&i) = self.table.find(hash, |&i| same(&groups[i])) {
@@ -114,14 +116,8 @@ impl GroupIndex {
         )));
         let i = groups.len() - 1;
         let seed = &self.seed;
-        self.table.insert_unique(hash, i, |&j| {
-            let labels: Vec<&Label> = groups[j].labels.iter().collect();
-            use std::hash::BuildHasher;
-            let sum = labels
-                .iter()
-                .fold(0u64, |h, l| h.wrapping_add(l.pair_hash()));
-            seed.hash_one((labels.len(), sum))
-        });
+        self.table
+            .insert_unique(hash, i, |&j| Self::hash(seed, groups[j].labels.iter()));
         i
     }
 }

@@ -300,13 +300,13 @@ impl Labels {
     /// which have non-empty values: the set they make together, without copying `base`.
     pub fn joined(base: Labels, mut extra: [Option<Label>; 3]) -> Labels {
         // Present ones first, in name order (three places: a sort by hand, no allocation).
-        let before = |a: &Option<Label>, b: &Option<Label>| match (a, b) {
+        let out_of_order = |a: &Option<Label>, b: &Option<Label>| match (a, b) {
             (Some(a), Some(b)) => b.name < a.name,
             (None, Some(_)) => true,
             _ => false,
         };
         for (i, j) in [(0, 1), (1, 2), (0, 1)] {
-            if before(&extra[i], &extra[j]) {
+            if out_of_order(&extra[i], &extra[j]) {
                 extra.swap(i, j);
             }
         }
