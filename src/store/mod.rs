@@ -54,6 +54,12 @@ impl MemSeries {
         MergedPairs::new(&self.labels, extra)
     }
 
+    /// Whether a pipeline sample sent as `sent` is this series: the very label set it was
+    /// stored with, and the same name, instance and job.
+    fn is_sent_as(&self, sent: &SentAs<'_>) -> bool {
+        self.labels.ptr_eq(sent.labels) && self.apart_values() == sent.apart
+    }
+
     /// `__name__`, `instance` and `job` as kept apart, `""` for each one not.
     fn apart_values(&self) -> [&str; 3] {
         self.apart
@@ -131,10 +137,8 @@ impl Shard {
         let same = |series: &MemSeries| {
             // A scraped series arrives with the very label set it was stored with: then only
             // its name, instance and job need comparing, not every byte of every label.
-            if let Some(sent) = sent {
-                if series.labels.ptr_eq(sent.labels) && series.apart_values() == sent.apart {
-                    return true;
-                }
+            if sent.is_some_and(|sent| series.is_sent_as(&sent)) {
+                return true;
             }
             let mut pairs = pairs.clone();
             series.pairs().all(|p| pairs.next() == Some(p)) && pairs.next().is_none()
@@ -147,9 +151,7 @@ impl Shard {
     /// Whether series `id` is the one `sent` names: the very label set it was stored with,
     /// and the same name, instance and job.
     fn holds(&self, id: u32, sent: &SentAs<'_>) -> bool {
-        self.get(id).is_some_and(|series| {
-            series.labels.ptr_eq(sent.labels) && series.apart_values() == sent.apart
-        })
+        self.get(id).is_some_and(|series| series.is_sent_as(sent))
     }
 
     fn insert(&mut self, hash: u64, series: MemSeries) -> u32 {
