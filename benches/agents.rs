@@ -141,20 +141,7 @@ fn start(agent: Scraper, dir: &std::path::Path, cfg_text: &str, sink: u16) -> Pr
             c
         }
         Scraper::MeshmetricsZstd | Scraper::MeshmetricsGzip => {
-            let bin = env!("CARGO_BIN_EXE_meshmetrics");
-            // For profiling, e.g. MM_PROFILE_WITH="heaptrack -o /tmp/mm": the agent runs
-            // under the tool, and the figures then describe the tool's process, not the agent.
-            let mut c = match std::env::var("MM_PROFILE_WITH") {
-                Ok(tool) if !tool.trim().is_empty() => {
-                    let mut words = tool.split_whitespace();
-                    let mut c = Command::new(words.next().unwrap_or_default());
-                    c.args(words).arg(bin);
-                    c
-                }
-                _ => Command::new(bin),
-            };
-            c.arg("--config").arg(&cfg);
-            c
+            harness::agent_command(env!("CARGO_BIN_EXE_meshmetrics"), &cfg)
         }
     };
     Proc(

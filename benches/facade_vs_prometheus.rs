@@ -16,10 +16,9 @@ mod harness;
 #[path = "support/workload.rs"]
 mod workload;
 
-use harness::{env_usize, free_port, rss_bytes, same_answer, settle, time_query, Proc};
+use harness::{env_usize, free_port, rss_bytes, same_answer, settle, time_query};
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,15 +117,7 @@ async fn main() {
         ),
     )
     .expect("write");
-    let mm = Proc(
-        Command::new(&bin)
-            .arg("--config")
-            .arg(&mm_cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("meshmetrics"),
-    );
+    let mm = harness::spawn_agent(&bin, &mm_cfg);
 
     let t0 = Instant::now();
     println!("ingesting {sidecars} sidecars × ~{} series = {series} series, {STEPS} steps (15 min at 5 s) into both ...", series / sidecars.max(1));

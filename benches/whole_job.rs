@@ -299,9 +299,7 @@ impl Setup {
                 // `MM_BIN` runs another build of the agent (say, a release build being tuned).
                 let bin = std::env::var("MM_BIN")
                     .unwrap_or_else(|_| env!("CARGO_BIN_EXE_meshmetrics").to_string());
-                let mut mm = Command::new(bin);
-                mm.arg("--config").arg(&cfg);
-                (vec![quiet(mm)], addr)
+                (vec![quiet(harness::agent_command(bin, &cfg))], addr)
             }
         }
     }

@@ -111,12 +111,27 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The command that runs an agent binary on a config file. For profiling, e.g.
+/// `MM_PROFILE_WITH="heaptrack -o /tmp/mm"`, the agent runs under the tool, and a bench's
+/// figures then describe the tool's process, not the agent.
+pub fn agent_command(bin: impl AsRef<std::ffi::OsStr>, config: &std::path::Path) -> Command {
+    let mut c = match std::env::var("MM_PROFILE_WITH") {
+        Ok(tool) if !tool.trim().is_empty() => {
+            let mut words = tool.split_whitespace();
+            let mut c = Command::new(words.next().unwrap_or_default());
+            c.args(words).arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    };
+    c.arg("--config").arg(config);
+    c
+}
+
 /// Starts an agent binary on a config file, output discarded; killed when dropped.
 pub fn spawn_agent(bin: &std::path::Path, config: &std::path::Path) -> Proc {
     Proc(
-        Command::new(bin)
-            .arg("--config")
-            .arg(config)
+        agent_command(bin, config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
