@@ -296,9 +296,7 @@ impl Setup {
                 let cfg = dir.join("meshmetrics.yaml");
                 let text = self.meshmetrics_config(dir, query_port, stack == Stack::Meshmetrics);
                 std::fs::write(&cfg, text).expect("write");
-                // `MM_BIN` runs another build of the agent (say, a release build being tuned).
-                let bin = std::env::var("MM_BIN")
-                    .unwrap_or_else(|_| env!("CARGO_BIN_EXE_meshmetrics").to_string());
+                let bin = env!("CARGO_BIN_EXE_meshmetrics");
                 (vec![quiet(harness::agent_command(bin, &cfg))], addr)
             }
         }

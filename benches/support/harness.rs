@@ -111,10 +111,12 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The command that runs an agent binary on a config file. For profiling, e.g.
+/// The command that runs an agent binary on a config file. `MM_BIN` runs another build
+/// instead (say, one being tuned, against the one cargo built). For profiling, e.g.
 /// `MM_PROFILE_WITH="heaptrack -o /tmp/mm"`, the agent runs under the tool, and a bench's
 /// figures then describe the tool's process, not the agent.
 pub fn agent_command(bin: impl AsRef<std::ffi::OsStr>, config: &std::path::Path) -> Command {
+    let bin = std::env::var_os("MM_BIN").unwrap_or_else(|| bin.as_ref().to_owned());
     let mut c = match std::env::var("MM_PROFILE_WITH") {
         Ok(tool) if !tool.trim().is_empty() => {
             let mut words = tool.split_whitespace();
