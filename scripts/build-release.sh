@@ -16,6 +16,11 @@ case "$TARGET" in
   *) echo "error: $TARGET: the release build links glibc statically; use a *-linux-gnu target" >&2
      exit 1 ;;
 esac
+# jemalloc is built for one page size. arm64 kernels come with 4 KiB or 64 KiB pages; built
+# for 64 KiB it runs on both, built for 4 KiB only on the former.
+case "$TARGET" in
+  aarch64-*) export JEMALLOC_SYS_WITH_LG_PAGE="${JEMALLOC_SYS_WITH_LG_PAGE:-16}" ;;
+esac
 # With --target, RUSTFLAGS reach only the target build, not build scripts or proc macros.
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target "$TARGET" --bin meshmetrics

@@ -56,6 +56,32 @@ fn version_and_components() {
     }
 }
 
+/// The binary allocates with jemalloc, with the options `src/main.rs` compiles in: asked to
+/// print its statistics at exit, jemalloc lists the options it runs with.
+#[test]
+fn jemalloc_runs_with_the_compiled_in_options() {
+    let out = Command::new(BIN)
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let stats = String::from_utf8_lossy(&out.stderr);
+    // Lines such as `opt.dirty_decay_ms: 1000 (arenas.dirty_decay_ms: 1000)`.
+    for option in [
+        "opt.background_thread: true",
+        "opt.dirty_decay_ms: 1000",
+        "opt.muzzy_decay_ms: 0",
+    ] {
+        assert!(
+            stats
+                .lines()
+                .any(|l| l.trim().starts_with(&format!("{option} "))),
+            "{option} not in:\n{stats}"
+        );
+    }
+}
+
 #[test]
 fn validate_lists_every_error_and_exits_1() {
     let dir = tempfile::tempdir().expect("tmp");
