@@ -5,38 +5,38 @@
 /// Samples per chunk before it is closed (Prometheus uses 120).
 pub const SAMPLES_PER_CHUNK: u16 = 120;
 
-#[derive(Default, Clone)]
-struct BitWriter {
-    bytes: Vec<u8>,
+/// Appends bits to a head chunk's bytes, most significant first.
+struct BitWriter<'a> {
+    bytes: &'a mut Vec<u8>,
     /// Bits used in the last byte (0 means the last byte is full or there is none).
-    used: u8,
+    used: &'a mut u8,
 }
 
-impl BitWriter {
+impl BitWriter<'_> {
     fn write_bit(&mut self, bit: bool) {
-        if self.used == 0 {
+        if *self.used == 0 {
             self.bytes.push(0);
         }
         if bit {
             let last = self.bytes.len() - 1;
-            self.bytes[last] |= 1 << (7 - self.used);
+            self.bytes[last] |= 1 << (7 - *self.used);
         }
-        self.used = (self.used + 1) % 8;
+        *self.used = (*self.used + 1) % 8;
     }
 
     /// Writes the low `n` bits of `value`, most significant first, a byte at a time.
     fn write_bits(&mut self, value: u64, n: u8) {
         let mut left = n as u32;
         while left > 0 {
-            if self.used == 0 {
+            if *self.used == 0 {
                 self.bytes.push(0);
             }
-            let free = 8 - self.used as u32;
+            let free = 8 - *self.used as u32;
             let take = free.min(left);
             let chunk = ((value >> (left - take)) & ((1u64 << take) - 1)) as u8;
             let last = self.bytes.len() - 1;
             self.bytes[last] |= chunk << (free - take);
-            self.used = ((self.used as u32 + take) % 8) as u8;
+            *self.used = ((*self.used as u32 + take) % 8) as u8;
             left -= take;
         }
     }
@@ -89,95 +89,122 @@ fn sign_extend(v: u64, bits: u8) -> i64 {
     ((v << shift) as i64) >> shift
 }
 
-/// A chunk being appended to, or a closed one.
-#[derive(Clone, Default)]
-pub struct Chunk {
-    bits: BitWriter,
+/// The chunk a series appends to. Its last sample's time and value are the series' own
+/// (`MemSeries::last_t`, `last_v`), passed in rather than kept twice; the encoder's state is
+/// kept here only, as a closed chunk needs none of it.
+pub struct HeadChunk {
+    bytes: Vec<u8>,
+    /// Bits used in the last byte (0 means the last byte is full or there is none).
+    used: u8,
+    leading: u8,
+    trailing: u8,
+    pub count: u16,
+    pub min_t: i64,
+    t_delta: i64,
+}
+
+impl Default for HeadChunk {
+    fn default() -> Self {
+        HeadChunk {
+            bytes: Vec::new(),
+            used: 0,
+            // No leading/trailing window yet: the first XOR writes its own.
+            leading: 0xff,
+            trailing: 0,
+            count: 0,
+            min_t: 0,
+            t_delta: 0,
+        }
+    }
+}
+
+/// A full chunk: its bytes allocated exactly, with the sample count at their end, and the
+/// last sample's time. 24 bytes besides the samples; the encoder's state is gone.
+pub struct ClosedChunk {
+    /// The encoded samples, then their count (two bytes, little-endian).
+    bytes: Box<[u8]>,
+    pub max_t: i64,
+}
+
+/// A chunk's samples and bounds, open or closed, for reading.
+#[derive(Clone, Copy)]
+pub struct ChunkView<'a> {
+    bytes: &'a [u8],
     pub count: u16,
     pub min_t: i64,
     pub max_t: i64,
-    // Encoder state.
-    t_delta: i64,
-    last_v: u64,
-    leading: u8,
-    trailing: u8,
 }
 
-impl Chunk {
-    pub fn new() -> Self {
-        Chunk {
-            leading: 0xff,
-            ..Default::default()
-        }
-    }
-
+impl HeadChunk {
     pub fn is_full(&self) -> bool {
         self.count >= SAMPLES_PER_CHUNK
     }
 
-    /// Bytes of encoded data held.
+    /// Bytes held (for reports).
     pub fn size(&self) -> usize {
-        self.bits.bytes.capacity()
+        self.bytes.capacity()
     }
 
-    /// Releases spare capacity once the chunk is closed.
-    pub fn shrink(&mut self) {
-        self.bits.bytes.shrink_to_fit();
-    }
-
-    /// Appends a sample; `t` must not be below the last one (the caller checks).
-    pub fn append(&mut self, t: i64, v: f64) {
+    /// Appends a sample after the series' last one, (`last_t`, `last_v`); `t` must not be
+    /// below it (the caller checks).
+    pub fn append(&mut self, t: i64, v: f64, last_t: i64, last_v: u64) {
         let vb = v.to_bits();
+        let mut w = BitWriter {
+            bytes: &mut self.bytes,
+            used: &mut self.used,
+        };
         match self.count {
             0 => {
-                self.bits.write_bits(t as u64, 64);
-                self.bits.write_bits(vb, 64);
+                w.write_bits(t as u64, 64);
+                w.write_bits(vb, 64);
                 self.min_t = t;
             }
             1 => {
-                let delta = t - self.max_t;
-                self.bits.write_bits(delta as u64, 64);
+                let delta = t - last_t;
+                w.write_bits(delta as u64, 64);
                 self.t_delta = delta;
-                self.write_value(vb);
+                self.write_value(vb ^ last_v);
             }
             _ => {
-                let delta = t - self.max_t;
+                let delta = t - last_t;
                 let dod = delta - self.t_delta;
                 match dod {
-                    0 => self.bits.write_bit(false),
+                    0 => w.write_bit(false),
                     -8191..=8192 => {
-                        self.bits.write_bits(0b10, 2);
-                        self.bits.write_bits(dod as u64, 14);
+                        w.write_bits(0b10, 2);
+                        w.write_bits(dod as u64, 14);
                     }
                     -65535..=65536 => {
-                        self.bits.write_bits(0b110, 3);
-                        self.bits.write_bits(dod as u64, 17);
+                        w.write_bits(0b110, 3);
+                        w.write_bits(dod as u64, 17);
                     }
                     -524287..=524288 => {
-                        self.bits.write_bits(0b1110, 4);
-                        self.bits.write_bits(dod as u64, 20);
+                        w.write_bits(0b1110, 4);
+                        w.write_bits(dod as u64, 20);
                     }
                     _ => {
-                        self.bits.write_bits(0b1111, 4);
-                        self.bits.write_bits(dod as u64, 64);
+                        w.write_bits(0b1111, 4);
+                        w.write_bits(dod as u64, 64);
                     }
                 }
                 self.t_delta = delta;
-                self.write_value(vb);
+                self.write_value(vb ^ last_v);
             }
         }
-        self.max_t = t;
-        self.last_v = vb;
         self.count += 1;
     }
 
-    fn write_value(&mut self, vb: u64) {
-        let x = vb ^ self.last_v;
+    /// Writes a value as its XOR `x` with the one before.
+    fn write_value(&mut self, x: u64) {
+        let mut w = BitWriter {
+            bytes: &mut self.bytes,
+            used: &mut self.used,
+        };
         if x == 0 {
-            self.bits.write_bit(false);
+            w.write_bit(false);
             return;
         }
-        self.bits.write_bit(true);
+        w.write_bit(true);
         let mut leading = x.leading_zeros() as u8;
         let trailing = x.trailing_zeros() as u8;
         // Leading zeros are stored in 5 bits.
@@ -185,25 +212,69 @@ impl Chunk {
             leading = 31;
         }
         if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
-            self.bits.write_bit(false);
+            w.write_bit(false);
             let sig = 64 - self.leading - self.trailing;
-            self.bits.write_bits(x >> self.trailing, sig);
+            w.write_bits(x >> self.trailing, sig);
         } else {
-            self.leading = leading;
-            self.trailing = trailing;
-            self.bits.write_bit(true);
-            self.bits.write_bits(leading as u64, 5);
+            w.write_bit(true);
+            w.write_bits(leading as u64, 5);
             let sig = 64 - leading - trailing;
             // 64 significant bits are stored as 0 (6 bits cannot hold 64).
-            self.bits.write_bits((sig % 64) as u64, 6);
-            self.bits.write_bits(x >> trailing, sig);
+            w.write_bits((sig % 64) as u64, 6);
+            w.write_bits(x >> trailing, sig);
+            self.leading = leading;
+            self.trailing = trailing;
         }
     }
 
+    /// The samples so far, the last one at `last_t`.
+    pub fn view(&self, last_t: i64) -> ChunkView<'_> {
+        ChunkView {
+            bytes: &self.bytes,
+            count: self.count,
+            min_t: self.min_t,
+            max_t: last_t,
+        }
+    }
+
+    /// Closes the chunk, its last sample at `last_t`, leaving an empty one in its place.
+    pub fn close(&mut self, last_t: i64) -> ClosedChunk {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.extend_from_slice(&self.count.to_le_bytes());
+        *self = HeadChunk::default();
+        ClosedChunk {
+            bytes: bytes.into_boxed_slice(),
+            max_t: last_t,
+        }
+    }
+}
+
+impl ClosedChunk {
+    /// Bytes held (for reports).
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn view(&self) -> ChunkView<'_> {
+        let (samples, count) = self.bytes.split_last_chunk::<2>().unwrap_or((&[], &[0, 0]));
+        // The first sample's time opens the encoding, as 64 bits.
+        let min_t = samples
+            .first_chunk::<8>()
+            .map_or(self.max_t, |b| i64::from_be_bytes(*b));
+        ChunkView {
+            bytes: samples,
+            count: u16::from_le_bytes(*count),
+            min_t,
+            max_t: self.max_t,
+        }
+    }
+}
+
+impl ChunkView<'_> {
     /// Decodes every sample, calling `f(t, v)` in time order.
     pub fn for_each(&self, mut f: impl FnMut(i64, f64)) {
         let mut r = BitReader {
-            bytes: &self.bits.bytes,
+            bytes: self.bytes,
             pos: 0,
         };
         let mut t: i64 = 0;
@@ -264,11 +335,25 @@ impl Chunk {
 mod tests {
     use super::*;
 
+    /// Appends `(t, v)` pairs as a series does, keeping its last time and value.
+    fn fill(samples: &[(i64, f64)]) -> (HeadChunk, i64) {
+        let mut c = HeadChunk::default();
+        let (mut last_t, mut last_v) = (i64::MIN, 0u64);
+        for &(t, v) in samples {
+            c.append(t, v, last_t, last_v);
+            (last_t, last_v) = (t, v.to_bits());
+        }
+        (c, last_t)
+    }
+
+    fn decoded(view: ChunkView<'_>) -> Vec<(i64, u64)> {
+        let mut got = Vec::new();
+        view.for_each(|t, v| got.push((t, v.to_bits())));
+        got
+    }
+
     #[test]
-    fn round_trips_irregular_data_bit_exact() {
-        let mut c = Chunk::new();
-        let mut want = Vec::new();
-        let mut t = 1_700_000_000_000i64;
+    fn round_trips_irregular_data_bit_exact_open_and_closed() {
         let vals = [
             0.0,
             1.0,
@@ -281,6 +366,8 @@ mod tests {
             crate::model::stale_nan(),
             42.0,
         ];
+        let mut t = 1_700_000_000_000i64;
+        let mut samples = Vec::new();
         for (i, v) in vals
             .iter()
             .cycle()
@@ -288,22 +375,40 @@ mod tests {
             .enumerate()
         {
             t += [15_000, 15_001, 14_999, 0, 1_000_000, 3][i % 6];
-            c.append(t, *v);
-            want.push((t, v.to_bits()));
+            samples.push((t, *v));
         }
-        let mut got = Vec::new();
-        c.for_each(|t, v| got.push((t, v.to_bits())));
-        assert_eq!(got, want);
+        let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+        // Every prefix reads back while open.
+        for n in [1, 2, 3, 61, SAMPLES_PER_CHUNK as usize] {
+            let (c, last_t) = fill(&samples[..n]);
+            let view = c.view(last_t);
+            assert_eq!(decoded(view), want[..n], "{n} samples");
+            assert_eq!(
+                (view.count as usize, view.min_t, view.max_t),
+                (n, want[0].0, last_t)
+            );
+        }
+        let (mut c, last_t) = fill(&samples);
         assert!(c.is_full());
+        let closed = c.close(last_t);
+        let view = closed.view();
+        assert_eq!(decoded(view), want);
+        assert_eq!(
+            (view.count, view.min_t, view.max_t),
+            (SAMPLES_PER_CHUNK, want[0].0, last_t)
+        );
+        // The head is empty again, ready for the next chunk.
+        assert_eq!((c.count, c.size()), (0, 0));
+        assert!(decoded(c.view(last_t)).is_empty());
     }
 
     #[test]
     fn regular_scrapes_are_small() {
-        let mut c = Chunk::new();
-        for i in 0..120 {
-            c.append(1_700_000_000_000 + i * 5000, (i * 10) as f64);
-        }
-        c.shrink();
-        assert!(c.size() < 120 * 3, "{} bytes", c.size());
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| (1_700_000_000_000 + i * 5000, (i * 10) as f64))
+            .collect();
+        let (mut c, last_t) = fill(&samples);
+        let closed = c.close(last_t);
+        assert!(closed.size() < 120 * 3, "{} bytes", closed.size());
     }
 }

@@ -10,11 +10,12 @@ pub mod chunk;
 mod ingest;
 pub mod metadata;
 
+use roaring::RoaringBitmap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::RwLock;
 
-use self::chunk::Chunk;
+use self::chunk::{ChunkView, ClosedChunk, HeadChunk};
 use self::ingest::{hash_pairs, AppendCounts, MergedPairs, Pending, Positions, SentAs};
 use crate::model::{Label, Labels, Metrics, Sample};
 use crate::promql::{LabelMatcher, Queryable, SeriesSamples};
@@ -36,7 +37,10 @@ struct MemSeries {
     /// `__name__`, `instance` and `job`, in that (name) order, when they arrived apart from
     /// `labels` (the sample's name and its resource); `None` when `labels` holds them.
     apart: [Option<Label>; 3],
-    chunks: Vec<Chunk>,
+    /// Full chunks, oldest first, then the one being appended to.
+    closed: Vec<ClosedChunk>,
+    head: HeadChunk,
+    /// The last sample's time and value bits (`i64::MIN` before the first).
     last_t: i64,
     last_v: u64,
     /// Store-wide creation number: selections come out in creation order, as from
@@ -89,14 +93,24 @@ impl MemSeries {
         Labels::joined(self.labels.clone(), self.apart.clone())
     }
 
+    /// Every chunk with samples, oldest first.
+    fn chunks(&self) -> impl Iterator<Item = ChunkView<'_>> + Clone {
+        let head = (self.head.count > 0).then(|| self.head.view(self.last_t));
+        self.closed.iter().map(ClosedChunk::view).chain(head)
+    }
+
+    /// Whether the series holds no sample.
+    fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.head.count == 0
+    }
+
     fn samples_in(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
-        let overlaps = |c: &&Chunk| c.count > 0 && c.max_t >= mint && c.min_t <= maxt;
+        let overlaps = |c: &ChunkView<'_>| c.count > 0 && c.max_t >= mint && c.min_t <= maxt;
         // Sized once, for the part of each chunk inside the window (samples come at a steady
         // interval): growing the buffer reallocated it several times per series, and a whole
         // chunk's count for a 1-minute window asked ten times the memory used.
         out.reserve(
-            self.chunks
-                .iter()
+            self.chunks()
                 .filter(overlaps)
                 .map(|c| {
                     let span = (i128::from(c.max_t) - i128::from(c.min_t)).max(1);
@@ -105,7 +119,7 @@ impl MemSeries {
                 })
                 .sum(),
         );
-        for c in self.chunks.iter().filter(overlaps) {
+        for c in self.chunks().filter(overlaps) {
             c.for_each(|t, v| {
                 if t >= mint && t <= maxt {
                     out.push((t, v));
@@ -124,8 +138,10 @@ struct Shard {
     free: Vec<u32>,
     /// Ids by label-set hash (collisions are told apart by comparing the labels).
     by_hash: hashbrown::HashTable<u32>,
-    /// Label → sorted ids.
-    postings: HashMap<Label, Vec<u32>>,
+    /// Label → ids holding it: a compressed bitmap takes two bytes an id where a label's ids
+    /// are sparse (a `Vec<u32>` took four, and up to twice that as it grew) and one bit where
+    /// they are dense.
+    postings: HashMap<Label, RoaringBitmap>,
 }
 
 impl Shard {
@@ -163,16 +179,7 @@ impl Shard {
             }
         };
         for l in series.each_label() {
-            let p = self.postings.entry(l.clone()).or_default();
-            // Fresh ids come last; a reused one goes to its place.
-            match p.last() {
-                Some(&last) if last > id => {
-                    if let Err(at) = p.binary_search(&id) {
-                        p.insert(at, id);
-                    }
-                }
-                _ => p.push(id),
-            }
+            self.postings.entry(l.clone()).or_default().insert(id);
         }
         self.slots[id as usize] = Some(series);
         let Shard { by_hash, slots, .. } = self;
@@ -190,9 +197,7 @@ impl Shard {
         };
         for l in s.each_label() {
             if let Some(p) = self.postings.get_mut(l) {
-                if let Ok(at) = p.binary_search(&id) {
-                    p.remove(at);
-                }
+                p.remove(id);
                 if p.is_empty() {
                     self.postings.remove(l);
                 }
@@ -207,7 +212,7 @@ impl Shard {
     /// Ids holding every non-empty equal value of `matchers` (all ids if there is none);
     /// `select_series` relies on this to check only the other matchers.
     fn candidates(&self, matchers: &[LabelMatcher]) -> Vec<u32> {
-        let mut lists: Vec<&Vec<u32>> = Vec::new();
+        let mut lists: Vec<&RoaringBitmap> = Vec::new();
         for m in matchers {
             if let Some(v) = m.equal_value() {
                 if v.is_empty() {
@@ -219,17 +224,16 @@ impl Shard {
                 }
             }
         }
-        if lists.is_empty() {
+        lists.sort_by_key(|l| l.len());
+        let Some((smallest, rest)) = lists.split_first() else {
             return (0..self.slots.len() as u32)
                 .filter(|&id| self.slots[id as usize].is_some())
                 .collect();
-        }
-        lists.sort_by_key(|l| l.len());
-        let mut out = lists[0].clone();
-        for l in &lists[1..] {
-            out.retain(|id| l.binary_search(id).is_ok());
-        }
-        out
+        };
+        smallest
+            .iter()
+            .filter(|&id| rest.iter().all(|l| l.contains(id)))
+            .collect()
     }
 }
 
@@ -342,7 +346,8 @@ impl Store {
         let series = MemSeries {
             labels,
             apart,
-            chunks: Vec::new(),
+            closed: Vec::new(),
+            head: HeadChunk::default(),
             last_t: i64::MIN,
             last_v: 0,
             created,
@@ -374,17 +379,12 @@ impl Store {
             counts.duplicates += 1;
             return Err(AppendError::Duplicate);
         }
-        if series.chunks.last().is_none_or(Chunk::is_full) {
-            if let Some(c) = series.chunks.last_mut() {
-                c.shrink();
-            }
+        if series.head.is_full() {
             // A window holds a few chunks: grow one at a time, not to four at once.
-            series.chunks.reserve_exact(1);
-            series.chunks.push(Chunk::new());
+            series.closed.reserve_exact(1);
+            series.closed.push(series.head.close(series.last_t));
         }
-        if let Some(c) = series.chunks.last_mut() {
-            c.append(t, v);
-        }
+        series.head.append(t, v, series.last_t, series.last_v);
         series.last_t = t;
         series.last_v = v.to_bits();
         counts.appended += 1;
@@ -406,9 +406,12 @@ impl Store {
             let mut dead = Vec::new();
             for (id, slot) in s.slots.iter_mut().enumerate() {
                 let Some(series) = slot else { continue };
+                series.closed.retain(|c| c.max_t >= min_t);
                 // Keep the chunk being appended to unless it is entirely old too.
-                series.chunks.retain(|c| c.max_t >= min_t);
-                if series.chunks.is_empty() {
+                if series.last_t < min_t {
+                    series.head = HeadChunk::default();
+                }
+                if series.is_empty() {
                     dead.push((id as u32, hash_pairs(series.pairs())));
                 }
             }
@@ -474,7 +477,7 @@ impl Store {
                     }
                 } else {
                     let (lo, hi) = (
-                        series.chunks.first().map(|c| c.min_t).unwrap_or(i64::MAX),
+                        series.chunks().next().map_or(i64::MAX, |c| c.min_t),
                         series.last_t,
                     );
                     if hi < mint || lo > maxt {
@@ -525,7 +528,7 @@ impl Store {
                 s.slots
                     .iter()
                     .flatten()
-                    .map(|x| x.chunks.iter().map(Chunk::size).sum::<usize>())
+                    .map(|x| x.head.size() + x.closed.iter().map(ClosedChunk::size).sum::<usize>())
                     .sum::<usize>()
             })
             .sum()
@@ -898,6 +901,58 @@ mod tests {
                 "i={i}"
             );
         }
+    }
+
+    /// What every series costs before its samples: a window of 111,200 series holds one of
+    /// each per series, and a closed chunk per 120 samples.
+    #[test]
+    fn per_series_structures_stay_small() {
+        assert_eq!(std::mem::size_of::<ClosedChunk>(), 24);
+        assert_eq!(std::mem::size_of::<HeadChunk>(), 48);
+        assert_eq!(std::mem::size_of::<Option<MemSeries>>(), 136);
+    }
+
+    /// A series' samples read the same across closed chunks and the one being appended to;
+    /// retention drops a closed chunk once its last sample is old, and the series once the
+    /// chunk being appended to is old too.
+    #[test]
+    fn samples_cross_chunks_and_retention_drops_whole_old_chunks() {
+        let s = Store::new(0);
+        let series = l(&[("__name__", "x"), ("job", "a")]);
+        let value = |i: i64| {
+            if i % 7 == 0 {
+                i as f64 * 1.5
+            } else {
+                (i / 3) as f64
+            }
+        };
+        for i in 1..=250 {
+            s.append(&series, i * 1000, value(i)).expect("append");
+        }
+        let m = LabelMatcher::new("job", MatchKind::Equal, "a").expect("m");
+        let read = |mint: i64, maxt: i64| -> Vec<(i64, f64)> {
+            let mut got = s
+                .select(std::slice::from_ref(&m), mint, maxt)
+                .expect("select");
+            got.pop().map(|x| x.samples).unwrap_or_default()
+        };
+        let want = |from: i64, to: i64| -> Vec<(i64, f64)> {
+            (from..=to).map(|i| (i * 1000, value(i))).collect()
+        };
+        assert_eq!(read(0, i64::MAX), want(1, 250));
+        // Across the first chunk's end (120 samples) and into the open one (from 241).
+        assert_eq!(read(100_500, 130_000), want(101, 130));
+        assert_eq!(read(239_000, 245_000), want(239, 245));
+        assert!(s.chunk_bytes() > 0);
+        s.trim(120_001);
+        assert_eq!(read(0, i64::MAX), want(121, 250));
+        // The second chunk's last sample (240 s) is not older than the bound: kept whole.
+        s.trim(240_000);
+        assert_eq!(read(0, i64::MAX), want(121, 250));
+        s.trim(250_001);
+        assert_eq!((s.series_count(), s.chunk_bytes()), (0, 0));
+        s.append(&series, 260_000, 1.0).expect("append");
+        assert_eq!(read(0, i64::MAX), vec![(260_000, 1.0)]);
     }
 
     #[test]
