@@ -17,12 +17,14 @@ use meshmetrics::service::{Config, Running};
 /// between the store's long-lived series, and hands them back to the system. With glibc's
 /// malloc the façade benchmark's window took 140–151 MiB, with jemalloc 121–126 MiB; the whole
 /// job's steady memory went from about 200 to 164 MiB (`docs/memory.md`).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main`: a background thread returns pages unused for a
 /// second, even while the agent is idle (by default pages go back only as later allocations
 /// come, after ten seconds). `_RJEM_MALLOC_CONF` in the environment overrides any of them.
+#[cfg(feature = "jemalloc")]
 #[export_name = "_rjem_malloc_conf"]
 static JEMALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 

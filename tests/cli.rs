@@ -58,6 +58,7 @@ fn version_and_components() {
 
 /// The binary allocates with jemalloc, with the options `src/main.rs` compiles in: asked to
 /// print its statistics at exit, jemalloc lists the options it runs with.
+#[cfg(feature = "jemalloc")]
 #[test]
 fn jemalloc_runs_with_the_compiled_in_options() {
     let out = Command::new(BIN)
