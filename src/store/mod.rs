@@ -94,7 +94,7 @@ impl MemSeries {
     }
 
     /// Every chunk with samples, oldest first.
-    fn chunks(&self) -> impl Iterator<Item = ChunkView<'_>> + Clone {
+    fn chunks(&self) -> impl Iterator<Item = ChunkView<'_>> {
         let head = (self.head.count > 0).then(|| self.head.view(self.last_t));
         self.closed.iter().map(ClosedChunk::view).chain(head)
     }
