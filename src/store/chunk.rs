@@ -99,8 +99,15 @@ pub struct HeadChunk {
     leading: u8,
     trailing: u8,
     pub count: u16,
-    pub min_t: i64,
     t_delta: i64,
+}
+
+/// The first sample's time, which opens a chunk's encoding as 64 bits (`fallback` when the
+/// chunk is empty): not kept apart, as every series holds a chunk.
+fn first_time(samples: &[u8], fallback: i64) -> i64 {
+    samples
+        .first_chunk::<8>()
+        .map_or(fallback, |b| i64::from_be_bytes(*b))
 }
 
 impl Default for HeadChunk {
@@ -112,7 +119,6 @@ impl Default for HeadChunk {
             leading: 0xff,
             trailing: 0,
             count: 0,
-            min_t: 0,
             t_delta: 0,
         }
     }
@@ -157,7 +163,6 @@ impl HeadChunk {
             0 => {
                 w.write_bits(t as u64, 64);
                 w.write_bits(vb, 64);
-                self.min_t = t;
             }
             1 => {
                 let delta = t - last_t;
@@ -232,7 +237,7 @@ impl HeadChunk {
         ChunkView {
             bytes: &self.bytes,
             count: self.count,
-            min_t: self.min_t,
+            min_t: first_time(&self.bytes, last_t),
             max_t: last_t,
         }
     }
@@ -257,14 +262,10 @@ impl ClosedChunk {
 
     pub fn view(&self) -> ChunkView<'_> {
         let (samples, count) = self.bytes.split_last_chunk::<2>().unwrap_or((&[], &[0, 0]));
-        // The first sample's time opens the encoding, as 64 bits.
-        let min_t = samples
-            .first_chunk::<8>()
-            .map_or(self.max_t, |b| i64::from_be_bytes(*b));
         ChunkView {
             bytes: samples,
             count: u16::from_le_bytes(*count),
-            min_t,
+            min_t: first_time(samples, self.max_t),
             max_t: self.max_t,
         }
     }

@@ -37,8 +37,8 @@ struct MemSeries {
     /// `__name__`, `instance` and `job`, in that (name) order, when they arrived apart from
     /// `labels` (the sample's name and its resource); `None` when `labels` holds them.
     apart: [Option<Label>; 3],
-    /// Full chunks, oldest first, then the one being appended to.
-    closed: Vec<ClosedChunk>,
+    /// Full chunks, oldest first (exactly as many as held: a window holds a few).
+    closed: Box<[ClosedChunk]>,
     head: HeadChunk,
     /// The last sample's time and value bits (`i64::MIN` before the first).
     last_t: i64,
@@ -346,7 +346,7 @@ impl Store {
         let series = MemSeries {
             labels,
             apart,
-            closed: Vec::new(),
+            closed: Box::default(),
             head: HeadChunk::default(),
             last_t: i64::MIN,
             last_v: 0,
@@ -380,9 +380,10 @@ impl Store {
             return Err(AppendError::Duplicate);
         }
         if series.head.is_full() {
-            // A window holds a few chunks: grow one at a time, not to four at once.
-            series.closed.reserve_exact(1);
-            series.closed.push(series.head.close(series.last_t));
+            let mut closed = std::mem::take(&mut series.closed).into_vec();
+            closed.reserve_exact(1);
+            closed.push(series.head.close(series.last_t));
+            series.closed = closed.into_boxed_slice();
         }
         series.head.append(t, v, series.last_t, series.last_v);
         series.last_t = t;
@@ -406,7 +407,11 @@ impl Store {
             let mut dead = Vec::new();
             for (id, slot) in s.slots.iter_mut().enumerate() {
                 let Some(series) = slot else { continue };
-                series.closed.retain(|c| c.max_t >= min_t);
+                if series.closed.first().is_some_and(|c| c.max_t < min_t) {
+                    let mut closed = std::mem::take(&mut series.closed).into_vec();
+                    closed.retain(|c| c.max_t >= min_t);
+                    series.closed = closed.into_boxed_slice();
+                }
                 // Keep the chunk being appended to unless it is entirely old too.
                 if series.last_t < min_t {
                     series.head = HeadChunk::default();
@@ -919,8 +924,8 @@ mod tests {
     #[test]
     fn per_series_structures_stay_small() {
         assert_eq!(std::mem::size_of::<ClosedChunk>(), 24);
-        assert_eq!(std::mem::size_of::<HeadChunk>(), 48);
-        assert_eq!(std::mem::size_of::<Option<MemSeries>>(), 136);
+        assert_eq!(std::mem::size_of::<HeadChunk>(), 40);
+        assert_eq!(std::mem::size_of::<Option<MemSeries>>(), 120);
     }
 
     /// A series' samples read the same across closed chunks and the one being appended to;
