@@ -323,6 +323,100 @@ async fn ten_million_series_and_megabyte_labels_are_refused() {
     assert!(rss < 600 << 20, "memory bounded: {} MiB", rss >> 20);
 }
 
+/// A body that arrives in frames of every size (chunked encoding, cut mid-line, mid-label
+/// and mid-escape; small frames are joined, large ones read where they arrived) gives
+/// exactly what the same body served whole gives, and a malformed line cut across frames is
+/// named by its line number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_small_frames_reads_as_when_whole() {
+    use axum::body::Body;
+    use futures_util::{stream, StreamExt};
+    let mut body = String::from("# HELP rq Request latency.\n# TYPE rq histogram\n");
+    for pod in 0..200 {
+        for (le, n) in [("0.1", 3), ("1", 7), ("+Inf", 9)] {
+            body.push_str(&format!(
+                "rq_bucket{{pod=\"p{pod}\",path=\"/a,b=\\\"c\\\"\",le=\"{le}\"}} {}\n",
+                n + pod
+            ));
+        }
+        body.push_str(&format!(
+            "rq_sum{{pod=\"p{pod}\",path=\"/a,b=\\\"c\\\"\"}} 4.5\n"
+        ));
+        body.push_str(&format!(
+            "rq_count{{pod=\"p{pod}\",path=\"/a,b=\\\"c\\\"\"}} {}\n",
+            9 + pod
+        ));
+        body.push_str(&format!("# TYPE up_{pod} gauge\nup_{pod} {pod}.25\n"));
+    }
+    // Line 3,001 is broken (a label value never closed), after 30 kB of good lines.
+    let mut broken: String = (0..3000).map(|i| format!("m{i} 1\n")).collect();
+    broken.push_str("g{x=\"unclosed} 7\nh 8\n");
+    // Frames of every size, small and large, cutting lines anywhere.
+    let in_frames = |text: String| {
+        let bytes = text.into_bytes();
+        let mut frames = Vec::new();
+        let (mut at, mut i) = (0, 0);
+        while at < bytes.len() {
+            let n = [1, 2, 8_200, 3, 9_001, 7, 8_192, 11, 13][i % 9].min(bytes.len() - at);
+            frames.push(Ok::<_, std::io::Error>(axum::body::Bytes::copy_from_slice(
+                &bytes[at..at + n],
+            )));
+            (at, i) = (at + n, i + 1);
+        }
+        Body::from_stream(stream::iter(frames).then(|f| async move {
+            tokio::task::yield_now().await;
+            f
+        }))
+    };
+    let app = {
+        let (whole, framed, broken_framed) = (body.clone(), body.clone(), broken.clone());
+        axum::Router::new()
+            .route("/whole", axum::routing::get(move || async move { whole }))
+            .route(
+                "/frames",
+                axum::routing::get(move || {
+                    let b = framed.clone();
+                    async move { in_frames(b) }
+                }),
+            )
+            .route(
+                "/broken",
+                axum::routing::get(move || {
+                    let b = broken_framed.clone();
+                    async move { in_frames(b) }
+                }),
+            )
+    };
+    let addr = serve_http(app).await;
+    let (sink_addr, sink) = http_sink().await;
+    let mut jobs = String::new();
+    for p in ["whole", "frames", "broken"] {
+        jobs.push_str(&format!(
+            "        - job_name: {p}\n          scrape_interval: 1s\n          metrics_path: /{p}\n          static_configs: [{{targets: ['{addr}']}}]\n"
+        ));
+    }
+    let (by, _) = run_jobs(&jobs, sink_addr, Duration::from_millis(2500)).await;
+    assert_eq!(by("frames").health, "up");
+    let e = by("broken").last_error.unwrap_or_default();
+    assert!(e.contains("parse error at line 3001"), "broken: {e}");
+    // Each job's points, times left out.
+    let times = regex::Regex::new(r"(start_)?time_unix_nano: \d+").expect("regex");
+    let points = |job: &str| -> std::collections::BTreeSet<String> {
+        sink.metrics()
+            .into_iter()
+            .filter(|(r, m)| {
+                r.get("service.name").map(String::as_str) == Some(job)
+                    && !m.name.starts_with("scrape_")
+                    && m.name != "up"
+            })
+            .map(|(_, m)| times.replace_all(&format!("{m:?}"), "").into_owned())
+            .collect()
+    };
+    let (whole, framed) = (points("whole"), points("frames"));
+    assert_eq!(whole.len(), 201, "one histogram and 200 gauges");
+    assert_eq!(framed, whole);
+}
+
 /// Runs the agent on `jobs` (scrape_configs entries) exporting to `sink` for `wait`; returns a
 /// lookup of each job's last scrape status and the process's resident memory then.
 async fn run_jobs(

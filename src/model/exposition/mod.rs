@@ -11,15 +11,18 @@
 //! scraping, so the scrape path runs the syntax checks only; `strict` backs `validate_openmetrics`.
 //!
 //! `entry.rs` what it hands out, `parser.rs` the parser, `strict.rs` the OpenMetrics rules of
-//! a strict parse, `lexer.rs` the byte-level scanning both use.
+//! a strict parse, `lexer.rs` the byte-level scanning both use, `pieces.rs` a body received
+//! in frames cut into pieces of whole lines, for the parser to read in place.
 
 mod entry;
 mod lexer;
 mod parser;
+mod pieces;
 mod strict;
 
 pub use entry::{Entry, Format, LabelSpan, ParseError, SampleRef};
 pub use parser::{validate_openmetrics, Parser};
+pub use pieces::line_pieces;
 
 #[cfg(test)]
 mod tests {

@@ -8,9 +8,13 @@ use super::lexer::*;
 use super::strict::StrictState;
 use crate::model::MetricKind;
 
-/// Streaming parser over one scrape body.
+/// Streaming parser over one scrape body, whole or in pieces of whole lines.
 pub struct Parser<'a> {
+    /// The piece being read (the whole body when it came as one). Offsets kept below are
+    /// into it: they refer to the last line read, which never spans two pieces.
     body: &'a [u8],
+    /// The pieces after it.
+    rest: &'a [&'a [u8]],
     pos: usize,
     line: usize,
     format: Format,
@@ -33,8 +37,16 @@ pub struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     pub fn new(body: &'a [u8], format: Format) -> Self {
+        Self::over_pieces(body, &[], format)
+    }
+
+    /// A parser over a body received in pieces, each a run of whole lines (see
+    /// [`line_pieces`](super::line_pieces)): the body is read where it arrived, not copied
+    /// into one buffer first.
+    pub fn over_pieces(first: &'a [u8], rest: &'a [&'a [u8]], format: Format) -> Self {
         Parser {
-            body,
+            body: first,
+            rest,
             pos: 0,
             line: 0,
             format,
@@ -149,6 +161,10 @@ impl<'a> Parser<'a> {
     pub fn next_entry(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
         loop {
             if self.pos >= self.body.len() {
+                if let Some((next, rest)) = self.rest.split_first() {
+                    (self.body, self.rest, self.pos) = (next, rest, 0);
+                    continue;
+                }
                 if self.format == Format::OpenMetrics && !self.seen_eof {
                     self.line += 1;
                     return self.err("OpenMetrics body does not end with '# EOF'");
@@ -275,7 +291,7 @@ impl<'a> Parser<'a> {
         if line[0] == b'#' {
             if line == b"# EOF" {
                 self.seen_eof = true;
-                if self.pos < self.body.len() {
+                if self.pos < self.body.len() || self.rest.iter().any(|p| !p.is_empty()) {
                     self.line += 1;
                     return self.err("content after '# EOF'");
                 }

@@ -304,32 +304,107 @@ fn keeps_alive(response: &Response<Incoming>) -> bool {
     }
 }
 
-/// Scrape bodies are large (a sidecar's is ~1.5 MB) and each target is scraped once per
-/// interval, so body buffers are lent per scrape from a small process-wide pool instead of
-/// being kept by every target: memory follows concurrent scrapes, not the number of targets.
-static BODY_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// A gzip body is joined and inflated into buffers lent per scrape from a small
+/// process-wide pool instead of kept by every target (an inflated sidecar body is ~1.5 MB):
+/// memory follows concurrent scrapes, not the number of targets.
+static BODY_BUFFERS: BufferPool = BufferPool::new();
 /// Spare buffers kept, and the largest capacity worth keeping (one huge body must not pin
 /// its size forever).
 const POOLED_BUFFERS: usize = 4;
-pub(super) const POOLED_CAPACITY: usize = 16 << 20;
+const POOLED_CAPACITY: usize = 16 << 20;
 
 pub(super) fn take_buffer() -> Vec<u8> {
-    BODY_BUFFERS
-        .lock()
-        .ok()
-        .and_then(|mut pool| pool.pop())
-        .unwrap_or_default()
+    BODY_BUFFERS.take()
 }
 
-pub(super) fn give_buffer(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > POOLED_CAPACITY {
-        return;
-    }
-    buf.clear();
-    if let Ok(mut pool) = BODY_BUFFERS.lock() {
-        if pool.len() < POOLED_BUFFERS {
-            pool.push(buf);
+pub(super) fn give_buffer(buf: Vec<u8>) {
+    BODY_BUFFERS.give(buf)
+}
+
+struct BufferPool {
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    const fn new() -> Self {
+        BufferPool {
+            spare: Mutex::new(Vec::new()),
         }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default()
+    }
+
+    /// Keeps a buffer, at most twice the size of the body it last held: a buffer follows
+    /// the bodies it is lent for, so when bodies shrink or go empty (targets falling
+    /// silent) the pool does not keep the large ones resident.
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.shrink_to(buf.len().saturating_mul(2));
+        if buf.capacity() == 0 || buf.capacity() > POOLED_CAPACITY {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut pool) = self.spare.lock() {
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buf);
+            }
+        }
+    }
+}
+
+/// A body as it was received: hyper's frames, kept (not copied) for the parser to read in
+/// place. Frames under `SMALL_FRAME` are joined: a target sending its body a few bytes at a
+/// time would otherwise cost a frame's bookkeeping (32 bytes) every few bytes.
+#[derive(Default)]
+pub(super) struct BodyFrames {
+    frames: Vec<Bytes>,
+    small: Vec<u8>,
+    received: usize,
+}
+
+const SMALL_FRAME: usize = 8 << 10;
+
+impl BodyFrames {
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.small = Vec::new();
+        self.received = 0;
+    }
+
+    pub fn push(&mut self, data: Bytes) {
+        self.received += data.len();
+        if data.len() >= SMALL_FRAME {
+            self.flush_small();
+            self.frames.push(data);
+        } else {
+            self.small.extend_from_slice(&data);
+            if self.small.len() >= SMALL_FRAME {
+                self.flush_small();
+            }
+        }
+    }
+
+    fn flush_small(&mut self) {
+        if !self.small.is_empty() {
+            self.frames
+                .push(Bytes::from(std::mem::take(&mut self.small)));
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// Every frame, in order, once the body is whole.
+    pub fn finish(&mut self) -> &[Bytes] {
+        self.flush_small();
+        &self.frames
     }
 }
 
@@ -406,6 +481,65 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body sent a byte at a time is held in few frames; large frames are kept as they
+    /// came, and the frames read back as the body, in order.
+    #[test]
+    fn small_frames_are_joined_and_large_ones_kept() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut frames = BodyFrames::default();
+        for b in &body[..50_000] {
+            frames.push(Bytes::copy_from_slice(std::slice::from_ref(b)));
+        }
+        let large = Bytes::copy_from_slice(&body[50_000..90_000]);
+        frames.push(large.clone());
+        frames.push(Bytes::copy_from_slice(&body[90_000..]));
+        assert_eq!(frames.received(), body.len());
+        let held = frames.finish();
+        assert!(
+            held.len() <= 50_000 / SMALL_FRAME + 3,
+            "{} frames",
+            held.len()
+        );
+        assert!(held.iter().any(|f| f.as_ptr() == large.as_ptr()), "copied");
+        assert_eq!(held.concat(), body);
+        frames.clear();
+        assert!(frames.finish().is_empty() && frames.received() == 0);
+    }
+
+    #[test]
+    fn pooled_buffers_follow_the_bodies_they_held() {
+        let pool = BufferPool::new();
+        let held = |len: usize, cap: usize| {
+            let mut b = Vec::with_capacity(cap);
+            b.resize(len, b'x');
+            b
+        };
+        // A body that filled its buffer keeps it whole.
+        pool.give(held(1500, 1500));
+        let b = pool.take();
+        assert!(b.is_empty() && b.capacity() == 1500, "{}", b.capacity());
+        // One that held a tenth of it gives most of it back.
+        pool.give(held(100, 1 << 20));
+        let b = pool.take();
+        assert!(
+            b.is_empty() && (200..4096).contains(&b.capacity()),
+            "{}",
+            b.capacity()
+        );
+        // An empty body (a target gone silent) keeps nothing.
+        pool.give(held(0, 1 << 20));
+        assert_eq!(pool.take().capacity(), 0);
+        // At most `POOLED_BUFFERS` are kept, and none over `POOLED_CAPACITY`.
+        for _ in 0..POOLED_BUFFERS + 2 {
+            pool.give(held(10, 10));
+        }
+        pool.give(held(POOLED_CAPACITY + 1, POOLED_CAPACITY + 1));
+        let kept: Vec<_> = std::iter::from_fn(|| Some(pool.take()))
+            .take_while(|b| b.capacity() > 0)
+            .collect();
+        assert_eq!(kept.len(), POOLED_BUFFERS);
+    }
 
     #[test]
     fn request_target_and_host() {

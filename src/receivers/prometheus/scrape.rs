@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::ResolvedScrapeConfig;
 use super::connection::{
-    error_chain, give_buffer, scrape_request, take_buffer, Connection, Connector, POOLED_CAPACITY,
+    error_chain, give_buffer, scrape_request, take_buffer, BodyFrames, Connection, Connector,
 };
 use super::families::{
     append_stale, assemble, family_index_owners, family_of, resource_for, resource_slot, FamilyKey,
@@ -20,7 +20,7 @@ use super::families::{
 use super::series::{RawSeries, SeriesEntry, Tracked, Tracks};
 use super::target::Target;
 use crate::agent::{TargetRegistry, TargetStatus};
-use crate::model::exposition::{Entry, Format, Parser};
+use crate::model::exposition::{line_pieces, Entry, Format, Parser};
 use crate::model::relabel::{relabel, LabelMap};
 use crate::model::{stale_nan, Interner, Labels, MetricFamily, MetricKind, Metrics, Sample};
 use crate::pipeline::Fanout;
@@ -144,6 +144,9 @@ pub struct ScrapeLoop {
     /// Samples per family in the last build, in the order families were met: a target
     /// exposes the same families in the same order, so each list is allocated once, at size.
     family_sizes: Vec<usize>,
+    /// The last body as received, read in place (see `line_pieces`).
+    frames: BodyFrames,
+    /// A gzip body, and what it inflated to (buffers lent from the pool).
     body: Vec<u8>,
     inflated: Vec<u8>,
 }
@@ -196,6 +199,7 @@ impl ScrapeLoop {
             target_labels,
             resource_base,
             family_sizes: Vec::new(),
+            frames: BodyFrames::default(),
             body: Vec::new(),
             inflated: Vec::new(),
         }
@@ -297,7 +301,8 @@ impl ScrapeLoop {
                 after: self.target.timeout,
             }),
         };
-        // Back to the pool: a target holds no body between scrapes.
+        // Back to the pool, or to the allocator: a target holds no body between scrapes.
+        self.frames.clear();
         give_buffer(std::mem::take(&mut self.body));
         give_buffer(std::mem::take(&mut self.inflated));
         let duration = started.elapsed();
@@ -357,7 +362,8 @@ impl ScrapeLoop {
         m
     }
 
-    /// Fetches the body into `self.inflated`, decompressed; returns the format.
+    /// Fetches the body into `self.frames`, or inflated into `self.inflated`; returns the
+    /// format.
     async fn fetch(&mut self) -> Result<Format, ScrapeError> {
         let url = &self.target.url;
         let fail = |reason: String| ScrapeError::Fetch {
@@ -394,29 +400,26 @@ impl ScrapeLoop {
             .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
         let limit = self.cfg.body_size_limit;
         let over = |n: usize| limit > 0 && n as u64 > limit;
-        self.body = take_buffer();
-        // A known length is allocated once and exactly, rather than doubled up to it; only
-        // up to what the pool keeps, as the header is the target's word, not its bytes.
-        let announced = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if let Some(n) = announced.filter(|&n| n <= POOLED_CAPACITY && !over(n)) {
-            self.body.reserve_exact(n);
-        }
+        self.frames.clear();
         let mut body = resp.into_body();
         while let Some(frame) = exchange.drive(body.frame()).await {
             let frame = frame.map_err(|e| fail(format!("reading body: {}", error_chain(&e))))?;
             if let Ok(data) = frame.into_data() {
-                self.body.extend_from_slice(&data);
-                if over(self.body.len()) {
+                self.frames.push(data);
+                if over(self.frames.received()) {
                     return Err(too_large(limit));
                 }
             }
         }
         self.connection.finish(exchange).await;
         if gzip {
-            // Only a gzip body needs a second buffer.
+            // Compressed bytes are few: they are joined, and inflated into one buffer.
+            self.body = take_buffer();
+            self.body.reserve_exact(self.frames.received());
+            for frame in self.frames.finish() {
+                self.body.extend_from_slice(frame);
+            }
+            self.frames.clear();
             self.inflated = take_buffer();
             let mut dec = flate2::read::GzDecoder::new(&self.body[..]);
             let cap = if limit > 0 { limit + 1 } else { u64::MAX };
@@ -427,8 +430,6 @@ impl ScrapeLoop {
             if over(self.inflated.len()) {
                 return Err(too_large(limit));
             }
-        } else {
-            self.inflated = std::mem::take(&mut self.body);
         }
         Ok(Format::from_content_type(content_type.as_deref()))
     }
@@ -521,15 +522,32 @@ impl ScrapeLoop {
     }
 
     fn build(&mut self, format: Format, ts: i64) -> Result<Built, ScrapeError> {
-        let body = std::mem::take(&mut self.inflated);
-        let r = self.build_from(&body, format, ts);
-        self.inflated = body;
+        let mut frames = std::mem::take(&mut self.frames);
+        let inflated = std::mem::take(&mut self.inflated);
+        let mut joins = Vec::new();
+        let pieces = if frames.received() == 0 {
+            vec![&inflated[..]]
+        } else {
+            line_pieces(frames.finish(), &mut joins)
+        };
+        let r = self.build_from(&pieces, format, ts);
+        drop(pieces);
+        (self.frames, self.inflated) = (frames, inflated);
         r
     }
 
-    fn build_from(&mut self, body: &[u8], format: Format, ts: i64) -> Result<Built, ScrapeError> {
+    /// Builds a scrape's data from its body, in pieces of whole lines.
+    fn build_from(
+        &mut self,
+        body: &[&[u8]],
+        format: Format,
+        ts: i64,
+    ) -> Result<Built, ScrapeError> {
         let url = self.target.url.clone();
-        let mut parser = Parser::new(body, format).with_lazy_labels();
+        let (first, rest) = body
+            .split_first()
+            .map_or((&[][..], &[][..]), |(f, r)| (*f, r));
+        let mut parser = Parser::over_pieces(first, rest, format).with_lazy_labels();
         // Cached series were validated as `format`; under another format they must be again.
         if self.cache_format != Some(format) {
             self.raw.clear();
