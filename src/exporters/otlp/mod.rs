@@ -256,10 +256,16 @@ pub struct Batch {
     pub points: usize,
 }
 
+/// The size of the last request encoded: the next one is usually about as large, and
+/// allocating that at once saves growing the buffer (and faulting its pages in) step by step.
+static LAST_REQUEST_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl Batch {
     pub fn encode(m: &Metrics) -> Batch {
-        let mut request = Vec::new();
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut request = Vec::with_capacity(LAST_REQUEST_BYTES.load(Relaxed));
         encode::encode_to(m, &mut request);
+        LAST_REQUEST_BYTES.store(request.len(), Relaxed);
         Batch {
             request: request.into(),
             points: m.point_count(),

@@ -451,6 +451,18 @@ impl Labels {
         }
     }
 
+    /// The label spliced into `self` when `self` is the very set `other` plus that label
+    /// (a histogram's bucket and its `_sum`, `_count`).
+    pub fn spliced_onto<'a>(&'a self, other: &Labels) -> Option<&'a Label> {
+        match (&self.0, &other.0) {
+            (Repr::Built(a), Repr::Flat(b)) => match &**a {
+                Built::Spliced(a) if Arc::ptr_eq(&a.base, b) => Some(&a.extra),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The very same set (not only equal labels).
     pub fn ptr_eq(&self, other: &Labels) -> bool {
         match (&self.0, &other.0) {
@@ -737,6 +749,11 @@ mod tests {
         let extra = b1.parts().extra;
         assert_eq!(extra.map(|l| &*l.name), Some("le"));
         assert!(b1.spliced_apart(&b2).is_some());
+        // A bucket is its `_sum`'s very set plus `le`; a set equal to that one but built
+        // apart is not told apart this way.
+        assert_eq!(b1.spliced_onto(&sum).map(|l| &*l.value), Some("0.5"));
+        assert!(sum.spliced_onto(&b1).is_none() && b1.spliced_onto(&b2).is_none());
+        assert!(b1.spliced_onto(&Labels::from_vec(set(None))).is_none());
         let flat = Labels::from_vec(set(Some("0.5")));
         let hash =
             |l: &Labels| BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(l);

@@ -102,8 +102,11 @@ fn scope_of(s: &Sample) -> (Option<&str>, Option<&str>) {
 /// Encodes a batch as the protobuf bytes of one `ExportMetricsServiceRequest`, appended to
 /// `out`.
 pub fn encode_to(metrics: &Metrics, out: &mut Vec<u8>) {
+    // Scope buffers are handed from resource to resource: each grows once, to the largest
+    // target's, instead of from nothing for every target.
+    let mut spare = Vec::new();
     for r in &metrics.resources {
-        encode_resource(out, r);
+        encode_resource(out, r, &mut spare);
     }
 }
 
@@ -113,8 +116,8 @@ fn is_target_info(f: &MetricFamily) -> bool {
 
 /// One `ResourceMetrics` (field 1 of the request), tag and length included. Each scope's
 /// metrics are written into a buffer of their own, then copied into `out` once their
-/// lengths are known.
-fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
+/// lengths are known; `spare` lends and takes back those buffers.
+fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics, spare: &mut Vec<Vec<u8>>) {
     // target_info's labels describe the resource; the metric itself is not exported.
     let mut extra: Vec<(&str, &str)> = Vec::new();
     for f in r.families.iter().filter(|f| is_target_info(f)) {
@@ -144,7 +147,7 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
         // `otel_scope_name` (noticed while the labels are read anyway, before anything is
         // written); then the family is split by scope.
         let samples: Vec<&Sample> = f.samples.iter().collect();
-        let i = scope_index(&mut scopes, default_scope);
+        let i = scope_index(&mut scopes, default_scope, spare);
         if encode_family(&mut scopes[i].1, f, &samples, Scoping::Detect) == Scoping::Detect {
             continue;
         }
@@ -160,12 +163,12 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
             }
         }
         for (key, samples) in by_scope {
-            let i = scope_index(&mut scopes, key);
+            let i = scope_index(&mut scopes, key, spare);
             encode_family(&mut scopes[i].1, f, &samples, Scoping::Split);
         }
     }
     // Every family of a scope may have been dropped: such a scope is left out.
-    let scopes: Vec<(&(&str, &str), &Vec<u8>)> = scopes
+    let written: Vec<(&(&str, &str), &Vec<u8>)> = scopes
         .iter()
         .filter(|(_, metrics)| !metrics.is_empty())
         .map(|(scope, metrics)| (scope, metrics))
@@ -174,14 +177,14 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
     let scope_metrics_size =
         |(scope, metrics): &(&(&str, &str), &Vec<u8>)| len_field(scope_size(scope)) + metrics.len();
     let body = len_field(attrs.len())
-        + scopes
+        + written
             .iter()
             .map(|s| len_field(scope_metrics_size(s)))
             .sum::<usize>();
     len_header(out, 1, body);
     len_header(out, 1, attrs.len());
     out.extend_from_slice(&attrs);
-    for s in &scopes {
+    for s in &written {
         len_header(out, 2, scope_metrics_size(s));
         let (name, version) = s.0;
         len_header(out, 1, scope_size(s.0));
@@ -189,6 +192,11 @@ fn encode_resource(out: &mut Vec<u8>, r: &ResourceMetrics) {
         string(out, 2, version);
         out.extend_from_slice(s.1);
     }
+    drop(written);
+    spare.extend(scopes.into_iter().map(|(_, mut metrics)| {
+        metrics.clear();
+        metrics
+    }));
 }
 
 /// Whether `encode_family` looks out for `otel_scope_name` (the one label that makes a
@@ -204,11 +212,12 @@ enum Scoping {
 fn scope_index<'a>(
     scopes: &mut Vec<((&'a str, &'a str), Vec<u8>)>,
     key: (&'a str, &'a str),
+    spare: &mut Vec<Vec<u8>>,
 ) -> usize {
     match scopes.iter().position(|(k, _)| *k == key) {
         Some(i) => i,
         None => {
-            scopes.push((key, Vec::new()));
+            scopes.push((key, spare.pop().unwrap_or_default()));
             scopes.len() - 1
         }
     }
@@ -421,6 +430,12 @@ fn same_but_bounds(a: &Labels, b: &Labels, kind: MetricKind) -> bool {
     // Two buckets of one scraped histogram: one shared set, each with its own bound.
     if let Some((p, q)) = a.spliced_apart(b) {
         return p == q || bound_apart(p, q);
+    }
+    // A bucket and its histogram's `_sum` or `_count`: the shared set, with and without
+    // the bound.
+    if let Some(extra) = a.spliced_onto(b).or_else(|| b.spliced_onto(a)) {
+        return matches!(extra.role(), LabelRole::Le | LabelRole::Quantile)
+            && is_structural(extra, kind);
     }
     a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p == q || bound_apart(p, q))
 }
@@ -876,6 +891,39 @@ mod tests {
             1,
             "no counter point in lib"
         );
+    }
+
+    /// Resources of one request, each with scopes of its own, encode as each would alone:
+    /// the scope buffers handed from one to the next carry nothing over.
+    #[test]
+    fn each_resource_encodes_as_when_alone() {
+        let resource = |job: &str, scoped: &str| ResourceMetrics {
+            resource: vec![("service.name".into(), job.into())],
+            scope_name: "scope".into(),
+            scope_version: "1".into(),
+            families: vec![fam(
+                "c",
+                MetricKind::Counter,
+                vec![
+                    s("c_total", &[("k", job)], 5.0),
+                    s("c_total", &[("k", "w"), ("otel_scope_name", scoped)], 6.0),
+                ],
+            )],
+        };
+        let alone = |r: ResourceMetrics| {
+            let mut bytes = Vec::new();
+            encode_to(&Metrics { resources: vec![r] }, &mut bytes);
+            bytes
+        };
+        let (a, b) = (resource("first", "lib"), resource("second", "other"));
+        let mut both = Vec::new();
+        encode_to(
+            &Metrics {
+                resources: vec![resource("first", "lib"), resource("second", "other")],
+            },
+            &mut both,
+        );
+        assert_eq!(both, [alone(a), alone(b)].concat());
     }
 
     #[test]
