@@ -68,16 +68,18 @@ fn jemalloc_runs_with_the_compiled_in_options() {
         .expect("runs");
     assert!(out.status.success());
     let stats = String::from_utf8_lossy(&out.stderr);
-    // Lines such as `opt.dirty_decay_ms: 1000 (arenas.dirty_decay_ms: 1000)`.
+    // Lines such as `opt.narenas: 1` and `opt.dirty_decay_ms: 1000 (arenas.dirty_decay_ms: 1000)`.
     for option in [
         "opt.background_thread: true",
         "opt.dirty_decay_ms: 1000",
         "opt.muzzy_decay_ms: 0",
+        "opt.narenas: 1",
     ] {
         assert!(
             stats
                 .lines()
-                .any(|l| l.trim().starts_with(&format!("{option} "))),
+                .map(str::trim)
+                .any(|l| l == option || l.starts_with(&format!("{option} "))),
             "{option} not in:\n{stats}"
         );
     }
