@@ -266,6 +266,11 @@ impl Batch {
         let mut request = Vec::with_capacity(LAST_REQUEST_BYTES.load(Relaxed));
         encode::encode_to(m, &mut request);
         LAST_REQUEST_BYTES.store(request.len(), Relaxed);
+        // A small batch after a large one (another pipeline's, or a queue's backlog) gives
+        // the rest back: a queued batch must not hold more than its bytes.
+        if request.capacity() - request.len() > request.len() / 8 {
+            request.shrink_to_fit();
+        }
         Batch {
             request: request.into(),
             points: m.point_count(),
